@@ -1,0 +1,28 @@
+# Two commands on a fresh machine: `make demo` (set up, then the main job) and `make test`.
+# The pinned CPU build of torch is installed first, so the project's `torch>=2.6` requirement is met
+# without pulling a multi-GB CUDA build. On a GPU machine: make TORCH_SPEC=torch demo
+PYTHON ?= python3
+TORCH_SPEC ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/plan profile examples/gpt.py:gpt3_175b
+	$(BIN)/plan profile examples/llama.py:llama3_70b --micro-batch 1
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/profile_175b.py
+
+.PHONY: setup demo test bench

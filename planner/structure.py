@@ -1,0 +1,131 @@
+"""What can be split how: the repeated blocks (pipeline unit) and the tensor-parallel pairs in a block.
+
+Both are read off a model built on the meta device, so nothing here allocates or runs the model.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import math
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+__all__ = ["Blocks", "TPStructure", "find_blocks", "block_signature", "detect_tp", "COLWISE_NAMES",
+           "ROWWISE_NAMES"]
+
+# Projection names that tensor parallel splits by output features (colwise) and by input features
+# (rowwise), as in Megatron-LM, Hugging Face `base_model_tp_plan`s and torchtitan's Llama plan.
+COLWISE_NAMES = frozenset({"q_proj", "k_proj", "v_proj", "wq", "wk", "wv", "query", "key", "value",
+                           "qkv_proj", "fc1", "c_fc", "up_proj", "gate_proj", "w1", "w3", "fc_in",
+                           "dense_h_to_4h"})
+ROWWISE_NAMES = frozenset({"o_proj", "wo", "out_proj", "c_proj", "dense", "fc2", "down_proj", "w2",
+                           "fc_out", "dense_4h_to_h"})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Blocks:
+    """The longest `nn.ModuleList` of same-class modules: the unit of pipeline stages."""
+
+    path: str
+    """Module path of the list, e.g. `blocks` or `transformer.h`; empty when the model has none."""
+    count: int
+    """Number of blocks."""
+    signatures: tuple[str, ...]
+    """Per block, a short hash of its structure: equal hashes are profiled once."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TPStructure:
+    """Tensor-parallel plan for one block and the TP degrees it admits."""
+
+    plan: dict[str, str]
+    """Module pattern (relative to the model, `*` for the block index) -> `colwise` | `rowwise`."""
+    degrees: tuple[int, ...]
+    """TP sizes that divide every split dimension (whole heads per rank), ascending."""
+    source: str
+    """`recognised`, `TP_PLAN` (declared by the file) or `none`."""
+    reason: str = ""
+    """Why no tensor parallelism, when `degrees == (1,)`."""
+
+
+def block_signature(module: nn.Module) -> str:
+    """Class + parameter/buffer shapes and dtypes + every submodule's repr and plain attributes."""
+    parts = []
+    for name, sub in module.named_modules():
+        plain = sorted((k, v) for k, v in vars(sub).items()
+                       if not k.startswith("_") and isinstance(v, (int, float, str, bool, tuple)))
+        parts.append(f"{name}:{type(sub).__qualname__}({sub.extra_repr()}){plain}")
+    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+        parts.append(f"{name}:{tuple(t.shape)}:{t.dtype}")
+    return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:12]
+
+
+def find_blocks(model: nn.Module) -> Blocks:
+    """Pick the `nn.ModuleList` with the most children of one class (ties: the first found)."""
+    best: tuple[int, str, nn.ModuleList] | None = None
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.ModuleList) and len(mod) >= 2:
+            classes = {type(c) for c in mod}
+            if len(classes) == 1 and (best is None or len(mod) > best[0]):
+                best = (len(mod), name, mod)
+    if best is None:
+        return Blocks(path="", count=0, signatures=())
+    count, path, mod = best
+    sigs = tuple(block_signature(c) for c in mod)
+    return Blocks(path=path, count=count, signatures=sigs)
+
+
+def _head_dim(parent: nn.Module) -> int:
+    hd = getattr(parent, "head_dim", None)
+    return hd if isinstance(hd, int) and hd > 0 else 1
+
+
+def _recognise(block: nn.Module) -> dict[str, str]:
+    plan = {}
+    for name, mod in block.named_modules():
+        leaf = name.rpartition(".")[2]
+        if isinstance(mod, nn.Linear) and leaf in COLWISE_NAMES:
+            plan[name] = "colwise"
+        elif isinstance(mod, nn.Linear) and leaf in ROWWISE_NAMES:
+            plan[name] = "rowwise"
+    return plan
+
+
+def _check_pairs(block: nn.Module, plan: dict[str, str]) -> str:
+    """Each parent holds colwise layers feeding exactly one rowwise layer; return a reason if not."""
+    parents: dict[str, list[str]] = {}
+    for name in plan:
+        parents.setdefault(name.rpartition(".")[0], []).append(name)
+    for parent, names in parents.items():
+        rows = [n for n in names if plan[n] == "rowwise"]
+        cols = [n for n in names if plan[n] == "colwise"]
+        if len(rows) != 1 or not cols:
+            return f"'{parent or 'block'}' has {len(cols)} colwise and {len(rows)} rowwise projections"
+    return ""
+
+
+def detect_tp(model: nn.Module, blocks: Blocks, declared: dict[str, str] | None = None) -> TPStructure:
+    """Recognise attention/MLP projection pairs in the first block (or use the file's TP_PLAN)."""
+    if not blocks.count:
+        return TPStructure(plan={}, degrees=(1,), source="none", reason="the model has no repeated blocks")
+    block = model.get_submodule(blocks.path)[0]
+    prefix = f"{blocks.path}.*."
+    if declared:
+        rel = {n: s for n, _ in block.named_modules() for p, s in declared.items()
+               if fnmatch.fnmatchcase(f"{blocks.path}.0.{n}", p.replace("*", "0", 1))}
+        source = "TP_PLAN"
+    else:
+        rel, source = _recognise(block), "recognised"
+    reason = _check_pairs(block, rel) if rel else "no attention or MLP projections were recognised"
+    if reason:
+        return TPStructure(plan={}, degrees=(1,), source="none", reason=reason + "; declare TP_PLAN")
+    split_sizes = []
+    for name, style in rel.items():
+        lin = block.get_submodule(name)
+        parent = block.get_submodule(name.rpartition(".")[0]) if "." in name else block
+        dim = lin.out_features if style == "colwise" else lin.in_features
+        split_sizes.append(dim // _head_dim(parent))
+    top = math.gcd(*split_sizes)
+    degrees = tuple(t for t in range(1, top + 1) if top % t == 0)
+    return TPStructure(plan={prefix + n: s for n, s in sorted(rel.items())}, degrees=degrees, source=source)

@@ -1,0 +1,98 @@
+"""FLOPs and parameter counts of the GPT examples against the Megatron-LM closed forms."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from planner import load, profile
+from planner.model_source import build_meta
+from tests.conftest import example
+
+GPT_SHAPES = {  # factory: (L, h, heads, V, s)
+    "gpt2": (12, 768, 12, 50257, 1024),
+    "gpt3_1_3b": (24, 2048, 16, 51200, 2048),
+    "gpt3_6_7b": (32, 4096, 32, 51200, 2048),
+    "gpt3_13b": (40, 5120, 40, 51200, 2048),
+    "gpt3_175b": (96, 12288, 96, 51200, 2048),
+    "gpt_1t": (128, 25600, 160, 51200, 2048),
+}
+
+
+@pytest.mark.parametrize("factory", GPT_SHAPES)
+def test_gpt_parameter_count_is_exact(factory):
+    L, h, _, V, s = GPT_SHAPES[factory]
+    model = build_meta(load(example(f"gpt.py:{factory}")))
+    assert sum(p.numel() for p in model.parameters()) == 12 * L * h * h + 13 * L * h + V * h + s * h + 2 * h
+
+
+@pytest.mark.parametrize("factory", ["gpt3_1_3b", "gpt3_175b", "gpt_1t"])
+def test_gpt_flops_match_megatron_formula(factory):
+    L, h, _, V, s = GPT_SHAPES[factory]
+    b = 1
+    p = profile(example(f"gpt.py:{factory}"), micro_batch=b)
+    assert len(p.blocks) == L
+    for block in p.blocks:
+        assert block.fwd_flops == 24 * b * s * h * h + 4 * b * s * s * h
+        assert block.bwd_flops == 2 * block.fwd_flops
+    total = p.fwd_flops + p.bwd_flops
+    megatron = 72 * b * s * L * h * h * (1 + s / (6 * h) + V / (12 * h * L))
+    assert abs(total / megatron - 1) < 0.005
+    assert p.params == sum(x.numel() for x in build_meta(load(example(f"gpt.py:{factory}"))).parameters())
+
+
+@settings(max_examples=12, deadline=None)
+@given(layers=st.integers(1, 3), heads=st.sampled_from([1, 2, 4]), head_dim=st.sampled_from([8, 16]),
+       seq=st.sampled_from([8, 16, 32]), batch=st.integers(1, 3))
+def test_block_flops_formula_holds_for_any_shape(tmp_path_factory, layers, heads, head_dim, seq, batch):
+    h = heads * head_dim
+    f = tmp_path_factory.mktemp("m") / "m.py"
+    f.write_text(f"import sys; sys.path.insert(0, {str(example(''))!r})\n"
+                 "from gpt import GPT, GPTConfig, batch\n"
+                 f"def model(): return GPT(GPTConfig(n_layer={layers}, n_embd={h}, n_head={heads}, "
+                 f"vocab_size=64, seq_len={seq}))\n")
+    p = profile(str(f), micro_batch=batch, dtype="float32")
+    for block in p.blocks:
+        assert block.fwd_flops == 24 * batch * seq * h * h + 4 * batch * seq * seq * h
+        assert block.bwd_flops == 2 * block.fwd_flops
+        assert sum(g.flops for g in block.gemms) == 24 * batch * seq * h * h
+        assert sum(a.flops for a in block.attention) == 4 * batch * seq * seq * h
+    assert p.params == 12 * layers * h * h + 13 * layers * h + 64 * h + seq * h + 2 * h
+
+
+def test_identical_blocks_are_profiled_once(monkeypatch):
+    import planner.profiler as prof
+    calls = []
+    real = prof._block_run
+    monkeypatch.setattr(prof, "_block_run", lambda *a, **k: calls.append(1) or real(*a, **k))
+    p = profile(example("gpt.py:gpt3_175b"))
+    assert len(p.blocks) == 96 and len(calls) == 2  # the block, and its TP-narrowed twin
+    assert len({l.signature for l in p.blocks}) == 1
+
+
+def test_llama_and_resnet_profiles():
+    llama = profile(example("llama.py:llama3_8b"))
+    assert llama.params == 8_030_261_248  # Llama 3 8B, as published
+    assert llama.tp_degrees == (1, 2, 4, 8)  # 8 K/V heads
+    resnet = profile(example("resnet.py"))
+    assert resnet.tp_degrees == (1,) and "no attention or MLP" in resnet.tp_note
+    assert all(l.gemms for l in resnet.blocks) and all(not g.tp for l in resnet.layers for g in l.gemms)
+    assert torch.__version__  # profiling never needed real weights: nothing above allocated them
+
+
+def test_profile_json_round_trip():
+    p = profile(example("llama.py:tiny"), micro_batch=2, dtype="float32")
+    from planner import ModelProfile
+    assert ModelProfile.from_json(p.to_json()) == p
+
+
+def test_profile_is_cached(monkeypatch):
+    import planner.api as api
+    first = profile(example("gpt.py:tiny"))
+
+    def again(*a, **k):
+        raise RuntimeError("profiled again")
+    monkeypatch.setattr(api, "profile_model", again)
+    assert profile(example("gpt.py:tiny")) == first
+    with pytest.raises(RuntimeError, match="profiled again"):
+        profile(example("gpt.py:tiny"), micro_batch=3)  # other shapes are another key
