@@ -9,6 +9,7 @@ How (see ../shared/TORCH_NOTES.md for why each choice):
 - Saved activations: `saved_tensors_hooks`, each storage counted once, parameters excluded.
   Selective recompute keeps the block input and the outputs of `runtime.SELECTIVE_SAVE_OPS` (what
   torch's selective checkpointing caches); full recompute keeps only the block's hidden-state input.
+  Both also keep the CPU RNG state (5,056 bytes) that checkpointing saves to replay dropout.
 - Shard tags: each block is measured again with its tensor-parallel layers narrowed by t (whole heads
   per rank, as the emitted program splits them); a saved tensor that shrank by t is `tp`, one that kept
   its size and has a sequence dimension is `sp` (split only with sequence parallel), else `replicated`.
@@ -91,8 +92,11 @@ class _Recorder(TorchDispatchMode):
         ins = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
         outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
         self.keep.append(outs)
-        for t in outs:
-            self.producer.setdefault(_sid(t), func.overloadpacket.__name__)
+        name = func.overloadpacket.__name__
+        fresh = {_sid(t) for t in outs} - {_sid(t) for t in ins}
+        for t in outs:  # credit new storages, and in-place writers (dropout's bernoulli_), not views
+            if _sid(t) in fresh or name.endswith("_"):
+                self.producer[_sid(t)] = name
         if func in _MATMULS:
             self.layer.gemms.append(_gemm(func, args, self.in_tp))
         elif func == _aten.convolution.default:
@@ -101,7 +105,7 @@ class _Recorder(TorchDispatchMode):
             q, k = args[0], args[1]
             self.layer.attention.append(Attention(batch=q.shape[0], heads=q.shape[1], q_len=q.shape[2],
                                                   kv_len=k.shape[2], head_dim=q.shape[3], dtype=_dtype(q)))
-        elif not {_sid(t) for t in outs} & {_sid(t) for t in ins}:  # views move no bytes
+        elif fresh:  # views move no bytes
             self.layer.mem_bytes += sum(t.numel() * t.element_size() for t in ins + outs)
         if func in SELECTIVE_SAVE_OPS:
             for t in outs:
@@ -291,7 +295,15 @@ def _block_saved(run: _BlockRun, part: _BlockRun | None, t: int, tokens: int) ->
             p_store = {"none": part.record.saved, "selective": p_sel, "full": {0: part.hidden}}[mode]
             tags = _tp_tags(list(store.values()), list(p_store.values()), t, tokens)
         out[mode] = _records(store, run.producer, run.inputs, tokens, tags)
+        if mode != "none":
+            out[mode] += (_RNG_STATE,)
     return out
+
+
+# A checkpointed region keeps the CPU generator's state to replay dropout in backward
+# (`preserve_rng_state=True`); on GPUs the device generator's few bytes come on top.
+_RNG_STATE = SavedTensor(nbytes=torch.get_rng_state().numel(), shard="replicated", op="rng_state",
+                         shape=tuple(torch.get_rng_state().shape), dtype="uint8")
 
 
 def _flops(counts: dict[str, dict[Any, int]], key: str) -> int:
