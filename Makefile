@@ -18,6 +18,7 @@ setup: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/plan profile examples/gpt.py:gpt3_175b
 	$(BIN)/plan profile examples/llama.py:llama3_70b --micro-batch 1
+	$(BIN)/plan cluster --gpus 8x2 --gpu a100-80gb
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

@@ -164,7 +164,11 @@ def load_cluster_file(path: Path) -> Cluster:
         if not isinstance(entry["count"], int) or entry["count"] < 1:
             raise PlannerError(f"{where}: count must be a positive integer, got {entry['count']!r}")
         overrides = {k: v for k, v in entry.items() if k not in ("preset", "count")}
-        nodes += [node_preset(entry["preset"], overrides, where)] * entry["count"]
+        try:
+            spec = node_preset(entry["preset"], overrides, where)
+        except PlannerError as e:
+            raise PlannerError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
+        nodes += [spec] * entry["count"]
     fabric = data.get("fabric", {})
     extra = set(fabric) - _FABRIC_KEYS
     if extra:
