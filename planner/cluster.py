@@ -9,6 +9,8 @@ spine carries the sum of its nodes' NIC bandwidth divided by the oversubscriptio
 """
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -34,6 +36,12 @@ class Cluster:
     graph: nx.DiGraph = field(repr=False)
     nodes_per_leaf: int = 32
     oversubscription: float = 1.0
+    first_ranks: tuple[int, ...] = field(init=False, repr=False)
+    """Global rank of each node's GPU 0 (derived), so rank lookups are a bisection, not a scan."""
+
+    def __post_init__(self) -> None:
+        starts = itertools.accumulate((n.gpus_per_node for n in self.nodes[:-1]), initial=0)
+        object.__setattr__(self, "first_ranks", tuple(starts))
 
     @property
     def num_gpus(self) -> int:
@@ -53,11 +61,10 @@ class Cluster:
 
     def gpu(self, rank: int) -> tuple:
         """Graph vertex of global rank `rank` (ranks are numbered node by node)."""
-        for j, n in enumerate(self.nodes):
-            if rank < n.gpus_per_node:
-                return ("gpu", j, rank)
-            rank -= n.gpus_per_node
-        raise IndexError(f"rank out of range: the cluster has {self.num_gpus} GPUs")
+        if not 0 <= rank < self.num_gpus:
+            raise IndexError(f"rank {rank} out of range: the cluster has {self.num_gpus} GPUs")
+        j = bisect.bisect_right(self.first_ranks, rank) - 1
+        return ("gpu", j, rank - self.first_ranks[j])
 
     def node_of(self, rank: int) -> int:
         return self.gpu(rank)[1]

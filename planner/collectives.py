@@ -64,11 +64,9 @@ def _loads(cluster: Cluster, flows: list[tuple[int, int, float]], nbytes: float)
     load: dict[tuple, float] = defaultdict(float)
     worst_latency = 0.0
     g = cluster.graph
-    routes: dict[tuple[int, int], list] = {}
     for src, dst, share in flows:
-        path = routes.get((src, dst)) or routes.setdefault((src, dst), cluster.route(src, dst))
         lat = 0.0
-        for e in path:
+        for e in cluster.route(src, dst):
             load[e] += share * nbytes
             lat += g.edges[e]["latency"]
         worst_latency = max(worst_latency, lat)

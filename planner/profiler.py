@@ -282,18 +282,20 @@ def _tp_tags(full: list[torch.Tensor], part: list[torch.Tensor], t: int, tokens:
     return tags
 
 
+def _mode_stores(run: _BlockRun) -> dict[str, dict[int, torch.Tensor]]:
+    """Storages kept under each recompute mode: all saved; input + policy cache; input only."""
+    hidden = {_sid(run.hidden): run.hidden}
+    return {"none": run.record.saved, "selective": {**hidden, **run.record.must_save}, "full": hidden}
+
+
 def _block_saved(run: _BlockRun, part: _BlockRun | None, t: int, tokens: int) -> dict[str, tuple]:
     """Saved storages of one block under each recompute mode, with shard tags."""
-    hidden = {_sid(run.hidden): run.hidden}
-    selective = {**hidden, **run.record.must_save}
-    stores = {"none": run.record.saved, "selective": selective, "full": hidden}
+    part_stores = _mode_stores(part) if part is not None else None
     out = {}
-    for mode, store in stores.items():
+    for mode, store in _mode_stores(run).items():
         tags = None
-        if part is not None:
-            p_sel = {_sid(part.hidden): part.hidden, **part.record.must_save}
-            p_store = {"none": part.record.saved, "selective": p_sel, "full": {0: part.hidden}}[mode]
-            tags = _tp_tags(list(store.values()), list(p_store.values()), t, tokens)
+        if part_stores is not None:
+            tags = _tp_tags(list(store.values()), list(part_stores[mode].values()), t, tokens)
         out[mode] = _records(store, run.producer, run.inputs, tokens, tags)
         if mode != "none":
             out[mode] += (_RNG_STATE,)

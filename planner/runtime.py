@@ -6,8 +6,6 @@ cost model import from here so that all three agree on which activations are kep
 """
 from __future__ import annotations
 
-
-
 import torch
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
@@ -40,6 +38,3 @@ def selective_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:
 def selective_context():
     """`context_fn` for `torch.utils.checkpoint.checkpoint(..., use_reentrant=False)`."""
     return create_selective_checkpoint_contexts(selective_policy)
-
-
-
