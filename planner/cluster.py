@@ -61,10 +61,11 @@ class Cluster:
 
     def gpu(self, rank: int) -> tuple:
         """Graph vertex of global rank `rank` (ranks are numbered node by node)."""
-        if not 0 <= rank < self.num_gpus:
-            raise IndexError(f"rank {rank} out of range: the cluster has {self.num_gpus} GPUs")
         j = bisect.bisect_right(self.first_ranks, rank) - 1
-        return ("gpu", j, rank - self.first_ranks[j])
+        local = rank - self.first_ranks[j] if j >= 0 else -1
+        if not 0 <= local < self.nodes[j].gpus_per_node:
+            raise IndexError(f"rank {rank} out of range: the cluster has {self.num_gpus} GPUs")
+        return ("gpu", j, local)
 
     def node_of(self, rank: int) -> int:
         return self.gpu(rank)[1]
