@@ -5,14 +5,26 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["SCHEMA", "RECOMPUTE_MODES", "SHARD_TAGS", "Gemm", "Attention", "SavedTensor", "LayerProfile",
+__all__ = ["SCHEMA", "RECOMPUTE_MODES", "SHARD_TAGS", "ParamTensor", "Gemm", "Attention", "SavedTensor", "LayerProfile",
            "ModelProfile"]
 
-SCHEMA = 1
+SCHEMA = 2
 RECOMPUTE_MODES = ("none", "selective", "full")
 SHARD_TAGS = ("tp", "sp", "replicated")
 """How a saved activation shards: split by tensor parallel; h-wide with a sequence dimension, so split
 only when sequence parallel is on; or the same on every rank."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ParamTensor:
+    """One parameter of a layer: what a rank's share of it is depends on its shape, not just its size
+    (TP splits one dim; FSDP pads dim 0 to a multiple of the shard count)."""
+
+    name: str
+    """Full parameter name in the model (e.g. `blocks.3.attn.q_proj.weight`)."""
+    shape: tuple[int, ...]
+    tp_dim: int = -1
+    """The dim tensor parallel splits (0 colwise weight and bias, 1 rowwise weight), -1 if replicated."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -91,6 +103,8 @@ class LayerProfile:
     """Bytes of the hidden state this layer hands to the next (a pipeline boundary's p2p message)."""
     signature: str = ""
     """Block structure hash: blocks with equal signatures share one measurement."""
+    tensors: tuple[ParamTensor, ...] = ()
+    """The parameters this layer holds (tied ones listed in every layer that uses them)."""
 
     def saved_bytes(self, mode: str = "none", shard: str | None = None) -> int:
         return sum(t.nbytes for t in self.saved[mode] if shard is None or t.shard == shard)
@@ -143,7 +157,7 @@ class ModelProfile:
         return _build(cls, json.loads(text))
 
 
-_NESTED = {"layers": LayerProfile, "gemms": Gemm, "attention": Attention}
+_NESTED = {"layers": LayerProfile, "gemms": Gemm, "attention": Attention, "tensors": ParamTensor}
 
 
 def _build(cls: type, data: dict[str, Any]) -> Any:
@@ -157,6 +171,8 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
             v = tuple(_build(_NESTED[f.name], x) for x in v)
         elif f.name == "saved":
             v = {mode: tuple(SavedTensor(**{**t, "shape": tuple(t["shape"])}) for t in ts) for mode, ts in v.items()}
+        elif f.name == "shape":
+            v = tuple(v)
         elif f.name == "tied":
             v = tuple(tuple(g) for g in v)
         elif isinstance(v, list):

@@ -30,7 +30,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from .model_source import ModelSource, build_meta, sample_batch
-from .profile_types import Attention, Gemm, LayerProfile, ModelProfile, SavedTensor
+from .profile_types import Attention, Gemm, LayerProfile, ModelProfile, ParamTensor, SavedTensor
 from .runtime import SELECTIVE_SAVE_OPS
 from .structure import TPStructure, detect_tp, find_blocks
 
@@ -173,6 +173,19 @@ def _tied_groups(model: nn.Module) -> tuple[tuple[str, ...], ...]:
     for name, p in model.named_parameters(remove_duplicate=False):
         by_id.setdefault(id(p), []).append(name)
     return tuple(tuple(names) for names in by_id.values() if len(names) > 1)
+
+
+def _tensors(units: list[tuple[str, nn.Module]], rel_plan: dict[str, str] | None = None) -> tuple:
+    """Each unit's parameters by full name, with the dim TP splits (colwise: out features, so weight and
+    bias dim 0; rowwise: in features, weight dim 1)."""
+    out = []
+    for prefix, mod in units:
+        for name, p in mod.named_parameters(remove_duplicate=False):
+            owner, _, leaf = name.rpartition(".")
+            style = (rel_plan or {}).get(owner)
+            dim = -1 if style is None else 0 if style == "colwise" else 1 if leaf == "weight" else -1
+            out.append(ParamTensor(name=f"{prefix}.{name}", shape=tuple(p.shape), tp_dim=dim))
+    return tuple(out)
 
 
 def _numel(module: nn.Module) -> int:
@@ -373,7 +386,7 @@ def _edge_layer(name: str, units: list[tuple[str, nn.Module]], record: _Record, 
         params=sum(_numel(m) for _, m in units), param_bytes=sum(_nbytes(m, dtype) for _, m in units),
         fwd_flops=fwd, bwd_flops=total - fwd, gemms=tuple(record.gemms), attention=tuple(record.attention),
         fwd_mem_bytes=record.mem_bytes, saved={m: saved for m in ("none", "selective", "full")},
-        output_bytes=_tensor_bytes(output))
+        output_bytes=_tensor_bytes(output), tensors=_tensors(units))
 
 
 def profile_model(source: ModelSource, micro_batch: int = 1, dtype: str = "bfloat16") -> ModelProfile:
@@ -436,7 +449,8 @@ def profile_model(source: ModelSource, micro_batch: int = 1, dtype: str = "bfloa
             output_bytes=_tensor_bytes(main.output), signature=sigs[i]))
     for i, sig in enumerate(blocks.signatures):
         name = f"{blocks.path}.{i}"
-        layers.append(LayerProfile(name=name, modules=(name,), **rep_layers[sigs.index(sig)]))
+        layers.append(LayerProfile(name=name, modules=(name,), tensors=_tensors([(name, full_list[i])], rel_plan),
+                                   **rep_layers[sigs.index(sig)]))
     layers.append(_edge_layer("suffix", post, run.suffix, suffix_fwd, suffix_tot, None, run, tokens,
                               torch_dtype))
     return ModelProfile(
