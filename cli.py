@@ -81,16 +81,87 @@ def _run_cluster(args) -> int:
     return 0
 
 
+def _plan_parser(sub) -> None:
+    from planner.hardware import DEFAULT_GPU
+    p = sub.add_parser("plan", help="plan MODEL on a cluster (the default command: `plan MODEL --gpus 8x6`)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", metavar="MODEL[:factory]", help="model file and factory (default factory: model)")
+    p.add_argument("--gpus", required=True, help="GPUSxNODES (8x6 = 8 GPUs per node, 6 nodes), GPUS, or a "
+                   "cluster .toml file")
+    p.add_argument("--gpu", default=DEFAULT_GPU, help="device profile for the GPUSxNODES shorthand")
+    p.add_argument("--global-batch", type=_positive, default=None, help="samples per step (default: 8 per GPU)")
+    p.add_argument("--time-limit", type=float, default=60.0, help="seconds for the search")
+    for knob in ("tp", "pp", "dp", "vpp", "dp-shard"):
+        p.add_argument(f"--{knob}", type=_positive, default=None, help=f"fix {knob} (default: searched)")
+    p.add_argument("--micro-batch", type=_positive, default=None, help="fix the micro-batch size")
+    p.add_argument("--schedule", choices=("gpipe", "1f1b", "interleaved"), default=None, help="fix the schedule")
+    p.add_argument("--zero", type=int, choices=(0, 2, 3), default=None, help="fix the sharding level")
+    p.add_argument("--recompute", choices=("none", "selective", "full"), default=None,
+                   help="fix activation recomputation for every block (default: chosen per stage)")
+    p.add_argument("--sequence-parallel", action=argparse.BooleanOptionalAction, default=None,
+                   help="fix sequence parallel on or off (default: searched)")
+    p.add_argument("--tp-across-nodes", action="store_true", help="let TP groups span nodes")
+    p.add_argument("--compare", metavar="LAYOUT", default=None,
+                   help="also price a fixed layout, e.g. tp8-pp64-dp6-mbs1-1f1b, and show what separates it")
+    p.add_argument("--json", action="store_true", help="print plan.json on stdout instead of the report")
+    p.add_argument("--out", metavar="FILE", default=None, help="write plan.json to FILE")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--quiet", action="store_true", help="print only the one-line summary")
+    p.set_defaults(run=_run_plan)
+
+
+def _run_plan(args) -> int:
+    from planner.planning import plan
+    knobs = {"tp": args.tp, "pp": args.pp, "dp": args.dp, "vpp": args.vpp, "dp_shard": args.dp_shard,
+             "micro_batch": args.micro_batch, "schedule": args.schedule, "zero": args.zero,
+             "recompute": args.recompute, "sequence_parallel": args.sequence_parallel}
+    result = plan(args.model, args.gpus, args.gpu, compare=args.compare, global_batch=args.global_batch,
+                  time_limit=args.time_limit, tp_across_nodes=args.tp_across_nodes, **knobs)
+    if args.out:
+        result.save(args.out, overwrite=args.force)
+    if args.json:
+        print(result.to_json())
+    elif args.quiet:
+        print(result.summary())
+    else:
+        from planner.plan_report import print_plan
+        print_plan(result)
+        if args.out:
+            print(f"wrote {args.out}")
+    return 0
+
+
+def _show_parser(sub) -> None:
+    p = sub.add_parser("show", help="print a saved plan.json", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("plan", metavar="PLAN.json")
+    p.set_defaults(run=_run_show)
+
+
+def _run_show(args) -> int:
+    from planner.plan import Plan
+    from planner.plan_report import print_plan
+    print_plan(Plan.load(args.plan))
+    return 0
+
+
+COMMANDS = ("plan", "profile", "cluster", "show")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="plan", description="Automatic parallel-strategy planner for PyTorch "
                                 "training: profile a model, model a cluster, plan and run the training.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _plan_parser(sub)
     _profile_parser(sub)
     _cluster_parser(sub)
+    _show_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        argv.insert(0, "plan")  # `plan MODEL --gpus 8x6` is `plan plan MODEL --gpus 8x6`
     args = parser().parse_args(argv)
     try:
         return args.run(args)

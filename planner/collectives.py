@@ -24,7 +24,7 @@ from typing import Sequence
 
 from .cluster import Cluster
 
-__all__ = ["collective_time", "p2p_time", "bus_bandwidth", "bus_factor", "OPS"]
+__all__ = ["collective_time", "collective_model", "p2p_time", "p2p_model", "bus_bandwidth", "bus_factor", "OPS"]
 
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all")
 
@@ -74,34 +74,60 @@ def _loads(cluster: Cluster, flows: list[tuple[int, int, float]], nbytes: float)
     return busiest, worst_latency
 
 
-def collective_time(cluster: Cluster, op: str, groups: Sequence[Sequence[int]], nbytes: float) -> float:
-    """Seconds for `op` on `nbytes` (the full buffer) in every group of `groups` at once."""
+def _contending(cluster: Cluster, groups: Sequence[Sequence[int]]) -> list[Sequence[int]]:
+    """The groups that share a node with the first group: the only ones that load its GPUs' switch and
+    NIC edges. Pricing just these keeps a 3,072-GPU axis cheap; it is exact for in-node and NIC edges
+    and ignores contention on leaf/spine links from groups on other nodes."""
+    nodes = {cluster.node_of(r) for r in groups[0]}
+    return [g for g in groups if any(cluster.node_of(r) in nodes for r in g)]
+
+
+def collective_model(cluster: Cluster, op: str, groups: Sequence[Sequence[int]]) -> tuple[float, float]:
+    """(seconds per byte, fixed seconds) of `op` in every group of `groups` at once: the time for a
+    buffer of B bytes is fixed + B x per_byte (see the module doc for both terms)."""
     n = len(groups[0])
-    if n <= 1 or nbytes <= 0:
-        return 0.0
+    if n <= 1:
+        return 0.0, 0.0
+    groups = _contending(cluster, groups)
     factor = bus_factor(op, n)
     if op == "all_to_all":
         flows = [(a, b, 1.0 / n) for grp in groups for a in grp for b in grp if a != b]
-        busiest, lat = _loads(cluster, flows, nbytes)
-        return busiest + (n - 1) * lat
+        busiest, lat = _loads(cluster, flows, 1.0)
+        return busiest, (n - 1) * lat
     flows = [f for grp in groups for f in _ring_flows(cluster, grp)]
-    busiest, lat = _loads(cluster, flows, nbytes)
+    busiest, lat = _loads(cluster, flows, 1.0)
     steps = 2 * (n - 1) if op == "all_reduce" else n - 1
-    ring = factor * busiest + steps * lat
-    nodes = len({cluster.node_of(r) for r in groups[0]})
-    if op != "all_reduce" or nodes == 1:
-        return ring
-    intra = max(cluster.nodes[j].intra.latency for j in {cluster.node_of(r) for r in groups[0]})
-    tree_steps_lat = 2 * (math.ceil(math.log2(nodes)) * lat + (n // nodes - 1) * intra)
-    return min(ring, factor * busiest + tree_steps_lat)
+    fixed = steps * lat
+    nodes = {cluster.node_of(r) for r in groups[0]}
+    if op == "all_reduce" and len(nodes) > 1:
+        intra = max(cluster.nodes[j].intra.latency for j in nodes)
+        fixed = min(fixed, 2 * (math.ceil(math.log2(len(nodes))) * lat + (n // len(nodes) - 1) * intra))
+    return factor * busiest, fixed
+
+
+def collective_time(cluster: Cluster, op: str, groups: Sequence[Sequence[int]], nbytes: float) -> float:
+    """Seconds for `op` on `nbytes` (the full buffer) in every group of `groups` at once."""
+    if nbytes <= 0:
+        return 0.0
+    per_byte, fixed = collective_model(cluster, op, groups)
+    return fixed + per_byte * nbytes
+
+
+def p2p_model(cluster: Cluster, pairs: Sequence[tuple[int, int]]) -> tuple[float, float]:
+    """(seconds per byte, fixed seconds) for every (src, dst) pair sending at once."""
+    if not pairs:
+        return 0.0, 0.0
+    pairs = _contending(cluster, pairs)
+    busiest, lat = _loads(cluster, [(a, b, 1.0) for a, b in pairs], 1.0)
+    return busiest, lat
 
 
 def p2p_time(cluster: Cluster, pairs: Sequence[tuple[int, int]], nbytes: float) -> float:
     """Seconds for every (src, dst) pair to send `nbytes` at once (pipeline-stage boundaries)."""
     if not pairs or nbytes <= 0:
         return 0.0
-    busiest, lat = _loads(cluster, [(a, b, 1.0) for a, b in pairs], nbytes)
-    return busiest + lat
+    per_byte, fixed = p2p_model(cluster, pairs)
+    return fixed + per_byte * nbytes
 
 
 def bus_bandwidth(op: str, n: int, nbytes: float, seconds: float) -> float:

@@ -15,7 +15,8 @@ from .errors import PlannerError
 
 __all__ = ["Mesh", "place", "link_classes", "DEFAULT_TRAFFIC"]
 
-DEFAULT_TRAFFIC = {"tp": 3.0, "dp": 2.0, "pp": 1.0}
+DEFAULT_TRAFFIC = {"tp": 3.0, "dp_shard": 2.5, "dp": 2.0, "dp_replicate": 1.5, "pp": 1.0}
+"""HSDP: the shard group (gathers every layer) sits inside the replicate group (one all-reduce)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -1,0 +1,92 @@
+"""The whole search against exhaustive evaluation of its space, user constraints, plan.json."""
+import json
+
+import pytest
+
+from planner.cluster import parse_gpus
+from planner.cost import CostModel
+from planner.errors import PlannerError
+from planner.plan import Plan
+from planner.planning import plan, plan_on
+from planner.search import Constraints, _skeletons, evaluate_fixed, search
+
+from conftest import example
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    import planner
+    return planner.profile(example("gpt.py:tiny"), micro_batch=1, dtype="float32")
+
+
+@pytest.mark.parametrize("gpus,gpu,batch", [("2x2", "cpu", 8), ("4", "a100-80gb", 16)])
+def test_search_equals_exhaustive(tiny, gpus, gpu, batch):
+    cm = CostModel(tiny, parse_gpus(gpus, gpu)[0])
+    c = Constraints(global_batch=batch, max_vpp=2, max_micro_batch=8)
+    res = search(cm, c)
+    times = []
+    for s in _skeletons(cm, c, batch, {}):
+        cand = evaluate_fixed(cm, s, batch)
+        if cand.estimate is not None and cand.estimate.feasible:
+            times.append((cand.estimate.step_time_s, cand.strategy.label()))
+    assert res.best.estimate.step_time_s == pytest.approx(min(times)[0], rel=1e-12)
+    assert res.stats["solved"] < len(times)  # the bounds pruned something
+    assert res.stats["status"] == "OPTIMAL"
+
+
+def test_fixed_strategy_is_evaluated_as_given(tiny):
+    cm = CostModel(tiny, parse_gpus("2x4", "cpu")[0])
+    c = Constraints(global_batch=16, tp=2, pp=2, dp=2, micro_batch=1, schedule="1f1b", zero=0, recompute="full",
+                    sequence_parallel=True)
+    res = search(cm, c)
+    s = res.best.strategy
+    assert (s.tp, s.pp, s.dp, s.micro_batch_size, s.schedule, s.zero, s.sequence_parallel) == (2, 2, 2, 1, "1f1b", 0, True)
+    assert set(s.recompute) == {"full"}
+    free = search(cm, Constraints(global_batch=16))
+    assert free.best.estimate.step_time_s <= res.best.estimate.step_time_s
+
+
+@pytest.mark.parametrize("knobs,message", [
+    ({"tp": 3}, "tp in 1, 2, 4"),
+    ({"pp": 9}, "deeper than the model's 4 blocks"),
+    ({"tp": 2, "pp": 2, "dp": 4}, "does not equal the 8 GPUs"),
+    ({"dp": 3}, "does not divide"),
+    ({"dp": 8, "global_batch": 12}, "not divisible by --dp 8; use 8 or 16"),
+])
+def test_impossible_knobs_say_why(knobs, message):
+    with pytest.raises(PlannerError, match=message):
+        plan(example("gpt.py:tiny"), "2x4", "cpu", **{"global_batch": 16, **knobs})
+
+
+def test_model_that_fits_nowhere_says_how_many_gpus():
+    with pytest.raises(PlannerError, match=r"needs at least \d+ GPUs"):
+        plan(example("gpt.py:gpt3_175b"), "8", "a100-80gb", global_batch=8)
+
+
+def test_plan_json_round_trips_and_is_deterministic(tiny, tmp_path):
+    cluster = parse_gpus("2x4", "cpu")[0]
+    a = plan_on(tiny, cluster, Constraints(global_batch=16), compare="tp2-pp2-dp2")
+    b = plan_on(tiny, cluster, Constraints(global_batch=16), compare="tp2-pp2-dp2")
+    assert Plan.from_json(a.to_json()) == a
+    da, db = json.loads(a.to_json()), json.loads(b.to_json())
+    da["solver"].pop("wall_s"), db["solver"].pop("wall_s")
+    assert da == db
+    for key in ("schema", "model", "cluster", "global_batch", "strategy", "estimate", "runner_ups", "solver"):
+        assert key in da
+    for key in ("dp", "dp_shard", "tp", "pp", "vpp", "micro_batch_size", "num_micro_batches", "schedule", "zero",
+                "sequence_parallel", "recompute", "stages", "mesh", "tp_plan", "dtype", "seq_len"):
+        assert key in da["strategy"]
+    for key in ("step_time_s", "tokens_per_s", "samples_per_s", "model_tflops_per_gpu", "hardware_tflops_per_gpu",
+                "mfu", "hfu", "memory_bytes_per_stage", "memory_bytes_per_rank", "memory_capacity_bytes", "breakdown"):
+        assert key in da["estimate"]
+    path = a.save(tmp_path / "plan.json")
+    with pytest.raises(PlannerError, match="exists"):
+        a.save(path)
+    assert Plan.load(path) == a
+
+
+@pytest.mark.parametrize("text,message", [("{", "not valid JSON"), ('{"schema": 99}', "newer"),
+                                          ('{"schema": 1}', "incomplete"), ("[]", "JSON object")])
+def test_bad_plan_json(text, message):
+    with pytest.raises(PlannerError, match=message):
+        Plan.from_json(text)
