@@ -17,13 +17,15 @@ setup: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/plan profile examples/gpt.py:gpt3_175b
-	$(BIN)/plan profile examples/llama.py:llama3_70b --micro-batch 1
 	$(BIN)/plan cluster --gpus 8x2 --gpu a100-80gb
+	$(BIN)/plan examples/gpt.py:gpt3_13b --gpus 8x4 --global-batch 512 --compare tp8-pp2-dp2
+	$(BIN)/plan examples/gpt.py:tiny --gpus 8 --gpu cpu --global-batch 16 --out plan-tiny.json --force
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/profile_175b.py
+	$(BIN)/python benchmarks/search.py
 
 .PHONY: setup demo test bench

@@ -138,7 +138,7 @@ def _show_parser(sub) -> None:
 
 
 def _run_show(args) -> int:
-    from planner.plan import Plan
+    from planner.plan_types import Plan
     from planner.plan_report import print_plan
     print_plan(Plan.load(args.plan))
     return 0

@@ -8,7 +8,9 @@ from __future__ import annotations
 from .api import profile
 from .errors import PlannerError
 from .model_source import ModelSource, load
+from .plan_types import Plan
+from .planning import plan
 from .profile_types import LayerProfile, ModelProfile
 
-__all__ = ["profile", "load", "ModelSource", "ModelProfile", "LayerProfile", "PlannerError"]
+__all__ = ["plan", "Plan", "profile", "load", "ModelSource", "ModelProfile", "LayerProfile", "PlannerError"]
 __version__ = "0.1.0"

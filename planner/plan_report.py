@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from .plan import Alternative, Plan
+from .plan_types import Alternative, Plan
 from .report import gib, human, table
 
 __all__ = ["print_plan"]

@@ -8,7 +8,7 @@ from .api import profile
 from .cluster import Cluster, parse_gpus
 from .cost import CostModel
 from .errors import PlannerError
-from .plan import Alternative, Plan
+from .plan_types import Alternative, Plan
 from .profile_types import ModelProfile
 from .search import Candidate, Constraints, SearchResult, default_global_batch, evaluate_fixed, search
 from .strategy import EXCLUDED, Strategy

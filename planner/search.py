@@ -224,11 +224,11 @@ def _place(cm: CostModel, s: Strategy, recompute: str | None, limit: float,
 
 
 def evaluate_fixed(cm: CostModel, s: Strategy, global_batch: int, recompute: str | None = None,
-                   solve_bounds: bool = True) -> Candidate:
+                   solve_bounds: bool = True, limit: float = 10.0) -> Candidate:
     """Price one strategy: its own bounds and recompute if it has them, else the solver's."""
     if not solve_bounds:
         return Candidate(s, cm.estimate(s, global_batch), lower_bound(cm, s))
-    placed = _place(cm, s, recompute, limit=10.0, bounds=s.layers_per_chunk)
+    placed = _place(cm, s, recompute, limit=limit, bounds=s.layers_per_chunk)
     if placed is None:
         return Candidate(s, None, lower_bound(cm, s), why_not="does not fit in memory with any recompute")
     strat, status, gap = placed
@@ -262,7 +262,8 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
             break
         if progress:
             progress("search", i, len(bounded))
-        cand = evaluate_fixed(cm, s, batch, c.recompute)
+        left = c.time_limit - (time.perf_counter() - t0)
+        cand = evaluate_fixed(cm, s, batch, c.recompute, limit=max(0.05, min(10.0, left)))
         solved += 1
         families.add(_family(s))
         if cand.estimate is None or not cand.estimate.feasible:

@@ -6,7 +6,7 @@ import pytest
 from planner.cluster import parse_gpus
 from planner.cost import CostModel
 from planner.errors import PlannerError
-from planner.plan import Plan
+from planner.plan_types import Plan
 from planner.planning import plan, plan_on
 from planner.search import Constraints, _skeletons, evaluate_fixed, search
 
