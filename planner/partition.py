@@ -287,9 +287,9 @@ class _Model:
             self.static.append(at(ps, e) - at(ps, a))
             self.full.append(f)
             self.sel.append(g)
-        if not p.fixed_bounds:
-            m.add(cut[1] >= p.lead + 1) if C > 1 else None
-            m.add(cut[C - 1] <= L - p.tail - 1) if C > 1 else None
+        if not p.fixed_bounds and C > 1:  # the prefix stays on the first chunk, the suffix on the last
+            m.add(cut[1] >= p.lead + 1)
+            m.add(cut[C - 1] <= L - p.tail - 1)
         self.cut = cut
 
     def _at(self, table: list[int], index) -> cp_model.IntVar:
@@ -336,7 +336,10 @@ def solve(p: Problem, time_limit: float = 10.0, hint: Solution | None = None) ->
     tie-breaking term that makes the optimum unique, so a solve that ends OPTIMAL always returns the
     same assignment. One stopped by the limit reports FEASIBLE with its gap."""
     mod = _Model(p)
-    mod.uniform() if p.uniform() and not p.fixed_bounds else mod.general()
+    if p.uniform() and not p.fixed_bounds:
+        mod.uniform()
+    else:
+        mod.general()
     mod.objective_and_memory()
     if hint is not None and not hasattr(mod, "cut"):  # hints for the uniform encoding
         starts = _prefix(hint.bounds)
