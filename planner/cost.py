@@ -4,10 +4,11 @@ Step time = the pipeline schedule simulated on its real action order (per-chunk 
 times, including exposed TP collectives and recompute, with the stage-boundary sends as delays), then,
 per pipeline rank, the exposed data-parallel communication and the optimizer step; the slowest rank
 sets the step. Memory is counted per pipeline rank (ranks of one stage hold the same), see `memory.py`
-for the training state and `_buffers` for the rest.
+for the training state and `buffers` for the rest.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
@@ -207,17 +208,18 @@ class CostModel:
     # -- the estimate --------------------------------------------------------------------------
     def chunks(self, s: Strategy) -> list[ChunkCost]:
         costs = self.layer_costs(s)
-        bounds = s.layers_per_chunk or even_split(self.profile, s.chunks)
-        out, lo = [], 0
-        for c, n in enumerate(bounds):
-            out.append(chunk_cost(costs, self.kinds, lo, lo + n, s.recompute[c]))
-            lo += n
-        return out
+        return [chunk_cost(costs, self.kinds, rng.start, rng.stop, s.recompute[c])
+                for c, rng in enumerate(self.chunk_layers(s))]
 
     def chunk_layers(self, s: Strategy) -> list[range]:
+        """The layer indices of each chunk."""
         bounds = s.layers_per_chunk or even_split(self.profile, s.chunks)
-        starts = [sum(bounds[:c]) for c in range(len(bounds))]
-        return [range(a, a + n) for a, n in zip(starts, bounds)]
+        starts = list(itertools.accumulate(bounds, initial=0))
+        return [range(a, b) for a, b in zip(starts, starts[1:])]
+
+    def rank_layers(self, s: Strategy, rank: int) -> list[int]:
+        """The layer indices pipeline rank `rank` holds (its chunks rank, rank + pp, ...)."""
+        return [i for c, rng in enumerate(self.chunk_layers(s)) if c % s.pp == rank for i in rng]
 
     def _state_uncached(self, shapes: tuple, tp: int, zero: int, shard: int, acc: bool) -> StateBytes:
         i = self.shape_keys.index(shapes)
@@ -239,10 +241,10 @@ class CostModel:
     def _states_uncached(self, tp: int, zero: int, shard: int, acc: bool) -> list[StateBytes]:
         return [self._state(k, tp, zero, shard, acc) for k in self.shape_keys]
 
-    def state(self, s: Strategy, rank: int) -> StateBytes:
-        """Training state of pipeline rank `rank` (its chunks rank, rank + pp, ...)."""
-        layers = [self.profile.layers[i] for c, rng in enumerate(self.chunk_layers(s)) if c % s.pp == rank
-                  for i in rng]
+    def state(self, s: Strategy, rank: int, layer_ids: list[int] | None = None) -> StateBytes:
+        """Training state of pipeline rank `rank` (pass its `rank_layers` if already known)."""
+        ids = self.rank_layers(s, rank) if layer_ids is None else layer_ids
+        layers = [self.profile.layers[i] for i in ids]
         accumulating = s.pp > 1 or s.num_micro_batches > 1
         return state_bytes(layers, self.profile.tied, tp=s.tp, zero=s.zero if s.dp > 1 else 0,
                            dp_shard=s.dp_shard, dtype=self.dtype, accumulating=accumulating)
@@ -265,16 +267,19 @@ class CostModel:
 
     def _rank(self, s: Strategy, r: int, chunks: list[ChunkCost], order, finish: float) -> dict:
         mine = [c for c in range(s.chunks) if c % s.pp == r]
+        layer_ids = self.rank_layers(s, r)
         peak_act = max(sum(chunks[mine[i]].act * n for i, n in enumerate(v)) for v in in_flight(order, s.vpp, s.pp))
-        st = self.state(s, r)
-        dp_exposed, dp_total = self._dp_time(s, st, chunks, mine)
+        st = self.state(s, r, layer_ids)
+        dp_exposed, dp_total = self._dp_time(s, st, chunks, mine, len(layer_ids))
         opt = self.device.memory_time(ADAM_BYTES_PER_ELEMENT * st.optimizer / 8)
-        buffers = self._buffers(s, st, chunks, mine, peak_act)
+        buffers = self.buffers(s, layer_ids, sum(chunks[c].out_bytes for c in mine),
+                               max(chunks[c].work for c in mine), peak_act)
         mem = {"weights": st.weights, "grads": st.grads, "optimizer": st.optimizer, "activations": peak_act,
                "buffers": buffers}
         return {"end": finish + dp_exposed + opt, "dp": dp_exposed, "opt": opt, "mem": mem, "chunks": mine}
 
-    def _dp_time(self, s: Strategy, st: StateBytes, chunks: list[ChunkCost], mine: list[int]) -> tuple[float, float]:
+    def _dp_time(self, s: Strategy, st: StateBytes, chunks: list[ChunkCost], mine: list[int],
+                 n_layers: int) -> tuple[float, float]:
         """(exposed, total) seconds of gradient reduction and FSDP gathers on one pipeline rank.
 
         DDP: the all-reduce runs during the rank's last backward (its first chunk's, last micro-batch)
@@ -298,7 +303,7 @@ class CostModel:
         sync = self.collective(s, shard_axis, "reduce_scatter", full_grad)
         if s.dp_shard < s.dp:
             sync += self.collective(s, "dp_replicate", "all_reduce", 4 * elems)
-        n_layers = max(1, sum(len(self.chunk_layers(s)[c]) for c in mine))
+        n_layers = max(1, n_layers)
         gather = self.collective(s, shard_axis, "all_gather", DTYPE_BYTES.get(self.dtype, 4) * elems * s.dp_shard)
         n = s.num_micro_batches
         fwd_window = sum(chunks[c].fwd for c in mine)  # the first micro-batch's forward gathers
@@ -330,10 +335,6 @@ class CostModel:
                 comm += 2 * big * DTYPE_BYTES.get(self.dtype, 4)
         pp_bufs = 2 * out_bytes if s.pp > 1 else 0
         return int(self.reserve + comm + pp_bufs + work + ALLOCATOR_OVERHEAD * (act + work))
-
-    def _buffers(self, s: Strategy, st: StateBytes, chunks: list[ChunkCost], mine: list[int], act: int) -> int:
-        layers = [i for c in mine for i in self.chunk_layers(s)[c]]
-        return self.buffers(s, layers, sum(chunks[c].out_bytes for c in mine), max(chunks[c].work for c in mine), act)
 
     def _finish(self, s: Strategy, chunks: list[ChunkCost], per_rank: list[dict], crit: int, step: float,
                 pp_comm: float, global_batch: int | None) -> Estimate:
