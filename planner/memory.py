@@ -25,7 +25,7 @@ from typing import Iterable
 
 from .profile_types import LayerProfile, ParamTensor
 
-__all__ = ["StateBytes", "local_numel", "state_bytes", "DTYPE_BYTES"]
+__all__ = ["StateBytes", "local_numel", "state_bytes", "held_after_step", "DTYPE_BYTES"]
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 MASTER = 4
@@ -81,3 +81,20 @@ def state_bytes(layers: Iterable[LayerProfile], tied: tuple[tuple[str, ...], ...
                                 MASTER * shard + (MASTER * full if accumulating else 0),
                                 2 * MASTER * shard)
     return total
+
+
+def held_after_step(layers: Iterable[LayerProfile], tied: tuple[tuple[str, ...], ...], *, tp: int, zero: int,
+                    dp_shard: int) -> StateBytes:
+    """What a rank still holds between steps: fp32 master weights, gradients and two AdamW moments of
+    its local (TP-split, FSDP-sharded) tensors. The unsharded copies and autocast casts of
+    `state_bytes` live only inside a step. Tied tensors count once per rank that holds them."""
+    alias = {name: group[0] for group in tied for name in group}
+    seen: set[str] = set()
+    total = 0
+    for layer in layers:
+        for t in layer.tensors:
+            key = alias.get(t.name, t.name)
+            if key not in seen:
+                seen.add(key)
+                total += local_numel(t, tp, dp_shard if zero else 1)
+    return StateBytes(MASTER * total, MASTER * total, 2 * MASTER * total)

@@ -18,6 +18,9 @@ __all__ = ["Plan", "Alternative", "PLAN_SCHEMA"]
 
 PLAN_SCHEMA = 1
 
+_EXTRA = ("tied", "blocks", "num_blocks", "peak_flops", "state_bytes_per_stage")
+"""Layout keys beyond DESIGN's list, kept in plan.json's strategy block (added, never renamed)."""
+
 
 @dataclass(frozen=True)
 class Alternative:
@@ -66,7 +69,7 @@ class Plan:
         strat = self.strategy.to_dict()
         strat.update({"stages": self.layout["stages"], "mesh": self.layout["mesh"], "tp_plan": self.layout["tp_plan"],
                       "dtype": self.layout["dtype"], "seq_len": self.layout["seq_len"],
-                      "tied": self.layout.get("tied", [])})
+                      **{k: self.layout[k] for k in _EXTRA if k in self.layout}})
         out = {"schema": PLAN_SCHEMA, "model": self.model, "cluster": self.cluster, "global_batch": self.global_batch,
                "strategy": strat, "estimate": self.estimate.to_dict(),
                "runner_ups": [r.to_dict() for r in self.runner_ups], "solver": self.solver,
@@ -87,7 +90,7 @@ class Plan:
             raise PlannerError(f"plan.json schema {schema} is newer than this planner's {PLAN_SCHEMA}; upgrade planner")
         try:
             strat = dict(d["strategy"])
-            layout = {k: strat.pop(k) for k in ("stages", "mesh", "tp_plan", "dtype", "seq_len", "tied") if k in strat}
+            layout = {k: strat.pop(k) for k in ("stages", "mesh", "tp_plan", "dtype", "seq_len", *_EXTRA) if k in strat}
             return cls(model=d["model"], cluster=d["cluster"], global_batch=d["global_batch"],
                        strategy=Strategy.from_dict(strat), estimate=Estimate.from_dict(d["estimate"]),
                        layout=layout, runner_ups=tuple(Alternative.from_dict(r) for r in d.get("runner_ups", [])),

@@ -7,6 +7,7 @@ from dataclasses import replace
 from .api import profile
 from .cluster import Cluster, parse_gpus
 from .cost import CostModel
+from .memory import held_after_step
 from .errors import PlannerError
 from .plan_types import Alternative, Plan
 from .profile_types import ModelProfile
@@ -84,7 +85,20 @@ def _layout(prof: ModelProfile, cm: CostModel, s: Strategy) -> dict:
     return {"stages": stages, "mesh": {"axes": list(mesh.axes), "sizes": list(mesh.sizes),
                                        "placement": "row-major: rank = index over axes, innermost fastest"},
             "tp_plan": dict(prof.tp_plan), "dtype": cm.dtype, "seq_len": prof.seq_len,
-            "tied": [list(g) for g in prof.tied]}
+            "tied": [list(g) for g in prof.tied], "blocks": prof.blocks_path, "num_blocks": len(prof.blocks),
+            "peak_flops": cm.device.peak(cm.dtype), "state_bytes_per_stage": _held(prof, cm, s)}
+
+
+def _held(prof: ModelProfile, cm: CostModel, s: Strategy) -> list[dict]:
+    """What each pipeline rank holds after an optimizer step (sharded master weights, gradients, AdamW
+    moments; no unsharded copies, which live only inside a step): the program reports the same."""
+    zero = s.zero if s.dp > 1 else 0
+    out = []
+    for rank in range(s.pp):
+        layers = [prof.layers[i] for i in cm.rank_layers(s, rank)]
+        st = held_after_step(layers, prof.tied, tp=s.tp, zero=zero, dp_shard=s.dp_shard)
+        out.append({"param_bytes": st.weights, "grad_bytes": st.grads, "optimizer_bytes": st.optimizer})
+    return out
 
 
 def _explain(best: Candidate, res: SearchResult) -> str:
