@@ -105,7 +105,9 @@ def _plan_parser(sub) -> None:
                    help="also price a fixed layout, e.g. tp8-pp64-dp6-mbs1-1f1b, and show what separates it")
     p.add_argument("--json", action="store_true", help="print plan.json on stdout instead of the report")
     p.add_argument("--out", metavar="FILE", default=None, help="write plan.json to FILE")
-    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--emit", metavar="DIR", default=None,
+                   help="write the training program (train.py, launch.sh, slurm.sbatch, ...) into DIR")
+    p.add_argument("--force", action="store_true", help="overwrite --out, and a non-empty --emit DIR")
     p.add_argument("--quiet", action="store_true", help="print only the one-line summary")
     p.set_defaults(run=_run_plan)
 
@@ -119,6 +121,8 @@ def _run_plan(args) -> int:
                   time_limit=args.time_limit, tp_across_nodes=args.tp_across_nodes, **knobs)
     if args.out:
         result.save(args.out, overwrite=args.force)
+    if args.emit:
+        result.emit(args.emit, force=args.force)
     if args.json:
         print(result.to_json())
     elif args.quiet:
@@ -128,6 +132,9 @@ def _run_plan(args) -> int:
         print_plan(result)
         if args.out:
             print(f"wrote {args.out}")
+        if args.emit:
+            print(f"wrote the training program to {args.emit}/ (run it: plan run {args.emit}, or bash "
+                  f"{args.emit}/launch.sh)")
     return 0
 
 
@@ -144,7 +151,21 @@ def _run_show(args) -> int:
     return 0
 
 
-COMMANDS = ("plan", "profile", "cluster", "show")
+def _run_parser(sub) -> None:
+    p = sub.add_parser("run", help="run an emitted program locally with torchrun (one process per rank)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("dir", metavar="DIR", help="a directory written by --emit")
+    p.add_argument("--cpu", action="store_true", help="simulate the plan on CPU with gloo, one process per rank")
+    p.set_defaults(run=_run_run)
+    p.epilog = "Options after -- go to train.py, e.g. plan run out/ --cpu -- --steps 10"
+
+
+def _run_run(args) -> int:
+    from planner.execute import execute
+    return execute(args.dir, cpu=args.cpu, args=args.train_args)
+
+
+COMMANDS = ("plan", "profile", "cluster", "show", "run")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -155,6 +176,7 @@ def parser() -> argparse.ArgumentParser:
     _profile_parser(sub)
     _cluster_parser(sub)
     _show_parser(sub)
+    _run_parser(sub)
     return p
 
 
@@ -162,7 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv.insert(0, "plan")  # `plan MODEL --gpus 8x6` is `plan plan MODEL --gpus 8x6`
+    train_args: list[str] = []
+    if argv[:1] == ["run"] and "--" in argv:  # `plan run DIR [--cpu] -- ARGS FOR train.py`
+        cut = argv.index("--")
+        argv, train_args = argv[:cut], argv[cut + 1:]
     args = parser().parse_args(argv)
+    args.train_args = train_args
     try:
         return args.run(args)
     except PlannerError as e:

@@ -116,6 +116,18 @@ class Plan:
         path.write_text(self.to_json() + "\n")
         return path
 
+    def emit(self, directory: str | Path, force: bool = False) -> Path:
+        """Write the training program for this plan into `directory` (see `planner.emit`)."""
+        from .emit import emit
+        return emit(self, directory, force=force)
+
+    def execute(self, directory: str | Path, *, cpu: bool = False, args: tuple[str, ...] = ()) -> int:
+        """Run the program (emitting it into `directory` first if it is not there); the exit code."""
+        from .execute import execute
+        if not (Path(directory) / "train.py").is_file():
+            self.emit(directory)
+        return execute(directory, cpu=cpu, args=args)
+
     @classmethod
     def load(cls, path: str | Path) -> "Plan":
         path = Path(path)

@@ -56,7 +56,9 @@ PREDICTED_STEP_S = 0.0
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--steps", type=int, default=100, help="optimizer steps to train")
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps to train (the LR schedule's length)")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop after this step (checkpoint, then exit), keeping the schedule of --steps")
     p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate")
     p.add_argument("--min-lr", type=float, default=3e-5, help="learning rate at the end of the cosine")
     p.add_argument("--warmup", type=int, default=10, help="linear warm-up steps")
@@ -214,6 +216,15 @@ def log(path: str, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux), else its peak so far."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def peak_memory(device) -> int:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
@@ -247,8 +258,10 @@ def train(args, device) -> int:
     mf = load_model_file()
     loss_fn = getattr(mf, "loss", rt.default_loss)
     mesh = init_device_mesh(device.type, MESH_SIZES, mesh_dim_names=MESH_AXES)
+    before = resident_bytes()
     model, chunks, parts, tied = build(mf, mesh, device, args)
     pp_rank, rank = mesh["pp"].get_local_rank(), dist.get_rank()
+    log(args.metrics, {"rank": rank, "event": "built", "resident_bytes_added": resident_bytes() - before})
     first, last = pp_rank == 0, pp_rank == PP - 1
     dp_axes = [a for a in MESH_AXES if a.startswith("dp")]
     dp_index = 0
@@ -279,7 +292,8 @@ def train(args, device) -> int:
                               and ZERO == 0 and DTYPE != "float32")
     per_dp = GLOBAL_BATCH // DP
     tokens_per_step = None
-    for step in range(start + 1, args.steps + 1):
+    last_step = min(args.steps, args.stop_after or args.steps)
+    for step in range(start + 1, last_step + 1):
         t0 = time.perf_counter()
         x, y = make_batch(mf, model, GLOBAL_BATCH, step, args.seed)
         tokens_per_step = tokens_per_step or (x.numel() if x.dtype in (torch.int32, torch.int64) else x.shape[0])
@@ -306,7 +320,7 @@ def train(args, device) -> int:
             torch.cuda.synchronize(device)
         dt = time.perf_counter() - t0
         if step == start + 1:
-            log(args.metrics, {"rank": rank, "pp_rank": pp_rank, **rt.held_bytes(parts, optimizers)})
+            log(args.metrics, {"rank": rank, "pp_rank": pp_rank, "event": "held", **rt.held_bytes(parts, optimizers)})
         peak = torch.tensor(peak_memory(device), dtype=torch.float64, device=device)
         dist.all_reduce(peak, op=dist.ReduceOp.MAX)
         record = {"step": step, "loss": loss, "grad_norm": norm.item(), "lr": lr, "step_time_s": dt,
@@ -318,7 +332,7 @@ def train(args, device) -> int:
             log(args.metrics, record)
             print(f"step {step:>5}  loss {loss:.6f}  {record['tokens_per_s']:,.0f} tokens/s  "
                   f"{dt * 1e3:.0f} ms  peak {record['peak_memory_bytes'] / 2**20:.0f} MiB", flush=True)
-        if args.checkpoint_every and step % args.checkpoint_every == 0 or step == args.steps:
+        if args.checkpoint_every and step % args.checkpoint_every == 0 or step == last_step:
             save_checkpoint(ckpt_root, step, parts, optimizers)
     return 0
 
@@ -330,7 +344,7 @@ def run_step(parts, schedule, loss_fn, x, y, first, last) -> list[float]:
         losses: list[torch.Tensor] = []
         args = (x,) if first else ()
         schedule.step(*args, target=y if last else None, losses=losses if last else None)
-        return [float(t) for t in losses]
+        return [float(t.detach()) for t in losses]
     (part,) = parts
     out = []
     for i, (xm, ym) in enumerate(zip(x.chunk(NUM_MICRO_BATCHES), y.chunk(NUM_MICRO_BATCHES))):
