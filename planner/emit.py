@@ -6,6 +6,7 @@ from the plan), `planner_runtime.py` (a verbatim copy of `planner/runtime.py`), 
 """
 from __future__ import annotations
 
+import pprint
 import re
 import shutil
 from importlib import resources
@@ -17,7 +18,7 @@ from .plan_types import Plan
 __all__ = ["emit", "constants"]
 
 _BLOCK = re.compile(r"(# --- plan constants \(written by planner\) ---\n)(.*?)(# --- end of plan constants ---)", re.S)
-_LINE = re.compile(r"^(?P<names>[A-Z_][A-Z_0-9, ]*?) = (?P<value>.*?)(?P<comment>\s+#.*)?$")
+_LINE = re.compile(r"^(?P<names>[A-Z_][A-Z_0-9, ]*?) = (?P<value>.*)$")
 _RESERVED = {"train.py", "planner_runtime.py", "launch.sh", "slurm.sbatch", "plan.json", "README.md"}
 
 
@@ -40,7 +41,7 @@ def constants(plan: Plan, model_file: str) -> dict[str, object]:
     }
 
 
-def _fill(template: str, values: dict[str, object], summary: str) -> str:
+def _fill(template: str, values: dict[str, object], summary: str, world: int) -> str:
     m = _BLOCK.search(template)
     if m is None:
         raise RuntimeError("train.py template lost its constants block")
@@ -51,10 +52,14 @@ def _fill(template: str, values: dict[str, object], summary: str) -> str:
             lines.append(line)
             continue
         names = [n.strip() for n in lm.group("names").split(",")]
-        value = ", ".join(repr(values[n]) for n in names)
-        lines.append(f"{lm.group('names')} = {value}{lm.group('comment') or ''}")
+        if len(names) > 1:
+            lines.append(f"{lm.group('names')} = {', '.join(repr(values[n]) for n in names)}")
+        else:
+            head = f"{names[0]} = "
+            text = pprint.pformat(values[names[0]], width=100 - len(head), compact=True, sort_dicts=False)
+            lines.append(head + text.replace("\n", "\n" + " " * len(head)))
     body = template[:m.start(2)] + "\n".join(lines) + "\n" + template[m.end(2):]
-    return body.replace("PLAN_SUMMARY", summary, 1)
+    return body.replace("PLAN_SUMMARY", summary, 1).replace("--nproc-per-node WORLD", f"--nproc-per-node {world}", 1)
 
 
 def emit(plan: Plan, directory: str | Path, *, force: bool = False, model_path: str | Path | None = None) -> Path:
@@ -72,7 +77,7 @@ def emit(plan: Plan, directory: str | Path, *, force: bool = False, model_path: 
     program = resources.files("planner")
     template = (program / "program" / "train.py").read_text()
     world = plan.strategy.dp * plan.strategy.tp * plan.strategy.pp
-    (out / "train.py").write_text(_fill(template, constants(plan, model_file), plan.summary()))
+    (out / "train.py").write_text(_fill(template, constants(plan, model_file), plan.summary(), world))
     (out / "planner_runtime.py").write_text((program / "runtime.py").read_text())
     shutil.copyfile(source, out / model_file)
     (out / "plan.json").write_text(plan.to_json() + "\n")

@@ -31,24 +31,39 @@ sys.path.insert(0, str(HERE))
 import planner_runtime as rt  # noqa: E402
 
 # --- plan constants (written by planner) ---
-MODEL_FILE = "gpt.py"                       # the user's model file, beside this script
-FACTORY = "tiny"                            # the function in it that builds the model
-MESH_AXES = ("pp", "dp", "tp")              # outermost first; rank = row-major index over the axes
+# The user's model file (beside this script) and the function in it that builds the model.
+MODEL_FILE = "gpt.py"
+FACTORY = "tiny"
+# Device mesh, outermost axis first; a rank's coordinates are its row-major index over the axes.
+MESH_AXES = ("pp", "dp", "tp")
 MESH_SIZES = (1, 2, 1)
-PP, VPP, TP = 1, 1, 1                       # pipeline ranks, chunks per pipeline rank, tensor parallel
-DP, DP_SHARD, ZERO = 2, 1, 0                # data parallel (replicate x shard); ZeRO 0 = DDP, 2/3 = FSDP2
-SCHEDULE = "1f1b"                           # gpipe | 1f1b | interleaved
+# Pipeline ranks, model chunks per pipeline rank, tensor-parallel degree.
+PP, VPP, TP = 1, 1, 1
+# Data parallel (= replicate x shard), the FSDP shard group, ZeRO 0 = DDP, 2/3 = FSDP2 (3 reshards
+# parameters after forward).
+DP, DP_SHARD, ZERO = 2, 1, 0
+# Pipeline schedule: gpipe | 1f1b | interleaved.
+SCHEDULE = "1f1b"
 GLOBAL_BATCH, MICRO_BATCH_SIZE, NUM_MICRO_BATCHES = 8, 4, 1
 SEQUENCE_PARALLEL = False
-BLOCKS = "blocks"                           # the repeated blocks (an nn.ModuleList)
+# The repeated blocks (an nn.ModuleList) and how many there are.
+BLOCKS = "blocks"
 NUM_BLOCKS = 4
+# Module names of each model chunk, in model order; chunk c runs on pipeline rank c % PP.
 STAGES = [["wte", "wpe", "drop", "blocks.0", "blocks.1", "blocks.2", "blocks.3", "ln_f", "lm_head"]]
-RECOMPUTE = ["none"]                        # per chunk: none | selective | full | full:K+selective:J
-TP_PLAN = {}                                # module pattern -> colwise | rowwise
-TIED = [["wte.weight", "lm_head.weight"]]   # weights shared by several modules
-DTYPE = "float32"                           # compute dtype on GPUs (CPU runs always use float32)
-PEAK_FLOPS = 0.0                            # dense peak FLOP/s of one GPU in DTYPE (for MFU)
-FLOPS_PER_STEP = 0.0                        # model FLOPs of one step (forward + backward)
+# Activation recomputation per chunk: none | selective | full | full:K+selective:J (first K blocks
+# full, the next J selective).
+RECOMPUTE = ["none"]
+# Tensor-parallel split of the blocks' projections (module pattern -> colwise | rowwise).
+TP_PLAN = {}
+# Weights shared by several modules (kept equal across the pipeline ranks that hold a copy).
+TIED = [["wte.weight", "lm_head.weight"]]
+# Compute dtype on GPUs (CPU runs use float32), one GPU's dense peak FLOP/s in it, and the model
+# FLOPs of one step: for MFU.
+DTYPE = "float32"
+PEAK_FLOPS = 0.0
+FLOPS_PER_STEP = 0.0
+# The planner's predicted step time (seconds) on the planned cluster.
 PREDICTED_STEP_S = 0.0
 # --- end of plan constants ---
 

@@ -1,0 +1,77 @@
+"""The emitted directory as a user runs it: `bash launch.sh` (real torchrun) with `planner` hidden, a
+stop-and-resume that reproduces the uninterrupted run, and `plan run`."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import planner
+from planner.emit import emit
+
+ROOT = Path(__file__).resolve().parents[1]
+
+HIDE = '''import sys
+class _HidePlanner:
+    """Make `import planner` fail, as on a cluster where only torch and the model file exist."""
+    def find_spec(self, name, path=None, target=None):
+        if name == "planner" or name.startswith("planner."):
+            raise ModuleNotFoundError("planner is hidden in this test")
+        return None
+sys.meta_path.insert(0, _HidePlanner())
+'''
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory) -> Path:
+    plan = planner.plan(f"{ROOT / 'examples' / 'gpt.py'}:tiny", "2", "cpu", global_batch=8, pp=2, tp=1, dp=1,
+                        schedule="1f1b", micro_batch=2)
+    return emit(plan, tmp_path_factory.mktemp("launch") / "program")
+
+
+@pytest.fixture(scope="module")
+def hidden_env(tmp_path_factory) -> dict:
+    hide = tmp_path_factory.mktemp("hide")
+    (hide / "sitecustomize.py").write_text(HIDE)
+    env = {**os.environ, "PYTHONPATH": str(hide)}
+    probe = subprocess.run([sys.executable, "-c", "import planner"], env=env, capture_output=True, text=True)
+    assert probe.returncode != 0 and "hidden" in probe.stderr
+    return env
+
+
+def launch(program: Path, env: dict, *args: str) -> list[dict]:
+    metrics = program / f"metrics-{len(list(program.glob('metrics-*')))}.jsonl"
+    proc = subprocess.run(["bash", str(program / "launch.sh"), "--cpu", "--warmup", "0", "--metrics", str(metrics),
+                           *args], env=env, capture_output=True, text=True, timeout=300, cwd="/")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return [json.loads(x) for x in metrics.read_text().splitlines() if '"step"' in x]
+
+
+def test_launch_sh_runs_without_planner_and_resumes_exactly(program, hidden_env):
+    full = launch(program, hidden_env, "--steps", "5", "--checkpoint-dir", str(program / "ck-full"))
+    assert [s["step"] for s in full] == [1, 2, 3, 4, 5]
+    ck = str(program / "ck-stop")
+    first = launch(program, hidden_env, "--steps", "5", "--stop-after", "3", "--checkpoint-every", "3",
+                   "--checkpoint-dir", ck)
+    assert (Path(ck) / "latest").read_text() == "step-3"
+    rest = launch(program, hidden_env, "--steps", "5", "--resume", "--checkpoint-dir", ck)
+    assert [s["step"] for s in first + rest] == [1, 2, 3, 4, 5]
+    assert [s["loss"] for s in first + rest] == pytest.approx([s["loss"] for s in full], rel=1e-6)
+    assert (Path(ck) / "latest").read_text() == "step-5"
+    assert not list(Path(ck).glob("*.tmp"))
+
+
+def test_plan_run_cpu_and_missing_gpus(program):
+    ok = subprocess.run([sys.executable, str(ROOT / "cli.py"), "run", str(program), "--cpu", "--",
+                         "--steps", "1", "--checkpoint-dir", str(program / "ck-run")],
+                        capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert "step     1" in ok.stdout
+    no_gpu = subprocess.run([sys.executable, str(ROOT / "cli.py"), "run", str(program)], capture_output=True,
+                            text=True, timeout=120)
+    assert no_gpu.returncode == 2
+    assert no_gpu.stderr.startswith("plan: error: the plan needs 2 GPUs") and "--cpu" in no_gpu.stderr
