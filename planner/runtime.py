@@ -13,6 +13,7 @@ import copy
 import inspect
 import math
 import re
+import weakref
 from typing import Callable, Iterable
 
 import torch
@@ -476,6 +477,41 @@ def held_bytes(parts: list[nn.Module], optimizers: list[torch.optim.Optimizer]) 
                 if isinstance(v, torch.Tensor) and k != "step":
                     out["optimizer_bytes"] += _local(v).numel() * v.element_size()
     return out
+
+
+class ActivationMeter:
+    """Peak bytes of the tensors autograd saves for backward while active (each storage once; parameters,
+    including FSDP's unsharded ones, and meta tensors excluded): the same instrument the planner's
+    profiler measures with, so the two are comparable. A diagnostic: it walks the parameters per save."""
+
+    def __init__(self, parts: list[nn.Module]):
+        self.parts, self.live, self.peak, self.refs = parts, 0, 0, {}
+
+    def _params(self) -> set[int]:
+        return {_local(p).untyped_storage().data_ptr() for part in self.parts for p in part.parameters()}
+
+    def _pack(self, t: torch.Tensor):
+        local = _local(t)
+        if local.device.type != "meta" and local.untyped_storage().data_ptr() not in self._params():
+            key = local.untyped_storage().data_ptr()
+            if key not in self.refs:
+                self.refs[key] = [0, local.untyped_storage().nbytes()]
+                self.live += self.refs[key][1]
+                self.peak = max(self.peak, self.live)
+            self.refs[key][0] += 1
+            weakref.finalize(t, self._release, key)
+        return t
+
+    def _release(self, key: int) -> None:
+        entry = self.refs.get(key)
+        if entry is not None:
+            entry[0] -= 1
+            if entry[0] == 0:
+                self.live -= entry[1]
+                del self.refs[key]
+
+    def __call__(self):
+        return torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
 
 
 def load_full(parts: list[nn.Module], state_dict: dict[str, torch.Tensor]) -> None:

@@ -47,7 +47,7 @@ def make_plan(model: str, world: int, knobs: dict) -> planner.Plan:
         s = dataclasses.replace(plan.strategy, layers_per_chunk=bounds)
         prof = planner.api.profile(f"{MODELS[model]}:tiny", micro_batch=1, dtype="float32")
         cm = CostModel(prof, planner.cluster.parse_gpus(str(world), "cpu")[0], dtype="float32")
-        plan = dataclasses.replace(plan, strategy=s, layout=_layout(prof, cm, s))
+        plan = dataclasses.replace(plan, strategy=s, layout=_layout(prof, cm, s), estimate=cm.estimate(s, BATCH))
     return plan
 
 
@@ -95,7 +95,7 @@ def test_layout_matches_single_process(layout, references, tmp_path):
         jobs.append({"dir": str(d), "args": [
             "--cpu", "--steps", str(STEPS), "--warmup", "0", "--clip", str(CLIP),
             "--init-from", str(references[model]["init"]), "--dump-grads", str(d / "grads"),
-            "--checkpoint-dir", str(d / "ckpt"), "--checkpoint-every", "0"]})
+            "--checkpoint-dir", str(d / "ckpt"), "--checkpoint-every", "0", "--measure-activations"]})
     run_ranks(world, jobs, tmp_path)
     for model, job in zip(MODELS, jobs):
         d, ref = Path(job["dir"]), references[model]
@@ -112,9 +112,12 @@ def test_layout_matches_single_process(layout, references, tmp_path):
         # what each rank holds equals the plan's prediction for its pipeline rank, to the byte
         predicted = plans[model].layout["state_bytes_per_stage"]
         assert len(ranks) == world
+        acts = [m["activations"] for m in plans[model].estimate.memory_bytes_per_rank]
         for r in ranks:
             held = {k: r[k] for k in ("param_bytes", "grad_bytes", "optimizer_bytes")}
             assert held == predicted[r["pp_rank"]], (model, r)
+            # saved activations at the schedule's peak (measured in step 2, see train.py) within 10%
+            assert r["activation_peak_bytes"] == pytest.approx(acts[r["pp_rank"]], rel=0.10), (model, r, acts)
 
 
 def _job(d: Path, *args: str) -> dict:

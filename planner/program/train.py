@@ -10,6 +10,7 @@ The constants below are the plan: to change the layout, plan again and re-emit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import inspect
 import json
@@ -87,6 +88,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--export", help="write the latest checkpoint's weights as one plain state_dict file and exit")
     p.add_argument("--metrics", default=str(HERE / "metrics.jsonl"), help="JSON-lines metrics file")
     p.add_argument("--dump-grads", help="directory to write the full clipped gradients of step 1 (for tests)")
+    p.add_argument("--measure-activations", action="store_true",
+                   help="log the peak bytes of saved activations of the first step (slow; a diagnostic)")
     p.add_argument("--cpu", action="store_true", help="run on CPU with gloo even if GPUs exist")
     return p.parse_args(argv)
 
@@ -315,7 +318,11 @@ def train(args, device) -> int:
         x, y = (t[dp_index * per_dp:(dp_index + 1) * per_dp].to(device) for t in (x, y))
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
-        with autocast:
+        # step 2: in step 1 torch's pipelining infers shapes with one extra forward whose graph lives
+        # until the step ends (one more micro-batch of activations on the first stage, once)
+        measured = start + 2 if last_step >= start + 2 else start + 1
+        meter = rt.ActivationMeter(parts) if args.measure_activations and step == measured else None
+        with autocast, (meter() if meter else contextlib.nullcontext()):
             losses = run_step(parts, schedule if PP > 1 else None, loss_fn, x, y, first, last)
         if manual_dp:
             rt.allreduce_grads(parts, dp_group)
@@ -334,8 +341,11 @@ def train(args, device) -> int:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         dt = time.perf_counter() - t0
-        if step == start + 1:
-            log(args.metrics, {"rank": rank, "pp_rank": pp_rank, "event": "held", **rt.held_bytes(parts, optimizers)})
+        if step == measured:
+            held = rt.held_bytes(parts, optimizers)
+            if meter:
+                held["activation_peak_bytes"] = meter.peak
+            log(args.metrics, {"rank": rank, "pp_rank": pp_rank, "event": "held", **held})
         peak = torch.tensor(peak_memory(device), dtype=torch.float64, device=device)
         dist.all_reduce(peak, op=dist.ReduceOp.MAX)
         record = {"step": step, "loss": loss, "grad_norm": norm.item(), "lr": lr, "step_time_s": dt,
@@ -367,20 +377,12 @@ def run_step(parts, schedule, loss_fn, x, y, first, last) -> list[float]:
         if hasattr(part, "set_requires_gradient_sync"):
             part.set_requires_gradient_sync(sync)
             part.set_reshard_after_backward(sync)
-        ctx = part.no_sync() if hasattr(part, "no_sync") and not sync else _null()
+        ctx = part.no_sync() if hasattr(part, "no_sync") and not sync else contextlib.nullcontext()
         with ctx:
             loss = loss_fn(part(xm), ym)
             (loss / NUM_MICRO_BATCHES).backward()
         out.append(loss.item())
     return out
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 if __name__ == "__main__":
