@@ -19,7 +19,9 @@ demo: $(VENV)/.installed
 	$(BIN)/plan profile examples/gpt.py:gpt3_175b
 	$(BIN)/plan cluster --gpus 8x2 --gpu a100-80gb
 	$(BIN)/plan examples/gpt.py:gpt3_13b --gpus 8x4 --global-batch 512 --compare tp8-pp2-dp2
-	$(BIN)/plan examples/gpt.py:tiny --gpus 8 --gpu cpu --global-batch 16 --out plan-tiny.json --force
+	$(BIN)/plan examples/gpt.py:tiny --gpus 8 --gpu cpu --global-batch 16 --tp 2 --pp 2 --dp 2 \
+		--emit out/tiny-gpt --force
+	$(BIN)/plan run out/tiny-gpt --cpu -- --steps 20 --checkpoint-every 10
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

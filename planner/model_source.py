@@ -19,16 +19,11 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .errors import PlannerError
+from .runtime import default_loss  # one definition, shared with the emitted program
 
 __all__ = ["ModelSource", "load", "build_meta", "sample_batch", "default_loss", "split_ref"]
-
-
-def default_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the last dimension (token logits or class logits)."""
-    return F.cross_entropy(outputs.flatten(0, -2).float(), targets.flatten())
 
 
 @dataclass(frozen=True, eq=False)

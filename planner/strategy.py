@@ -4,9 +4,9 @@ A `Strategy` is plain data (it round-trips through JSON) with no cost attached; 
 """
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 
+from .runtime import parse_recompute  # one definition, shared with the emitted program
 from .schedule import check as check_schedule
 
 __all__ = ["Strategy", "ZERO_LEVELS", "parse_recompute", "recompute_name", "EXCLUDED"]
@@ -25,29 +25,6 @@ EXCLUDED = {
     "cp": "context parallel is not emitted yet, so it is not searched",
 }
 """Parts of the design space the search leaves out, with the reason the output can show."""
-
-_PART = re.compile(r"^(full|selective)(?::(\d+))?$")
-
-
-def parse_recompute(mode: str, blocks: int) -> tuple[int, int]:
-    """(blocks under full recompute, blocks under selective) of a chunk with `blocks` blocks; the chunk's
-    first blocks are the full ones, then the selective ones, the rest keep everything.
-
-    `none`, `selective`, `full`, or parts joined by `+`: `full:K` (K blocks), `selective:J`, and a
-    part without a count takes all remaining blocks (`full:2+selective` = 2 full, the rest selective)."""
-    if mode == "none":
-        return 0, 0
-    counts = {"full": 0, "selective": 0}
-    left = blocks
-    for part in mode.split("+"):
-        m = _PART.match(part)
-        if not m or counts[m.group(1)]:
-            raise ValueError(f"recompute {mode!r}: use none, selective, full, or full:K+selective:J")
-        n = min(left, int(m.group(2))) if m.group(2) else left
-        counts[m.group(1)] = n
-        left -= n
-    return counts["full"], counts["selective"]
-
 
 def recompute_name(full: int, selective: int, blocks: int) -> str:
     """The canonical name of a chunk's recompute choice (inverse of `parse_recompute`)."""

@@ -117,3 +117,23 @@ def test_no_composable_replicate_and_no_ddp_around_tensor_parallel():
     sources = Path(runtime.__file__).read_text() + (ROOT / "planner" / "program" / "train.py").read_text()
     assert "_composable" not in sources and not re.search(r"\breplicate\(", sources)
     assert "manual_dp = ZERO == 0 and DP > 1 and TP > 1" in sources
+
+
+def test_data_is_a_function_of_the_step(plan, tmp_path):
+    """train.py's data: the model file's dataset() when it has one (sample i of step s is item
+    (s-1)*batch + i, wrapping), else seeded batch(); the same for every layout and every restart."""
+    import importlib.util
+    import types
+
+    import torch
+    d = emit(plan, tmp_path / "out")
+    spec = importlib.util.spec_from_file_location("emitted_train", d / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    items = [(torch.full((3,), float(i)), i % 2) for i in range(10)]
+    with_dataset = types.SimpleNamespace(dataset=lambda: items)
+    x, y = train.make_batch(with_dataset, None, 4, step=3, seed=0)
+    assert x[:, 0].tolist() == [8.0, 9.0, 0.0, 1.0] and y.tolist() == [0, 1, 0, 1]
+    synthetic = types.SimpleNamespace(batch=lambda n: (torch.randint(0, 9, (n, 2)), torch.randint(0, 9, (n,))))
+    a, b = train.make_batch(synthetic, None, 4, 7, 0), train.make_batch(synthetic, None, 4, 7, 0)
+    assert torch.equal(a[0], b[0]) and not torch.equal(a[0], train.make_batch(synthetic, None, 4, 8, 0)[0])

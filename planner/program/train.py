@@ -342,7 +342,7 @@ def train(args, device) -> int:
             torch.cuda.synchronize(device)
         dt = time.perf_counter() - t0
         if step == measured:
-            held = rt.held_bytes(parts, optimizers)
+            held = {**rt.held_bytes(parts, optimizers), "peak_memory_bytes": peak_memory(device)}
             if meter:
                 held["activation_peak_bytes"] = meter.peak
             log(args.metrics, {"rank": rank, "pp_rank": pp_rank, "event": "held", **held})
