@@ -137,3 +137,12 @@ def test_data_is_a_function_of_the_step(plan, tmp_path):
     synthetic = types.SimpleNamespace(batch=lambda n: (torch.randint(0, 9, (n, 2)), torch.randint(0, 9, (n,))))
     a, b = train.make_batch(synthetic, None, 4, 7, 0), train.make_batch(synthetic, None, 4, 7, 0)
     assert torch.equal(a[0], b[0]) and not torch.equal(a[0], train.make_batch(synthetic, None, 4, 8, 0)[0])
+
+
+def test_plan_execute_emits_then_says_what_is_missing(plan, tmp_path):
+    with pytest.raises(PlannerError, match="needs 8 GPUs and this machine has 0; pass --cpu"):
+        plan.execute(tmp_path / "prog")
+    assert (tmp_path / "prog" / "train.py").is_file()
+    with pytest.raises(PlannerError, match="holds no train.py"):
+        from planner.execute import execute
+        execute(tmp_path)

@@ -341,11 +341,12 @@ def train(args, device) -> int:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         dt = time.perf_counter() - t0
-        if step == measured:
-            held = {**rt.held_bytes(parts, optimizers), "peak_memory_bytes": peak_memory(device)}
-            if meter:
-                held["activation_peak_bytes"] = meter.peak
-            log(args.metrics, {"rank": rank, "pp_rank": pp_rank, "event": "held", **held})
+        if step == start + 1:  # what this rank really holds, to compare with plan.json
+            log(args.metrics, {"rank": rank, "pp_rank": pp_rank, "event": "held", **rt.held_bytes(parts, optimizers),
+                               "peak_memory_bytes": peak_memory(device)})
+        if meter:
+            log(args.metrics, {"rank": rank, "pp_rank": pp_rank, "event": "activations", "step": step,
+                               "activation_peak_bytes": meter.peak})
         peak = torch.tensor(peak_memory(device), dtype=torch.float64, device=device)
         dist.all_reduce(peak, op=dist.ReduceOp.MAX)
         record = {"step": step, "loss": loss, "grad_norm": norm.item(), "lr": lr, "step_time_s": dt,
