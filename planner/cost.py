@@ -283,7 +283,8 @@ class CostModel:
         """(exposed, total) seconds of gradient reduction and FSDP gathers on one pipeline rank.
 
         DDP: the all-reduce runs during the rank's last backward (its first chunk's, last micro-batch)
-        and only what outlasts it shows, never less than the last bucket. FSDP, pass by pass (prefetch
+        and only what outlasts it shows, never less than the last bucket. With TP, DDP cannot take
+        DTensor parameters, so the emitted program all-reduces after the backward: nothing hides. FSDP, pass by pass (prefetch
         runs one layer ahead, so a pass can hide only its own communication): the first micro-batch's
         forward gathers every weight; with ZeRO 3 each backward gathers them again (forward resharded
         them; torch's pipelining keeps them unsharded after backward); the gradient reduce-scatter
@@ -296,6 +297,8 @@ class CostModel:
         if s.zero == 0:
             grad = 4 * elems
             sync = self.collective(s, "dp", "all_reduce", grad)
+            if s.tp > 1:  # DDP cannot wrap DTensors: the program all-reduces after the last backward
+                return sync, sync
             floor = sync * min(1.0, DDP_BUCKET / max(grad, 1))
             return max(sync - last_bwd, floor), sync
         full_grad = 4 * elems * s.dp_shard  # unsharded fp32 gradients (padded)

@@ -21,11 +21,11 @@ from planner.cost import CostModel
 from planner.emit import emit
 from planner.planning import _layout
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "dist"))  # the plain single-process reference
+sys.path.insert(0, str(Path(__file__).resolve().parent / "multiproc"))  # the plain single-process reference
 import reference  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-FORKRUN = ROOT / "tests" / "dist" / "forkrun.py"
+FORKRUN = ROOT / "tests" / "multiproc" / "forkrun.py"
 MODELS = {"gpt": ROOT / "examples" / "gpt.py", "llama": ROOT / "examples" / "llama.py"}
 STEPS, BATCH, CLIP = 5, 8, 0.05
 

@@ -1,0 +1,64 @@
+"""Run emitted programs' `main()` in WORLD forked ranks: torch is imported once, so a launch costs
+seconds rather than WORLD interpreter start-ups (see TORCH_NOTES). Jobs run one after another in the
+same ranks, each with its own rendezvous port.
+
+    python forkrun.py WORLD JOBS.json      JOBS.json: [{"dir": ..., "args": [...]}, ...]
+
+Exits non-zero if any rank of any job fails; a rank's traceback goes to stderr.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import sys
+import traceback
+
+import torch  # noqa: F401  (imported once, before forking)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _load(directory: str):
+    spec = importlib.util.spec_from_file_location(f"train_{abs(hash(directory))}", os.path.join(directory, "train.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> int:
+    world, jobs = int(sys.argv[1]), json.load(open(sys.argv[2]))
+    programs = [_load(j["dir"]) for j in jobs]
+    ports = [_free_port() for _ in jobs]
+    children = []
+    for rank in range(world):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                for job, program, port in zip(jobs, programs, ports):
+                    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
+                    os.environ.update(job.get("env", {}))
+                    program.main(job["args"])
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        children.append(pid)
+    failed = 0
+    for pid in children:
+        _, status = os.waitpid(pid, 0)
+        failed |= os.waitstatus_to_exitcode(status) != 0
+    return int(failed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
