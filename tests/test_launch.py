@@ -37,7 +37,9 @@ def program(tmp_path_factory) -> Path:
 def hidden_env(tmp_path_factory) -> dict:
     hide = tmp_path_factory.mktemp("hide")
     (hide / "sitecustomize.py").write_text(HIDE)
-    env = {**os.environ, "PYTHONPATH": str(hide)}
+    # the user's shell: this interpreter's bin (torchrun) on PATH, planner not importable
+    path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PYTHONPATH": str(hide), "PATH": path}
     probe = subprocess.run([sys.executable, "-c", "import planner"], env=env, capture_output=True, text=True)
     assert probe.returncode != 0 and "hidden" in probe.stderr
     return env
