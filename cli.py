@@ -168,10 +168,17 @@ def _run_run(args) -> int:
 COMMANDS = ("plan", "profile", "cluster", "show", "run")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (`plan: error: ...`), like every other input error."""
+
+    def error(self, message: str):
+        self.exit(2, f"plan: error: {message}; see {self.prog} --help\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="plan", description="Automatic parallel-strategy planner for PyTorch "
+    p = _Parser(prog="plan", description="Automatic parallel-strategy planner for PyTorch "
                                 "training: profile a model, model a cluster, plan and run the training.")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     _plan_parser(sub)
     _profile_parser(sub)
     _cluster_parser(sub)

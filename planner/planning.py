@@ -75,6 +75,15 @@ def check_constraints(prof: ModelProfile, cluster: Cluster, c: Constraints) -> N
                            f"{' or '.join(map(str, near))}")
     if c.zero is not None and c.zero not in (0, 2, 3):
         raise PlannerError(f"--zero {c.zero}: use 0, 2 or 3 ({EXCLUDED['zero1']})")
+    if c.dp_shard is not None and c.zero == 0 and c.dp_shard > 1:
+        raise PlannerError(f"--dp-shard {c.dp_shard} shards with FSDP, but --zero 0 is DDP; use --zero 2 or 3")
+    if c.dp_shard is not None and c.dp is not None and c.dp % c.dp_shard:
+        raise PlannerError(f"--dp-shard {c.dp_shard} does not divide --dp {c.dp}; use a divisor of {c.dp}")
+    if c.zero in (2, 3) and c.dp == 1:
+        raise PlannerError(f"--zero {c.zero} shards over data parallel, but --dp 1 has nothing to shard over; "
+                           "drop --zero or raise --dp")
+    if c.time_limit <= 0:
+        raise PlannerError(f"--time-limit {c.time_limit:g}: give a positive number of seconds")
     if c.vpp is not None and c.vpp > 1 and c.schedule not in (None, "interleaved"):
         raise PlannerError(f"--vpp {c.vpp} needs --schedule interleaved, not {c.schedule}")
 

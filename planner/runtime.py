@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import os
 import re
 import weakref
 from typing import Callable, Iterable
@@ -22,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-__all__ = ["SELECTIVE_SAVE_OPS", "selective_policy", "selective_context", "parse_recompute", "default_loss",
+__all__ = ["init_distributed", "SELECTIVE_SAVE_OPS", "selective_policy", "selective_context", "parse_recompute", "default_loss",
            "split_chunk", "apply_tp", "apply_recompute", "apply_fsdp", "apply_ddp", "materialise",
            "TiedWeights", "clip_grad_norm", "held_bytes", "clean_name", "named_local_params", "load_full"]
 
@@ -81,6 +82,24 @@ def parse_recompute(mode: str, blocks: int) -> tuple[int, int]:
 def default_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy over the last dimension (token logits or class logits)."""
     return F.cross_entropy(outputs.flatten(0, -2).float(), targets.flatten())
+
+
+def init_distributed(backend: str, device: torch.device | None = None) -> None:
+    """`init_process_group` that survives torchrun's restarts: torch 2.13 reuses the rendezvous keys of
+    the failed attempt, so the restarted ranks connect to dead peers (gloo: "connectFullMesh failed ...
+    Connection refused"). Under torchrun the keys are put under a per-attempt prefix."""
+    from datetime import timedelta
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    device_id = device if device is not None and device.type == "cuda" else None
+    if attempt is None or "MASTER_ADDR" not in os.environ:
+        dist.init_process_group(backend, device_id=device_id)
+        return
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    server = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" and rank == 0
+    base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=server,
+                         timeout=timedelta(minutes=10))
+    dist.init_process_group(backend, store=dist.PrefixStore(f"/planner/attempt_{attempt}", base), rank=rank,
+                            world_size=world, device_id=device_id)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -124,6 +124,8 @@ def _knobs(c: Constraints, dp, tp, pp, mbs, n, blocks, excluded) -> Iterator[Str
             for zero in zeros if c.zero is None else [c.zero if dp > 1 else 0]:
                 shards = [1] if zero == 0 else [d for d in _divisors(dp) if d == dp or 1 < d <= 64 and d & (d - 1) == 0]
                 for ds in shards if c.dp_shard is None else [c.dp_shard]:
+                    if c.dp_shard is not None and (zero == 0 and ds > 1 or dp % ds):
+                        continue  # a fixed shard group that this dp or DDP cannot have
                     sps = [False] if tp == 1 else [True, False]
                     for sp in sps if c.sequence_parallel is None else [c.sequence_parallel and tp > 1]:
                         yield Strategy(dp=dp, tp=tp, pp=pp, vpp=vpp, dp_shard=ds, micro_batch_size=mbs,
@@ -257,8 +259,9 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
         if lb >= best and (len(top) > c.top_k or _family(s) in families or lb > RUNNER_UP_MARGIN * best):
             pruned += 1  # cannot beat the best, and its family is shown, the table full, or it is far off
             continue
-        if time.perf_counter() - t0 > c.time_limit:
+        if top and time.perf_counter() - t0 > c.time_limit:  # never stop before a plan exists
             pruned, status = pruned + len(bounded) - i, "TIME_LIMIT"
+            worst_gap = max(worst_gap, (best - lb) / best)  # no unexplored candidate can beat best by more
             break
         if progress:
             progress("search", i, len(bounded))

@@ -45,16 +45,40 @@ def hidden_env(tmp_path_factory) -> dict:
     return env
 
 
-def launch(program: Path, env: dict, *args: str) -> list[dict]:
+def launch(program: Path, env: dict, *args: str, out: list | None = None) -> list[dict]:
     metrics = program / f"metrics-{len(list(program.glob('metrics-*')))}.jsonl"
     proc = subprocess.run(["bash", str(program / "launch.sh"), "--cpu", "--warmup", "0", "--metrics", str(metrics),
                            *args], env=env, capture_output=True, text=True, timeout=300, cwd="/")
     assert proc.returncode == 0, proc.stderr[-4000:]
+    if out is not None:
+        out.append(proc.stdout)
     return [json.loads(x) for x in metrics.read_text().splitlines() if '"step"' in x]
 
 
-def test_launch_sh_runs_without_planner_and_resumes_exactly(program, hidden_env):
-    full = launch(program, hidden_env, "--steps", "5", "--checkpoint-dir", str(program / "ck-full"))
+def test_killed_rank_mid_checkpoint_restarts_from_the_last_complete_one(program, hidden_env, uninterrupted):
+    """Rank 1 dies (SIGKILL) after writing its shard of step 4's checkpoint, before the commit; torchrun
+    restarts the job, which resumes from step-2 (what `latest` still names) and ends with the losses of
+    the uninterrupted run; no half-written checkpoint is ever loaded or left behind."""
+    ck = program / "ck-fault"
+    env = {**hidden_env, "MAX_RESTARTS": "1", "PLANNER_FAULT_KILL_AT_CHECKPOINT": "4:1"}
+    stdout: list[str] = []
+    steps = launch(program, env, "--steps", "5", "--checkpoint-every", "2", "--checkpoint-dir", str(ck), out=stdout)
+    assert "injected fault, SIGKILL before committing step-4" in stdout[0]
+    assert f"resumed from {ck / 'step-2'} at step 2" in stdout[0]
+    assert [s["step"] for s in steps] == [1, 2, 3, 4, 3, 4, 5]  # the first attempt got to step 4
+    final = {s["step"]: s["loss"] for s in steps}  # the restarted attempt's values win
+    assert [final[i] for i in range(1, 6)] == pytest.approx([s["loss"] for s in uninterrupted], rel=1e-6)
+    assert (ck / "latest").read_text() == "step-5"
+    assert sorted(p.name for p in ck.iterdir()) == ["latest", "step-2", "step-4", "step-5"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(program, hidden_env) -> list[dict]:
+    return launch(program, hidden_env, "--steps", "5", "--checkpoint-dir", str(program / "ck-full"))
+
+
+def test_launch_sh_runs_without_planner_and_resumes_exactly(program, hidden_env, uninterrupted):
+    full = uninterrupted
     assert [s["step"] for s in full] == [1, 2, 3, 4, 5]
     ck = str(program / "ck-stop")
     first = launch(program, hidden_env, "--steps", "5", "--stop-after", "3", "--checkpoint-every", "3",

@@ -16,6 +16,8 @@ import inspect
 import json
 import os
 import resource
+import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -173,7 +175,11 @@ def save_checkpoint(root: Path, step: int, parts, optimizers) -> None:
     """Write step-N under a temporary name, then rename it and point `latest` at it (rank 0, last), so
     a checkpoint that `latest` names is always complete."""
     final, tmp = root / f"step-{step}", root / f"step-{step}.tmp"
+    if dist.get_rank() == 0 and tmp.exists():
+        shutil.rmtree(tmp)  # left by an attempt that died before committing it
+    dist.barrier()
     dcp.save(state(parts, optimizers), checkpoint_id=str(tmp))
+    _maybe_fail(step)
     dist.barrier()
     if dist.get_rank() == 0:
         (tmp / "train.json").write_text(json.dumps({"step": step}))
@@ -183,6 +189,19 @@ def save_checkpoint(root: Path, step: int, parts, optimizers) -> None:
         (root / "latest.tmp").write_text(final.name)
         os.replace(root / "latest.tmp", root / "latest")
     dist.barrier()
+
+
+def _maybe_fail(step: int) -> None:
+    """Fault injection for tests: PLANNER_FAULT_KILL_AT_CHECKPOINT=STEP[:RANK] makes that rank SIGKILL
+    itself after writing its shard of step STEP's checkpoint, before the checkpoint is committed (first
+    attempt only, so torchrun's restart can recover)."""
+    spec = os.environ.get("PLANNER_FAULT_KILL_AT_CHECKPOINT")
+    if not spec or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        return
+    at, _, who = spec.partition(":")
+    if int(at) == step and dist.get_rank() == int(who or 0):
+        print(f"rank {dist.get_rank()}: injected fault, SIGKILL before committing step-{step}", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def latest_checkpoint(root: Path) -> Path | None:
@@ -265,7 +284,7 @@ def main(argv=None) -> int:
         torch.cuda.set_device(device)
     else:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-    dist.init_process_group("nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
+    rt.init_distributed("nccl" if use_cuda else "gloo", device)
     try:
         return train(args, device)
     finally:
