@@ -90,3 +90,16 @@ def test_plan_json_round_trips_and_is_deterministic(tiny, tmp_path):
 def test_bad_plan_json(text, message):
     with pytest.raises(PlannerError, match=message):
         Plan.from_json(text)
+
+
+def test_time_limit_returns_the_best_found_with_its_gap(tiny):
+    """A limit hit before the search ends still gives a plan, flagged TIME_LIMIT with a gap bounded by
+    the first unexplored candidate's lower bound; a limit too short for even one solve still solves one."""
+    cm = CostModel(tiny, parse_gpus("4x2", "cpu")[0])
+    res = search(cm, Constraints(global_batch=16, time_limit=1e-9))
+    assert res.best is not None and res.stats["status"] == "TIME_LIMIT"
+    assert 0 <= res.stats["gap"] < 1 and res.stats["solved"] >= 1
+    full = search(cm, Constraints(global_batch=16))
+    assert full.stats["status"] == "OPTIMAL"
+    lower = full.best.estimate.step_time_s
+    assert lower <= res.best.estimate.step_time_s and res.best.estimate.step_time_s * (1 - res.stats["gap"]) <= lower * (1 + 1e-9)

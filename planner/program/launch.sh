@@ -14,7 +14,7 @@ NNODES=${NNODES:-@NODES@}
 NODE_RANK=${NODE_RANK:-0}
 NPROC_PER_NODE=${NPROC_PER_NODE:-$(( WORLD / NNODES ))}
 MASTER_PORT=${MASTER_PORT:-29500}
-MAX_RESTARTS=${MAX_RESTARTS:-0}
+MAX_RESTARTS=${MAX_RESTARTS:-3}
 if command -v torchrun >/dev/null; then RUN=(torchrun); else RUN=("${PYTHON:-python3}" -m torch.distributed.run); fi
 if [ $(( NNODES * NPROC_PER_NODE )) -ne "$WORLD" ]; then
   echo "launch.sh: NNODES x NPROC_PER_NODE = $NNODES x $NPROC_PER_NODE, but the plan has $WORLD ranks" >&2
