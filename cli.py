@@ -5,7 +5,9 @@ Exit codes: 0 success; 2 the input is wrong (one line on stderr saying what to c
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 
 from planner.errors import PlannerError
 
@@ -109,16 +111,55 @@ def _plan_parser(sub) -> None:
                    help="write the training program (train.py, launch.sh, slurm.sbatch, ...) into DIR")
     p.add_argument("--force", action="store_true", help="overwrite --out, and a non-empty --emit DIR")
     p.add_argument("--quiet", action="store_true", help="print only the one-line summary")
+    p.add_argument("--timeline", metavar="FILE", default=None,
+                   help="draw the pipeline schedule (one row per stage) to FILE (.png or .svg)")
+    p.add_argument("--memory", metavar="FILE", default=None,
+                   help="draw memory per stage by kind against capacity to FILE (.png or .svg)")
+    p.add_argument("--scaling", metavar="FILE", default=None,
+                   help="with --gpus A,B,...: plot tokens/s and MFU against GPUs to FILE")
     p.set_defaults(run=_run_plan)
 
 
+class _Progress:
+    """Search progress on stderr, shown only once the work has taken over a second (a terminal gets one
+    rewritten line, a pipe a line every 10 s)."""
+
+    def __init__(self):
+        self.t0, self.last, self.tty = time.perf_counter(), 0.0, sys.stderr.isatty()
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - self.t0 < 1.0 or now - self.last < (0.2 if self.tty else 10.0):
+            return
+        self.last = now
+        line = f"plan: {phase}: {done:,}/{total:,} candidates, {now - self.t0:.0f} s"
+        print(f"\r{line}" if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.tty and self.last:
+            print("\r" + " " * 70 + "\r", end="", file=sys.stderr, flush=True)
+
+
 def _run_plan(args) -> int:
-    from planner.planning import plan
+    from planner.planning import plan, plan_many
     knobs = {"tp": args.tp, "pp": args.pp, "dp": args.dp, "vpp": args.vpp, "dp_shard": args.dp_shard,
              "micro_batch": args.micro_batch, "schedule": args.schedule, "zero": args.zero,
              "recompute": args.recompute, "sequence_parallel": args.sequence_parallel}
+    progress = _Progress()
+    if "," in args.gpus:
+        return _run_scaling(args, plan_many(args.model, args.gpus, args.gpu, global_batch=args.global_batch,
+                                            time_limit=args.time_limit, tp_across_nodes=args.tp_across_nodes,
+                                            progress=progress, **knobs), progress)
     result = plan(args.model, args.gpus, args.gpu, compare=args.compare, global_batch=args.global_batch,
-                  time_limit=args.time_limit, tp_across_nodes=args.tp_across_nodes, **knobs)
+                  time_limit=args.time_limit, tp_across_nodes=args.tp_across_nodes, progress=progress, **knobs)
+    progress.done()
+    if args.timeline:
+        result.timeline(args.timeline)
+    if args.memory:
+        result.memory_chart(args.memory)
+    if args.scaling:
+        from planner.scaling import draw_scaling
+        draw_scaling([result], args.scaling)
     if args.out:
         result.save(args.out, overwrite=args.force)
     if args.emit:
@@ -135,6 +176,22 @@ def _run_plan(args) -> int:
         if args.emit:
             print(f"wrote the training program to {args.emit}/ (run it: plan run {args.emit}, or bash "
                   f"{args.emit}/launch.sh)")
+    return 0
+
+
+def _run_scaling(args, plans, progress) -> int:
+    """Several clusters: each one's plan in a line, then the scaling table (and plot)."""
+    from planner.scaling import draw_scaling, print_scaling
+    progress.done()
+    if args.json:
+        print(json.dumps([p.to_dict() for p in plans], indent=1))
+        return 0
+    for p in plans:
+        print(f"{p.cluster['name']}: {p.summary()}")
+    if not args.quiet:
+        print_scaling(plans)
+    if args.scaling:
+        draw_scaling(plans, args.scaling)
     return 0
 
 

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import sys
+import textwrap
 from typing import TextIO
 
 from .plan_types import Alternative, Plan
-from .report import gib, human, table
+from .report import WIDTH, gib, human, table
 
 __all__ = ["print_plan"]
 
@@ -36,14 +37,20 @@ def print_plan(p: Plan, out: TextIO | None = None) -> None:
     m, c, s, e = p.model, p.cluster, p.strategy, p.estimate
     print(f"model    {m['ref']}: {human(m['params'])} parameters, {m['blocks']} blocks, "
           f"{human(m['flops_per_step'])}FLOP per step", file=out)
+    if m.get("tp_degrees"):
+        print(f"         splits: pipeline at block boundaries; tensor parallel {', '.join(map(str, m['tp_degrees']))}",
+              file=out)
     print(f"cluster  {c['gpus']} x {c['gpu']} ({c['nodes']} node(s) of {c['gpus_per_node']}), "
           f"global batch {p.global_batch}", file=out)
     print(f"plan     {s.label()}", file=out)
     print(f"         mesh {' x '.join(f'{a}{n}' for a, n in zip(p.layout['mesh']['axes'], p.layout['mesh']['sizes']))}"
           f" (outer to inner), dtype {p.layout['dtype']}", file=out)
+    links = p.layout.get("links") or {}
+    if links:
+        print("         links: " + "; ".join(f"{a} over {'+'.join(k)}" for a, k in links.items()), file=out)
     print(f"predict  {e.step_time_s:.4g} s/step, {e.tokens_per_s:,.0f} tokens/s, MFU {e.mfu:.1%}, HFU {e.hfu:.1%}, "
           f"{e.model_tflops_per_gpu:.1f} TFLOP/s per GPU", file=out)
-    print(f"why      {p.explanation}", file=out)
+    print(textwrap.fill(p.explanation, WIDTH, initial_indent="why      ", subsequent_indent=" " * 9), file=out)
     parts = [[k.replace("_", " "), f"{v:.4g}", f"{v / e.step_time_s:.1%}"] for k, v in e.breakdown.items()]
     table(["step time (busiest rank)", "seconds", "share"], parts, out)
     table(["chunk", "rank", "layers", "modules", "recompute", "memory"], _stages(p), out,

@@ -18,7 +18,7 @@ __all__ = ["Plan", "Alternative", "PLAN_SCHEMA"]
 
 PLAN_SCHEMA = 1
 
-_EXTRA = ("tied", "blocks", "num_blocks", "peak_flops", "state_bytes_per_stage")
+_EXTRA = ("tied", "blocks", "num_blocks", "peak_flops", "state_bytes_per_stage", "chunk_times", "links")
 """Layout keys beyond DESIGN's list, kept in plan.json's strategy block (added, never renamed)."""
 
 
@@ -115,6 +115,24 @@ class Plan:
             raise PlannerError(f"{path} exists; choose another file or remove it")
         path.write_text(self.to_json() + "\n")
         return path
+
+    def explain(self) -> str:
+        """The full report `plan` prints: the model, cluster, plan, time and memory, runner-ups, solver."""
+        import io
+        from .plan_report import print_plan
+        buf = io.StringIO()
+        print_plan(self, buf)
+        return buf.getvalue()
+
+    def timeline(self, path: str | Path) -> dict:
+        """Draw the pipeline schedule to `path` (PNG, or SVG by suffix); returns the drawn data."""
+        from .pictures import draw_timeline
+        return draw_timeline(self, path)
+
+    def memory_chart(self, path: str | Path) -> dict:
+        """Draw memory per stage by kind against capacity to `path`; returns the drawn data."""
+        from .pictures import draw_memory
+        return draw_memory(self, path)
 
     def emit(self, directory: str | Path, force: bool = False) -> Path:
         """Write the training program for this plan into `directory` (see `planner.emit`)."""

@@ -9,12 +9,13 @@ from .cluster import Cluster, parse_gpus
 from .cost import CostModel
 from .memory import held_after_step
 from .errors import PlannerError
+from .placement import link_classes
 from .plan_types import Alternative, Plan
 from .profile_types import ModelProfile
 from .search import Candidate, Constraints, SearchResult, default_global_batch, evaluate_fixed, search
 from .strategy import EXCLUDED, Strategy
 
-__all__ = ["plan", "plan_on", "parse_layout", "check_constraints"]
+__all__ = ["plan", "plan_many", "plan_on", "parse_layout", "check_constraints"]
 
 _TOKEN = re.compile(r"^(tp|pp|dp|mbs|v|zero)(\d+)$")
 
@@ -95,7 +96,17 @@ def _layout(prof: ModelProfile, cm: CostModel, s: Strategy) -> dict:
                                        "placement": "row-major: rank = index over axes, innermost fastest"},
             "tp_plan": dict(prof.tp_plan), "dtype": cm.dtype, "seq_len": prof.seq_len,
             "tied": [list(g) for g in prof.tied], "blocks": prof.blocks_path, "num_blocks": len(prof.blocks),
-            "peak_flops": cm.device.peak(cm.dtype), "state_bytes_per_stage": _held(prof, cm, s)}
+            "peak_flops": cm.device.peak(cm.dtype), "state_bytes_per_stage": _held(prof, cm, s),
+            "chunk_times": _chunk_times(cm, s),
+            "links": {a: link_classes(cm.cluster, mesh, a) for a, n in zip(mesh.axes, mesh.sizes) if n > 1}}
+
+
+def _chunk_times(cm: CostModel, s: Strategy) -> list[dict]:
+    """Per chunk and micro-batch: forward and backward seconds (recompute included) and the send to
+    the next chunk: what the timeline picture replays."""
+    chunks = cm.chunks(s)
+    return [{"fwd": ch.fwd, "bwd": ch.bwd, "send": cm.send(s, c % s.pp, (c + 1) % s.pp, ch.out_bytes)
+             if c + 1 < len(chunks) else 0.0} for c, ch in enumerate(chunks)]
 
 
 def _held(prof: ModelProfile, cm: CostModel, s: Strategy) -> list[dict]:
@@ -135,7 +146,7 @@ def plan_on(prof: ModelProfile, cluster: Cluster, c: Constraints, compare: str |
         other = Alternative(fixed.strategy, fixed.estimate, why)
     flops = (prof.fwd_flops + prof.bwd_flops) * batch / prof.micro_batch
     model = {"ref": prof.ref, "name": prof.model_name, "params": prof.params, "layers": len(prof.layers),
-             "blocks": len(prof.blocks), "flops_per_step": flops}
+             "blocks": len(prof.blocks), "flops_per_step": flops, "tp_degrees": list(prof.tp_degrees)}
     devices = list(cluster.devices)
     clus = {"name": cluster.name, "gpu": devices[0], "gpus_per_node": cluster.gpus_per_node,
             "nodes": len(cluster.nodes), "gpus": cluster.num_gpus}
@@ -160,6 +171,23 @@ def _compare_note(best: Candidate, fixed: Candidate) -> str:
     big = sorted(diffs.items(), key=lambda kv: -abs(kv[1]))[:2]
     parts = ", ".join(f"{k.replace('_', ' ')} {v:+.3g} s" for k, v in big)
     return f"{b.step_time_s / a.step_time_s - 1:+.1%}: {parts}"
+
+
+def plan_many(model: str, gpus: str, gpu: str | None = None, *, dtype: str | None = None, progress=None,
+              **knobs) -> list[Plan]:
+    """One plan per cluster of a comma list (`8x6,8x12`), the model profiled once; without
+    `global_batch`, every cluster trains the same batch (8 per GPU of the largest)."""
+    clusters = parse_gpus(gpus, gpu)
+    cpu = all(set(c.devices) == {"cpu"} for c in clusters)
+    dtype = dtype or ("float32" if cpu else "bfloat16")
+    prof = profile(model, micro_batch=1, dtype=dtype)
+    if knobs.get("global_batch") is None:
+        knobs["global_batch"] = default_global_batch(max(c.num_gpus for c in clusters))
+    try:
+        cons = Constraints(**knobs)
+    except TypeError as e:
+        raise PlannerError(f"plan(): {e}") from None
+    return [plan_on(prof, c, cons, None, progress) for c in clusters]
 
 
 def plan(model: str, gpus: str = "8", gpu: str | None = None, *, compare: str | None = None,

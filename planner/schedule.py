@@ -117,10 +117,11 @@ class Timing:
 
 
 def simulate(orders: list[list[Action]], fwd: Sequence[float], bwd: Sequence[float],
-             send_fwd: Sequence[float] = (), send_bwd: Sequence[float] = ()) -> Timing:
+             send_fwd: Sequence[float] = (), send_bwd: Sequence[float] = (), events: list | None = None) -> Timing:
     """Run every rank's order with unlimited overlap of communication and compute: an action starts when
     its rank is free and its inputs have arrived. F(c, m) needs F(c-1, m) plus the send from chunk c-1
-    (`send_fwd[c-1]`); B(c, m) needs F(c, m) and B(c+1, m) plus the send back (`send_bwd[c+1]`)."""
+    (`send_fwd[c-1]`); B(c, m) needs F(c, m) and B(c+1, m) plus the send back (`send_bwd[c+1]`).
+    `events`, if given, receives (rank, chunk, "F"/"B", micro-batch, start, end) of every action."""
     chunks = len(fwd)
     n = 1 + max(m for order in orders for _, _, m in order)
     send_fwd = list(send_fwd) or [0.0] * chunks
@@ -150,6 +151,8 @@ def simulate(orders: list[list[Action]], fwd: Sequence[float], bwd: Sequence[flo
                     t = max(t, dep) + fwd[c]
                     f_end[c][m] = t
                     busy[r] += fwd[c]
+                    if events is not None:
+                        events.append((r, c, "F", m, t - fwd[c], t))
                 else:
                     own = f_end[c][m]
                     nxt = own if c == last else b_end[c + 1][m]
@@ -159,6 +162,8 @@ def simulate(orders: list[list[Action]], fwd: Sequence[float], bwd: Sequence[flo
                     t = max(t, dep) + bwd[c]
                     b_end[c][m] = t
                     busy[r] += bwd[c]
+                    if events is not None:
+                        events.append((r, c, "B", m, t - bwd[c], t))
                 i += 1
             if i != ptr[r]:
                 remaining -= i - ptr[r]

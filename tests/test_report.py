@@ -1,0 +1,116 @@
+"""What a person reads: the printed plan (snapshots), --json, pictures (checked from their data and
+file headers, not pixels), the scaling table, and --help."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+import planner
+from cli import main, parser
+from planner.pictures import memory_data, timeline_data
+from planner.plan_report import print_plan
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
+CASES = {
+    "gpt-tiny-8cpu": (f"{ROOT / 'examples' / 'gpt.py'}:tiny", "8", dict(global_batch=16, pp=2, tp=2)),
+    "llama-tiny-4x2cpu": (f"{ROOT / 'examples' / 'llama.py'}:tiny", "4x2", dict(global_batch=16)),
+}
+
+
+@pytest.fixture(scope="module")
+def plans():
+    return {name: planner.plan(ref, gpus, "cpu", **knobs) for name, (ref, gpus, knobs) in CASES.items()}
+
+
+def _stable(text: str) -> str:
+    """The report without what differs between machines and runs: the checkout path, the wall time."""
+    text = text.replace(str(ROOT), "<repo>")
+    return re.sub(r", [0-9.]+ s$", ", <wall> s", text, flags=re.M)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_printed_plan_snapshot(plans, name):
+    buf = io.StringIO()
+    print_plan(plans[name], buf)
+    text = _stable(buf.getvalue())
+    assert max(len(line) for line in text.splitlines()) <= 100
+    snap = SNAPSHOTS / f"{name}.txt"
+    if os.environ.get("UPDATE_SNAPSHOTS") or not snap.exists():
+        snap.write_text(text)
+    assert text == snap.read_text()
+    order = ["model ", "cluster ", "plan ", "predict ", "step time", "stages", "solver "]
+    positions = [text.index(k) for k in order]
+    assert positions == sorted(positions)
+
+
+def test_json_round_trips_into_an_equal_plan(capsys):
+    ref, gpus, _ = CASES["gpt-tiny-8cpu"]
+    assert main([ref, "--gpus", gpus, "--gpu", "cpu", "--global-batch", "16", "--json"]) == 0
+    text = capsys.readouterr().out
+    plan = planner.Plan.from_json(text)
+    assert planner.Plan.from_json(plan.to_json()) == plan
+    assert json.loads(text)["strategy"]["stages"] == plan.layout["stages"]
+
+
+@pytest.mark.parametrize("suffix,magic", [(".png", b"\x89PNG\r\n\x1a\n"), (".svg", b"<?xml")])
+def test_timeline_has_a_row_per_stage_and_a_forward_block_per_micro_batch(plans, tmp_path, suffix, magic):
+    p = plans["gpt-tiny-8cpu"]
+    s = p.strategy
+    data = p.timeline(tmp_path / f"t{suffix}")
+    assert (tmp_path / f"t{suffix}").read_bytes().startswith(magic)
+    assert len(data["rows"]) == s.pp
+    for row in data["rows"]:
+        forwards = [b for b in row if b["kind"] == "F"]
+        assert len(forwards) == s.num_micro_batches * s.vpp
+        assert sorted({b["micro_batch"] for b in forwards}) == list(range(s.num_micro_batches))
+        assert all(a["end"] <= b["start"] + 1e-12 for a, b in zip(row, row[1:]))  # one thing at a time
+    assert data["makespan"] == pytest.approx(max(b["end"] for r in data["rows"] for b in r))
+    if s.pp > 1:
+        assert data["sends"]
+
+
+def test_timeline_of_a_plain_1f1b_plan(tmp_path):
+    p = planner.plan(f"{ROOT / 'examples' / 'gpt.py'}:tiny", "4", "cpu", global_batch=16, pp=4, tp=1,
+                     schedule="1f1b", micro_batch=1)
+    data = timeline_data(p)
+    assert len(data["rows"]) == 4
+    assert all(sum(b["kind"] == "F" for b in row) == p.strategy.num_micro_batches for row in data["rows"])
+    assert data["rows"][3][0]["start"] > data["rows"][0][0]["start"]  # the bubble: stage 3 waits
+
+
+def test_memory_chart(plans, tmp_path):
+    p = plans["gpt-tiny-8cpu"]
+    data = p.memory_chart(tmp_path / "m.png")
+    assert (tmp_path / "m.png").read_bytes().startswith(b"\x89PNG")
+    assert len(data["stages"]) == p.strategy.pp
+    assert [sum(st.values()) for st in data["stages"]] == list(p.estimate.memory_bytes_per_stage)
+    assert memory_data(p)["capacity"] == p.estimate.memory_capacity_bytes
+
+
+def test_scaling_table_and_plot(tmp_path, capsys):
+    ref = CASES["gpt-tiny-8cpu"][0]
+    assert main([ref, "--gpus", "2,4,8", "--gpu", "cpu", "--global-batch", "16", "--scaling",
+                 str(tmp_path / "s.svg")]) == 0
+    out = capsys.readouterr().out
+    assert "scaling (global batch 16)" in out and "GPU-h/1B tok" in out
+    assert len([ln for ln in out.splitlines() if re.match(r"^(2|4|8): tp", ln)]) == 3
+    assert (tmp_path / "s.svg").read_bytes().startswith(b"<?xml")
+
+
+def test_every_option_lists_its_default():
+    root = parser()
+    subparsers = next(a for a in root._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name, sub in subparsers.choices.items():
+        text = sub.format_help()
+        for action in sub._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.option_strings[-1] in text, (name, action.dest)
+                assert action.help and "%(default)" not in action.help
+        helps = [a for a in sub._actions if a.option_strings and a.dest != "help"]
+        assert text.count("(default:") >= len(helps), name
