@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 
 from planner.errors import PlannerError
@@ -126,8 +127,20 @@ class _Progress:
 
     def __init__(self):
         self.t0, self.last, self.tty = time.perf_counter(), 0.0, sys.stderr.isatty()
+        self.searching = False
+        # profiling reports no steps: say which phase runs if it takes over a second
+        self.timer = threading.Timer(1.0, self._profiling)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def _profiling(self) -> None:
+        if not self.searching:
+            self.last = time.perf_counter()
+            print("plan: profile: measuring the model's layers" + ("" if self.tty else "\n"), end="",
+                  file=sys.stderr, flush=True)
 
     def __call__(self, phase: str, done: int, total: int) -> None:
+        self.searching = True
         now = time.perf_counter()
         if now - self.t0 < 1.0 or now - self.last < (0.2 if self.tty else 10.0):
             return
@@ -136,6 +149,7 @@ class _Progress:
         print(f"\r{line}" if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
 
     def done(self) -> None:
+        self.timer.cancel()
         if self.tty and self.last:
             print("\r" + " " * 70 + "\r", end="", file=sys.stderr, flush=True)
 
@@ -146,7 +160,7 @@ def _run_plan(args) -> int:
              "micro_batch": args.micro_batch, "schedule": args.schedule, "zero": args.zero,
              "recompute": args.recompute, "sequence_parallel": args.sequence_parallel}
     progress = _Progress()
-    if "," in args.gpus:
+    if "," in args.gpus:  # several clusters: plan each, compare
         return _run_scaling(args, plan_many(args.model, args.gpus, args.gpu, global_batch=args.global_batch,
                                             time_limit=args.time_limit, tp_across_nodes=args.tp_across_nodes,
                                             progress=progress, **knobs), progress)

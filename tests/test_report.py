@@ -114,3 +114,17 @@ def test_every_option_lists_its_default():
                 assert action.help and "%(default)" not in action.help
         helps = [a for a in sub._actions if a.option_strings and a.dest != "help"]
         assert text.count("(default:") >= len(helps), name
+
+
+def test_progress_on_stderr_only_after_a_second(capsys):
+    from cli import _Progress
+    quick = _Progress()
+    quick("search", 5, 10)
+    quick.done()
+    assert capsys.readouterr().err == ""
+    slow = _Progress()
+    slow.t0 -= 2.0
+    slow("search", 5, 10)
+    slow.done()
+    err = capsys.readouterr()
+    assert err.out == "" and "plan: search: 5/10 candidates" in err.err
