@@ -18,8 +18,9 @@ def _stages(p: Plan) -> list[list[str]]:
     for c, mods in enumerate(p.layout["stages"]):
         span = mods[0] if len(mods) == 1 else f"{mods[0]} .. {mods[-1]}"
         rank = c % s.pp
+        mem = e.memory_bytes_per_stage[rank]
         rows.append([str(c), str(rank), str(s.layers_per_chunk[c]), span[:40], s.recompute[c],
-                     gib(e.memory_bytes_per_stage[rank])])
+                     f"{gib(mem)} ({mem / e.memory_capacity_bytes:.0%})"])
     if len(rows) > 12:
         rows = rows[:6] + [["..", "", "", "", "", ""]] + rows[-5:]
     return rows
