@@ -122,31 +122,33 @@ def _plan_parser(sub) -> None:
 
 
 class _Progress:
-    """Search progress on stderr, shown only once the work has taken over a second (a terminal gets one
-    rewritten line, a pipe a line every 10 s)."""
+    """Progress on a terminal's stderr, shown only once the work has taken over a second, as one line
+    rewritten in place and erased at the end (so an error that follows is still one line). Piped or
+    logged output gets none."""
 
-    def __init__(self):
-        self.t0, self.last, self.tty = time.perf_counter(), 0.0, sys.stderr.isatty()
+    def __init__(self, tty: bool | None = None):
+        self.t0, self.last = time.perf_counter(), 0.0
+        self.tty = sys.stderr.isatty() if tty is None else tty
         self.searching = False
         # profiling reports no steps: say which phase runs if it takes over a second
         self.timer = threading.Timer(1.0, self._profiling)
         self.timer.daemon = True
-        self.timer.start()
+        if self.tty:
+            self.timer.start()
 
     def _profiling(self) -> None:
         if not self.searching:
             self.last = time.perf_counter()
-            print("plan: profile: measuring the model's layers" + ("" if self.tty else "\n"), end="",
-                  file=sys.stderr, flush=True)
+            print("\rplan: profile: measuring the model's layers", end="", file=sys.stderr, flush=True)
 
     def __call__(self, phase: str, done: int, total: int) -> None:
         self.searching = True
         now = time.perf_counter()
-        if now - self.t0 < 1.0 or now - self.last < (0.2 if self.tty else 10.0):
+        if not self.tty or now - self.t0 < 1.0 or now - self.last < 0.2:
             return
         self.last = now
-        line = f"plan: {phase}: {done:,}/{total:,} candidates, {now - self.t0:.0f} s"
-        print(f"\r{line}" if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+        print(f"\rplan: {phase}: {done:,}/{total:,} candidates, {now - self.t0:.0f} s   ", end="", file=sys.stderr,
+              flush=True)
 
     def done(self) -> None:
         self.timer.cancel()
@@ -160,13 +162,19 @@ def _run_plan(args) -> int:
              "micro_batch": args.micro_batch, "schedule": args.schedule, "zero": args.zero,
              "recompute": args.recompute, "sequence_parallel": args.sequence_parallel}
     progress = _Progress()
-    if "," in args.gpus:  # several clusters: plan each, compare
-        return _run_scaling(args, plan_many(args.model, args.gpus, args.gpu, global_batch=args.global_batch,
-                                            time_limit=args.time_limit, tp_across_nodes=args.tp_across_nodes,
-                                            progress=progress, **knobs), progress)
-    result = plan(args.model, args.gpus, args.gpu, compare=args.compare, global_batch=args.global_batch,
-                  time_limit=args.time_limit, tp_across_nodes=args.tp_across_nodes, progress=progress, **knobs)
-    progress.done()
+    try:
+        if "," in args.gpus:  # several clusters: plan each, compare
+            plans = plan_many(args.model, args.gpus, args.gpu, global_batch=args.global_batch,
+                              time_limit=args.time_limit, tp_across_nodes=args.tp_across_nodes, progress=progress,
+                              **knobs)
+        else:
+            result = plan(args.model, args.gpus, args.gpu, compare=args.compare, global_batch=args.global_batch,
+                          time_limit=args.time_limit, tp_across_nodes=args.tp_across_nodes, progress=progress,
+                          **knobs)
+    finally:  # also on errors: a pending progress line must never outlive the command
+        progress.done()
+    if "," in args.gpus:
+        return _run_scaling(args, plans)
     if args.timeline:
         result.timeline(args.timeline)
     if args.memory:
@@ -193,10 +201,9 @@ def _run_plan(args) -> int:
     return 0
 
 
-def _run_scaling(args, plans, progress) -> int:
+def _run_scaling(args, plans) -> int:
     """Several clusters: each one's plan in a line, then the scaling table (and plot)."""
     from planner.scaling import draw_scaling, print_scaling
-    progress.done()
     if args.json:
         print(json.dumps([p.to_dict() for p in plans], indent=1))
         return 0

@@ -116,15 +116,20 @@ def test_every_option_lists_its_default():
         assert text.count("(default:") >= len(helps), name
 
 
-def test_progress_on_stderr_only_after_a_second(capsys):
+def test_progress_on_a_terminal_only_after_a_second(capsys):
     from cli import _Progress
-    quick = _Progress()
+    quick = _Progress(tty=True)
     quick("search", 5, 10)
     quick.done()
     assert capsys.readouterr().err == ""
-    slow = _Progress()
+    slow = _Progress(tty=True)
     slow.t0 -= 2.0
     slow("search", 5, 10)
     slow.done()
     err = capsys.readouterr()
-    assert err.out == "" and "plan: search: 5/10 candidates" in err.err
+    assert err.out == "" and "plan: search: 5/10 candidates" in err.err and err.err.endswith("\r")
+    piped = _Progress(tty=False)
+    piped.t0 -= 2.0
+    piped("search", 5, 10)
+    piped.done()
+    assert capsys.readouterr().err == ""
