@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from .profile_types import LayerProfile, ParamTensor
 
@@ -60,26 +60,19 @@ def local_numel(t: ParamTensor, tp: int, shard: int = 1) -> int:
 def state_bytes(layers: Iterable[LayerProfile], tied: tuple[tuple[str, ...], ...], *, tp: int, zero: int,
                 dp_shard: int, dtype: str, accumulating: bool) -> StateBytes:
     """Weights, gradients and optimizer bytes one rank holds for `layers` (tied tensors once)."""
-    alias = {name: group[0] for group in tied for name in group}
-    seen: set[str] = set()
     compute = DTYPE_BYTES.get(dtype, 4)
     total = StateBytes()
-    for layer in layers:
-        for t in layer.tensors:
-            key = alias.get(t.name, t.name)
-            if key in seen:
-                continue
-            seen.add(key)
-            full = local_numel(t, tp)
-            if zero == 0:
-                copy = compute * full if compute < MASTER else 0
-                total += StateBytes(MASTER * full + copy, MASTER * full, 2 * MASTER * full)
-                continue
-            shard = local_numel(t, tp, dp_shard)
-            keep_params = zero == 2 or accumulating
-            total += StateBytes(MASTER * shard + (min(compute, MASTER) * full if keep_params else 0),
-                                MASTER * shard + (MASTER * full if accumulating else 0),
-                                2 * MASTER * shard)
+    for t in _unique_tensors(layers, tied):
+        full = local_numel(t, tp)
+        if zero == 0:
+            copy = compute * full if compute < MASTER else 0
+            total += StateBytes(MASTER * full + copy, MASTER * full, 2 * MASTER * full)
+            continue
+        shard = local_numel(t, tp, dp_shard)
+        keep_params = zero == 2 or accumulating
+        total += StateBytes(MASTER * shard + (min(compute, MASTER) * full if keep_params else 0),
+                            MASTER * shard + (MASTER * full if accumulating else 0),
+                            2 * MASTER * shard)
     return total
 
 
@@ -88,13 +81,17 @@ def held_after_step(layers: Iterable[LayerProfile], tied: tuple[tuple[str, ...],
     """What a rank still holds between steps: fp32 master weights, gradients and two AdamW moments of
     its local (TP-split, FSDP-sharded) tensors. The unsharded copies and autocast casts of
     `state_bytes` live only inside a step. Tied tensors count once per rank that holds them."""
+    total = sum(local_numel(t, tp, dp_shard if zero else 1) for t in _unique_tensors(layers, tied))
+    return StateBytes(MASTER * total, MASTER * total, 2 * MASTER * total)
+
+
+def _unique_tensors(layers: Iterable[LayerProfile], tied: tuple[tuple[str, ...], ...]) -> Iterator[ParamTensor]:
+    """The parameter tensors of `layers`, a tied group's copies once."""
     alias = {name: group[0] for group in tied for name in group}
     seen: set[str] = set()
-    total = 0
     for layer in layers:
         for t in layer.tensors:
             key = alias.get(t.name, t.name)
             if key not in seen:
                 seen.add(key)
-                total += local_numel(t, tp, dp_shard if zero else 1)
-    return StateBytes(MASTER * total, MASTER * total, 2 * MASTER * total)
+                yield t

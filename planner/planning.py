@@ -7,8 +7,8 @@ from dataclasses import replace
 from .api import profile
 from .cluster import Cluster, parse_gpus
 from .cost import CostModel
-from .memory import held_after_step
 from .errors import PlannerError
+from .memory import held_after_step
 from .placement import link_classes
 from .plan_types import Alternative, Plan
 from .profile_types import ModelProfile
@@ -173,20 +173,25 @@ def _compare_note(best: Candidate, fixed: Candidate) -> str:
     return f"{b.step_time_s / a.step_time_s - 1:+.1%}: {parts}"
 
 
-def plan_many(model: str, gpus: str, gpu: str | None = None, *, dtype: str | None = None, progress=None,
-              **knobs) -> list[Plan]:
-    """One plan per cluster of a comma list (`8x6,8x12`), the model profiled once; without
+def _prepare(model: str, clusters: list[Cluster], dtype: str | None, knobs: dict) -> tuple[ModelProfile, Constraints]:
+    """Profile once (float32 when every device is a CPU) and build the constraints; without
     `global_batch`, every cluster trains the same batch (8 per GPU of the largest)."""
-    clusters = parse_gpus(gpus, gpu)
     cpu = all(set(c.devices) == {"cpu"} for c in clusters)
-    dtype = dtype or ("float32" if cpu else "bfloat16")
-    prof = profile(model, micro_batch=1, dtype=dtype)
+    prof = profile(model, micro_batch=1, dtype=dtype or ("float32" if cpu else "bfloat16"))
     if knobs.get("global_batch") is None:
-        knobs["global_batch"] = default_global_batch(max(c.num_gpus for c in clusters))
+        knobs = {**knobs, "global_batch": default_global_batch(max(c.num_gpus for c in clusters))}
     try:
-        cons = Constraints(**knobs)
+        return prof, Constraints(**knobs)
     except TypeError as e:
         raise PlannerError(f"plan(): {e}") from None
+
+
+def plan_many(model: str, gpus: str, gpu: str | None = None, *, dtype: str | None = None, progress=None,
+              **knobs) -> list[Plan]:
+    """One plan per cluster of a comma list (`8x6,8x12`), the model profiled once and the same global
+    batch for all."""
+    clusters = parse_gpus(gpus, gpu)
+    prof, cons = _prepare(model, clusters, dtype, knobs)
     return [plan_on(prof, c, cons, None, progress) for c in clusters]
 
 
@@ -197,12 +202,6 @@ def plan(model: str, gpus: str = "8", gpu: str | None = None, *, compare: str | 
     tp_across_nodes, global_batch, time_limit)."""
     clusters = parse_gpus(gpus, gpu)
     if len(clusters) != 1:
-        raise PlannerError(f"plan() takes one cluster; '{gpus}' gives {len(clusters)} (use plan_on per cluster)")
-    cluster = clusters[0]
-    dtype = dtype or ("float32" if set(cluster.devices) == {"cpu"} else "bfloat16")
-    prof = profile(model, micro_batch=1, dtype=dtype)
-    try:
-        cons = Constraints(**knobs)
-    except TypeError as e:
-        raise PlannerError(f"plan(): {e}") from None
-    return plan_on(prof, cluster, cons, compare, progress)
+        raise PlannerError(f"plan() takes one cluster; '{gpus}' gives {len(clusters)} (use plan_many)")
+    prof, cons = _prepare(model, clusters, dtype, knobs)
+    return plan_on(prof, clusters[0], cons, compare, progress)

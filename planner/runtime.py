@@ -10,7 +10,6 @@ torchtitan's order: pipeline split -> tensor parallel -> activation checkpointin
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import os
 import re
@@ -374,12 +373,16 @@ def _local(t: torch.Tensor) -> torch.Tensor:
     return t.to_local() if hasattr(t, "to_local") else t
 
 
+def _sharded_dims(t: torch.Tensor) -> list[int]:
+    """Mesh dims a DTensor is split over (none for a plain tensor). Not `is_shard()`: FSDP over a TP
+    dim-0 split uses `_StridedShard`, which does not report as one."""
+    if getattr(t, "device_mesh", None) is None:
+        return []
+    return [i for i, pl in enumerate(t.placements) if not pl.is_replicate()]
+
+
 def _sharded_axes(p: torch.Tensor) -> set[str]:
-    mesh = getattr(p, "device_mesh", None)
-    if mesh is None:
-        return set()
-    # not `is_shard()`: FSDP over a TP dim-0 split uses `_StridedShard`, which does not report as one
-    return {mesh.mesh_dim_names[i] for i, pl in enumerate(p.placements) if not pl.is_replicate()}
+    return {p.device_mesh.mesh_dim_names[i] for i in _sharded_dims(p)}
 
 
 _WRAPPERS = re.compile(r"(^|\.)(module|_checkpoint_wrapped_module|_fsdp_wrapped_module|_orig_mod)(?=\.|$)")
@@ -440,7 +443,7 @@ def clip_grad_norm(parts: list[nn.Module], max_norm: float, pp_group, skip: set[
     `max_norm`; returns the total norm before clipping. Replicated copies are counted once: a DTensor's
     squares are summed over the mesh axes it is sharded on, plain tensors are already whole."""
     from torch.distributed.tensor import DTensor, Replicate
-    buckets: dict[tuple, torch.Tensor] = {}
+    buckets: dict[tuple, list] = {}
     grads = []
     for part in parts:
         for p in part.parameters():
@@ -452,13 +455,11 @@ def clip_grad_norm(parts: list[nn.Module], max_norm: float, pp_group, skip: set[
             grads.append(g)
             if id(p) in skip:
                 continue
-            key = ()
-            if isinstance(g, DTensor):
-                key = tuple((id(g.device_mesh), i) for i, pl in enumerate(g.placements) if not pl.is_replicate())
-                groups = [g.device_mesh.get_group(i) for _, i in key]
-                buckets.setdefault(key, [torch.zeros((), dtype=torch.float64, device=g.device), groups])
-            else:
-                buckets.setdefault(key, [torch.zeros((), dtype=torch.float64, device=g.device), []])
+            dims = _sharded_dims(g)
+            key = tuple((id(g.device_mesh), i) for i in dims)
+            if key not in buckets:
+                groups = [g.device_mesh.get_group(i) for i in dims]
+                buckets[key] = [torch.zeros((), dtype=torch.float64, device=g.device), groups]
             buckets[key][0] += _local(g).double().pow(2).sum()
     total = torch.zeros((), dtype=torch.float64, device=grads[0].device if grads else "cpu")
     for value, groups in buckets.values():
@@ -560,7 +561,3 @@ def cosine_lr(step: int, *, lr: float, min_lr: float, warmup: int, total: int) -
         return lr * step / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
-
-
-def positional_count(fn: Callable) -> int:
-    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in inspect.signature(fn).parameters.values())

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TextIO
 
+from .pictures import _figure, _save
 from .plan_types import Plan
 from .report import table
 
@@ -31,12 +32,9 @@ def print_scaling(plans: list[Plan], out: TextIO | None = None) -> None:
 
 def draw_scaling(plans: list[Plan], path: str | Path) -> list[dict]:
     """Tokens/s and MFU against GPU count (PNG, or SVG by suffix)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     rows = scaling_rows(plans)
     gpus = [r["gpus"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    plt, (fig, ax) = _figure(6, 4)
     ax.plot(gpus, [r["tokens_per_s"] for r in rows], "o-", color="#4c72b0", label="tokens/s")
     ax.plot(gpus, [rows[0]["tokens_per_s"] * g / gpus[0] for g in gpus], ":", color="#4c72b0", label="linear")
     ax.set_xlabel("GPUs")
@@ -46,7 +44,5 @@ def draw_scaling(plans: list[Plan], path: str | Path) -> list[dict]:
     mfu.set_ylabel("MFU %")
     mfu.set_ylim(0, 100)
     fig.legend(loc="upper left", fontsize=7)
-    path = Path(path)
-    fig.savefig(path, format="svg" if path.suffix.lower() == ".svg" else "png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    _save(plt, fig, path)
     return rows

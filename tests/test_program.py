@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -153,7 +154,6 @@ def test_checkpoint_moves_between_layouts_and_exports(references, tmp_path):
     b = emit(make_plan("gpt", 4, LAYOUTS["dp2-tp2"][1]), tmp_path / "b")
     c = emit(make_plan("gpt", 1, dict(dp=1, tp=1, pp=1, micro_batch=8)), tmp_path / "c")
     for d in (b, c):
-        import shutil
         shutil.copytree(a / "ckpt", d / "ckpt")
     run_ranks(4, [_job(b, "--steps", str(STEPS), "--resume")], tmp_path)
     run_ranks(1, [_job(c, "--steps", str(STEPS), "--resume")], tmp_path)

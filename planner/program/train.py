@@ -91,7 +91,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--metrics", default=str(HERE / "metrics.jsonl"), help="JSON-lines metrics file")
     p.add_argument("--dump-grads", help="directory to write the full clipped gradients of step 1 (for tests)")
     p.add_argument("--measure-activations", action="store_true",
-                   help="log the peak bytes of saved activations of the first step (slow; a diagnostic)")
+                   help="log the peak bytes of saved activations of step 2 (step 1 if it is the only one; slow)")
     p.add_argument("--cpu", action="store_true", help="run on CPU with gloo even if GPUs exist")
     return p.parse_args(argv)
 
@@ -104,11 +104,13 @@ def load_model_file():
     return module
 
 
-def make_batch(mf, model, n: int, step: int, seed: int):
+def make_batch(mf, model, n: int, step: int, seed: int, data=None):
     """The step's global batch, a function of (seed, step) only, so every layout and every restart
-    sees the same samples: the model file's dataset() if it has one, else seeded synthetic batch()."""
-    if hasattr(mf, "dataset"):
+    sees the same samples: the model file's dataset() if it has one (pass it as `data` to build it
+    once), else seeded synthetic batch()."""
+    if data is None and hasattr(mf, "dataset"):
         data = mf.dataset()
+    if data is not None:
         items = [data[((step - 1) * n + i) % len(data)] for i in range(n)]
         return torch.stack([x for x, _ in items]), torch.stack([torch.as_tensor(y) for _, y in items])
     with torch.random.fork_rng(devices=[]):
@@ -132,11 +134,11 @@ def init_fn(mf):
     return init
 
 
-def build(mf, mesh, device, args):
+def build(mf, mesh, device, args, data):
     """This rank's chunks of the model: split, tensor-parallel, checkpointed, sharded, materialised."""
     with torch.device("meta"):
         model = getattr(mf, FACTORY)()
-    x, _ = make_batch(mf, model, MICRO_BATCH_SIZE, 1, args.seed)
+    x, _ = make_batch(mf, model, MICRO_BATCH_SIZE, 1, args.seed, data)
     specs = [(tuple(x.shape), x.dtype)]
     pp_rank = mesh["pp"].get_local_rank()
     n = PP * VPP
@@ -214,8 +216,8 @@ def load_checkpoint(path: Path, parts, optimizers) -> int:
     dcp.load(sd, checkpoint_id=str(path))
     options = StateDictOptions(flatten_optimizer_state_dict=True)
     for part, opt in zip(parts, optimizers):
-        names = set(part.state_dict().keys())
-        model_sd = {k: v for k, v in sd["model"].items() if rt.clean_name(k) in {rt.clean_name(n) for n in names}}
+        names = {rt.clean_name(n) for n in part.state_dict()}
+        model_sd = {k: v for k, v in sd["model"].items() if rt.clean_name(k) in names}
         set_state_dict(part, opt, model_state_dict=model_sd, optim_state_dict=sd["optim"], options=options)
     return json.loads((path / "train.json").read_text())["step"]
 
@@ -295,8 +297,9 @@ def train(args, device) -> int:
     mf = load_model_file()
     loss_fn = getattr(mf, "loss", rt.default_loss)
     mesh = init_device_mesh(device.type, MESH_SIZES, mesh_dim_names=MESH_AXES)
+    data = mf.dataset() if hasattr(mf, "dataset") else None  # built once, indexed by step
     before = resident_bytes()
-    model, chunks, parts, tied = build(mf, mesh, device, args)
+    model, chunks, parts, tied = build(mf, mesh, device, args, data)
     pp_rank, rank = mesh["pp"].get_local_rank(), dist.get_rank()
     log(args.metrics, {"rank": rank, "event": "built", "resident_bytes_added": resident_bytes() - before})
     first, last = pp_rank == 0, pp_rank == PP - 1
@@ -321,10 +324,11 @@ def train(args, device) -> int:
     ckpt_root = Path(args.checkpoint_dir)
     start = 0
     restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0  # torchrun restarted us
-    if (args.resume or restarted) and latest_checkpoint(ckpt_root) is not None:
-        start = load_checkpoint(latest_checkpoint(ckpt_root), parts, optimizers)
+    latest = latest_checkpoint(ckpt_root) if args.resume or restarted else None
+    if latest is not None:
+        start = load_checkpoint(latest, parts, optimizers)
         if rank == 0:
-            print(f"resumed from {latest_checkpoint(ckpt_root)} at step {start}", flush=True)
+            print(f"resumed from {latest} at step {start}", flush=True)
     autocast = torch.autocast("cuda", dtype=getattr(torch, DTYPE), enabled=device.type == "cuda"
                               and ZERO == 0 and DTYPE != "float32")
     per_dp = GLOBAL_BATCH // DP
@@ -332,7 +336,7 @@ def train(args, device) -> int:
     last_step = min(args.steps, args.stop_after or args.steps)
     for step in range(start + 1, last_step + 1):
         t0 = time.perf_counter()
-        x, y = make_batch(mf, model, GLOBAL_BATCH, step, args.seed)
+        x, y = make_batch(mf, model, GLOBAL_BATCH, step, args.seed, data)
         tokens_per_step = tokens_per_step or (x.numel() if x.dtype in (torch.int32, torch.int64) else x.shape[0])
         x, y = (t[dp_index * per_dp:(dp_index + 1) * per_dp].to(device) for t in (x, y))
         for opt in optimizers:
