@@ -39,7 +39,7 @@ def _profile_parser(sub) -> None:
 
 def _run_profile(args) -> int:
     from planner.api import profile
-    from planner.profile_report import print_profile
+    from planner.report.profile import print_profile
     prof = profile(args.model, micro_batch=args.micro_batch, dtype=args.dtype, use_cache=not args.no_cache)
     if args.json:
         print(prof.to_json())
@@ -49,7 +49,7 @@ def _run_profile(args) -> int:
 
 
 def _cluster_parser(sub) -> None:
-    from planner.hardware import DEFAULT_GPU
+    from planner.cluster.hardware import DEFAULT_GPU
     p = sub.add_parser("cluster", help="show a cluster: nodes, links, and the links each mesh axis uses",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--gpus", default="8", help="GPUSxNODES (8x6 = 8 GPUs per node, 6 nodes), GPUS, or a "
@@ -64,11 +64,11 @@ def _cluster_parser(sub) -> None:
 
 
 def _run_cluster(args) -> int:
-    from planner.cluster import parse_gpus
-    from planner.cluster_report import draw_cluster, print_cluster
-    from planner.placement import place
+    from planner.cluster.graph import parse_gpus
+    from planner.report.cluster import draw_cluster, print_cluster
+    from planner.cluster.placement import place
     if args.detect:
-        from planner.detect import detect
+        from planner.cluster.detect import detect
         print(detect())
         return 0
     for cluster in parse_gpus(args.gpus, args.gpu):
@@ -85,7 +85,7 @@ def _run_cluster(args) -> int:
 
 
 def _plan_parser(sub) -> None:
-    from planner.hardware import DEFAULT_GPU
+    from planner.cluster.hardware import DEFAULT_GPU
     p = sub.add_parser("plan", help="plan MODEL on a cluster (the default command: `plan MODEL --gpus 8x6`)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", metavar="MODEL[:factory]", help="model file and factory (default factory: model)")
@@ -157,7 +157,7 @@ class _Progress:
 
 
 def _run_plan(args) -> int:
-    from planner.planning import plan, plan_many
+    from planner.search.planning import plan, plan_many
     knobs = {"tp": args.tp, "pp": args.pp, "dp": args.dp, "vpp": args.vpp, "dp_shard": args.dp_shard,
              "micro_batch": args.micro_batch, "schedule": args.schedule, "zero": args.zero,
              "recompute": args.recompute, "sequence_parallel": args.sequence_parallel}
@@ -180,7 +180,7 @@ def _run_plan(args) -> int:
     if args.memory:
         result.memory_chart(args.memory)
     if args.scaling:
-        from planner.scaling import draw_scaling
+        from planner.report.scaling import draw_scaling
         draw_scaling([result], args.scaling)
     if args.out:
         result.save(args.out, overwrite=args.force)
@@ -191,7 +191,7 @@ def _run_plan(args) -> int:
     elif args.quiet:
         print(result.summary())
     else:
-        from planner.plan_report import print_plan
+        from planner.report.plan import print_plan
         print_plan(result)
         if args.out:
             print(f"wrote {args.out}")
@@ -203,7 +203,7 @@ def _run_plan(args) -> int:
 
 def _run_scaling(args, plans) -> int:
     """Several clusters: each one's plan in a line, then the scaling table (and plot)."""
-    from planner.scaling import draw_scaling, print_scaling
+    from planner.report.scaling import draw_scaling, print_scaling
     if args.json:
         print(json.dumps([p.to_dict() for p in plans], indent=1))
         return 0
@@ -223,8 +223,8 @@ def _show_parser(sub) -> None:
 
 
 def _run_show(args) -> int:
-    from planner.plan_types import Plan
-    from planner.plan_report import print_plan
+    from planner.types.plan import Plan
+    from planner.report.plan import print_plan
     print_plan(Plan.load(args.plan))
     return 0
 
@@ -239,7 +239,7 @@ def _run_parser(sub) -> None:
 
 
 def _run_run(args) -> int:
-    from planner.execute import execute
+    from planner.program.execute import execute
     return execute(args.dir, cpu=args.cpu, args=args.train_args)
 
 

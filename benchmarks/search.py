@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import planner
-from planner.cluster import parse_gpus
-from planner.cost import CostModel
-from planner.search import Constraints, search
+from planner.cluster.graph import parse_gpus
+from planner.cost.model import CostModel
+from planner.search.search import Constraints, search
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,12 +5,12 @@ torch.distributed program that executes it, come out. See README.md and ../share
 """
 from __future__ import annotations
 
-from .api import profile
-from .errors import PlannerError
-from .model_source import ModelSource, load
-from .plan_types import Plan
-from .planning import plan
-from .profile_types import LayerProfile, ModelProfile
+from planner.api import profile
+from planner.errors import PlannerError
+from planner.load.model_file import ModelSource, load
+from planner.types.plan import Plan
+from planner.search.planning import plan
+from planner.types.profile import LayerProfile, ModelProfile
 
 __all__ = ["plan", "Plan", "profile", "load", "ModelSource", "ModelProfile", "LayerProfile", "PlannerError"]
 __version__ = "0.1.0"

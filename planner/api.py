@@ -1,11 +1,11 @@
 """The public functions behind `planner.profile(...)` and the CLI."""
 from __future__ import annotations
 
-from .cache import load_cached, profile_key, store
-from .errors import PlannerError
-from .model_source import ModelSource, load
-from .profiler import profile_model
-from .profile_types import ModelProfile
+from planner.profiling.cache import load_cached, profile_key, store
+from planner.errors import PlannerError
+from planner.load.model_file import ModelSource, load
+from planner.profiling.profiler import profile_model
+from planner.types.profile import ModelProfile
 
 __all__ = ["profile", "DTYPES"]
 

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from cli import main
-from planner.cluster import build_cluster, parse_gpus
-from planner.collectives import bus_bandwidth, collective_time, p2p_time
+from planner.cluster.graph import build_cluster, parse_gpus
+from planner.cluster.collectives import bus_bandwidth, collective_time, p2p_time
 from planner.errors import PlannerError
-from planner.hardware import known_devices, node_preset
-from planner.placement import link_classes, place
+from planner.cluster.hardware import known_devices, node_preset
+from planner.cluster.placement import link_classes, place
 
 REFERENCE = {"dgx-a100": (230e9, 24e9), "dgx-h100": (370e9, 46e9)}
 SIZES = [2**20, 2**24, 2**28, 2**30]
@@ -118,14 +118,14 @@ def test_mixed_cluster_file():
 def test_device_profiles_exist_and_gemm_efficiency_grows_with_size():
     for name in ["a100-40gb", "a100-80gb", "h100-sxm", "h100-pcie", "h200", "v100-32gb", "l40s", "mi300x", "cpu"]:
         assert name in known_devices()
-    from planner.hardware import device
+    from planner.cluster.hardware import device
     d = device("a100-80gb")
     assert d.matmul_efficiency(2048, 1536, 12288) < d.matmul_efficiency(2048, 12288, 12288) < 1
 
 
 def test_measured_table_overrides_fit():
     from dataclasses import replace
-    from planner.hardware import device
+    from planner.cluster.hardware import device
     d = replace(device("h100-sxm"), measured=((4096, 4096, 4096, "bfloat16", 600e12), (256, 256, 256, "bfloat16", 50e12)))
     assert d.matmul_efficiency(4000, 4000, 4000) == pytest.approx(600e12 / 989.5e12)
     assert d.matmul_efficiency(300, 200, 256) == pytest.approx(50e12 / 989.5e12)

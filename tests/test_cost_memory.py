@@ -2,8 +2,8 @@
 Transformer Models", Sec. 4) for a block that matches the paper's assumptions, and where ours differ."""
 import pytest
 
-from planner.layer_cost import activation_bytes
-from planner.profile_types import LayerProfile, SavedTensor
+from planner.cost.layer import activation_bytes
+from planner.types.profile import LayerProfile, SavedTensor
 
 S, B, H, A = 2048, 1, 4096, 32
 

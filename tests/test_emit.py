@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 import planner
-from planner import runtime
-from planner.emit import constants, emit
+from planner.program import runtime
+from planner.program.emit import constants, emit
 from planner.errors import PlannerError
-from planner.strategy import EXCLUDED
+from planner.types.strategy import EXCLUDED
 
 ROOT = Path(__file__).resolve().parents[1]
 GPT = ROOT / "examples" / "gpt.py"
@@ -144,5 +144,5 @@ def test_plan_execute_emits_then_says_what_is_missing(plan, tmp_path):
         plan.execute(tmp_path / "prog")
     assert (tmp_path / "prog" / "train.py").is_file()
     with pytest.raises(PlannerError, match="holds no train.py"):
-        from planner.execute import execute
+        from planner.program.execute import execute
         execute(tmp_path)

@@ -12,7 +12,7 @@ import pytest
 from fvcore.nn import FlopCountAnalysis
 
 from planner import load, profile
-from planner.model_source import build_meta, sample_batch
+from planner.load.model_file import build_meta, sample_batch
 from tests.conftest import EXAMPLES
 
 TWO_BLOCKS = {

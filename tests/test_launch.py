@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import planner
-from planner.emit import emit
+from planner.program.emit import emit
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,8 +4,8 @@ is itself feasible and priced by the same model; the output shows both and what 
 import pytest
 
 from conftest import example
-from planner.planning import plan
-from planner.plan_report import print_plan
+from planner.search.planning import plan
+from planner.report.plan import print_plan
 
 
 @pytest.mark.slow

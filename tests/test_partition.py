@@ -3,8 +3,8 @@ import random
 
 import pytest
 
-from planner.partition import Problem, brute_force, evaluate, solve
-from planner.schedule import in_flight, rank_orders
+from planner.search.partition import Problem, brute_force, evaluate, solve
+from planner.cost.schedule import in_flight, rank_orders
 
 
 def _instance(rng: random.Random, uniform: bool) -> Problem:

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from planner import load, profile
-from planner.model_source import build_meta
+from planner.load.model_file import build_meta
 from tests.conftest import example
 
 GPT_SHAPES = {  # factory: (L, h, heads, V, s)
@@ -61,7 +61,7 @@ def test_block_flops_formula_holds_for_any_shape(tmp_path_factory, layers, heads
 
 
 def test_identical_blocks_are_profiled_once(monkeypatch):
-    import planner.profiler as prof
+    import planner.profiling.profiler as prof
     calls = []
     real = prof._block_run
     monkeypatch.setattr(prof, "_block_run", lambda *a, **k: calls.append(1) or real(*a, **k))

@@ -16,7 +16,7 @@ from torch.profiler import ProfilerActivity, profile as torch_profile
 from torch.utils.checkpoint import checkpoint
 
 from planner import profile
-from planner.runtime import selective_context
+from planner.program.runtime.policy import selective_context
 from tests.conftest import EXAMPLES, example
 
 sys.path.insert(0, str(EXAMPLES))

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 import planner
-from planner.cost import CostModel
-from planner.emit import emit
-from planner.planning import _layout
+from planner.cost.model import CostModel
+from planner.program.emit import emit
+from planner.search.planning import _layout
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "multiproc"))  # the plain single-process reference
 import reference  # noqa: E402
@@ -49,7 +49,7 @@ def make_plan(model: str, world: int, knobs: dict) -> planner.Plan:
     if bounds:  # force uneven stages: same plan, other stage bounds
         s = dataclasses.replace(plan.strategy, layers_per_chunk=bounds)
         prof = planner.api.profile(f"{MODELS[model]}:tiny", micro_batch=1, dtype="float32")
-        cm = CostModel(prof, planner.cluster.parse_gpus(str(world), "cpu")[0], dtype="float32")
+        cm = CostModel(prof, planner.cluster.graph.parse_gpus(str(world), "cpu")[0], dtype="float32")
         plan = dataclasses.replace(plan, strategy=s, layout=_layout(prof, cm, s), estimate=cm.estimate(s, BATCH))
     return plan
 

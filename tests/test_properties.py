@@ -8,11 +8,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import planner
-from planner.cluster import parse_gpus
-from planner.cost import CostModel
-from planner.schedule import check as check_schedule
-from planner.search import Constraints, search
-from planner.strategy import Strategy
+from planner.cluster.graph import parse_gpus
+from planner.cost.model import CostModel
+from planner.cost.schedule import check as check_schedule
+from planner.search.search import Constraints, search
+from planner.types.strategy import Strategy
 
 from conftest import example
 

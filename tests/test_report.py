@@ -12,8 +12,8 @@ import pytest
 
 import planner
 from cli import main, parser
-from planner.pictures import memory_data, timeline_data
-from planner.plan_report import print_plan
+from planner.report.pictures import memory_data, timeline_data
+from planner.report.plan import print_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"

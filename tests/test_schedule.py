@@ -2,7 +2,7 @@
 import pytest
 from torch.distributed.pipelining.schedules import ScheduleInterleaved1F1B
 
-from planner.schedule import check, in_flight, rank_orders, simulate
+from planner.cost.schedule import check, in_flight, rank_orders, simulate
 
 
 def _torch_interleaved(pp, vpp, n, rank):

@@ -3,12 +3,12 @@ import json
 
 import pytest
 
-from planner.cluster import parse_gpus
-from planner.cost import CostModel
+from planner.cluster.graph import parse_gpus
+from planner.cost.model import CostModel
 from planner.errors import PlannerError
-from planner.plan_types import Plan
-from planner.planning import plan, plan_on
-from planner.search import Constraints, _skeletons, evaluate_fixed, search
+from planner.types.plan import Plan
+from planner.search.planning import plan, plan_on
+from planner.search.search import Constraints, _skeletons, evaluate_fixed, search
 
 from conftest import example
 

@@ -1,0 +1,153 @@
+"""Per-layer time and activation memory at one (tp, sequence parallel, micro-batch) point.
+
+Everything here is per micro-batch and per rank. The profile was measured at `profile.micro_batch`
+samples; FLOPs, bytes and the token dimension of every GEMM scale linearly with the micro-batch (the
+profile records the shapes, so the scaled GEMM keeps its true aspect ratio).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from planner.cluster.hardware import Device
+from planner.types.profile import Gemm, LayerProfile, ModelProfile
+
+__all__ = ["LayerCost", "layer_costs", "gemm_times", "activation_bytes", "tp_collectives"]
+
+TpTime = Callable[[str, float], float]
+"""(collective op, bytes) -> seconds for all TP groups at once."""
+
+ATTENTION_BWD_FACTOR = 2.5
+"""Flash attention's backward does 2.5x the forward's matmul work (it recomputes QK^T; Dao 2023,
+FlashAttention-2 §3.1.2): hardware time, while MFU counts the model's 2x."""
+
+ELEMENTWISE_BWD_FACTOR = 2.0
+"""Memory-bound ops move about twice their forward bytes in backward (read the saved input and the
+incoming gradient, write the outgoing gradient). An assumption, not measured."""
+
+
+@dataclass(frozen=True, slots=True)
+class LayerCost:
+    """What one layer costs one rank per micro-batch."""
+
+    fwd: float
+    """Forward compute seconds (GEMMs, attention, memory-bound ops)."""
+    bwd: float
+    tp_fwd: float
+    """Exposed TP collective seconds in forward (torch TP does not overlap them)."""
+    tp_bwd: float
+    elementwise: float
+    """Forward seconds of the memory-bound ops: what selective recompute re-runs."""
+    act: dict[str, int]
+    """Recompute mode -> bytes saved for backward."""
+    out_bytes: int
+    """The hidden state handed to the next layer (a stage boundary's p2p message)."""
+    model_flops: float
+    """Forward + backward model FLOPs on this rank."""
+    fwd_flops: float
+
+
+def _scaled(g: Gemm, scale: float, tp: int) -> Gemm:
+    """The GEMM at the new micro-batch (token rows, or the batch of a batched matmul) after the TP split."""
+    n = g.n // tp if g.tp else g.n
+    if g.batch > 1:
+        return Gemm(m=g.m, n=n, k=g.k, batch=max(1, round(g.batch * scale)), dtype=g.dtype, tp=g.tp)
+    return Gemm(m=max(1, round(g.m * scale)), n=n, k=g.k, batch=1, dtype=g.dtype, tp=g.tp)
+
+
+def gemm_times(device: Device, gemms: tuple[Gemm, ...], scale: float, tp: int) -> tuple[float, float]:
+    """(forward, backward) seconds of a layer's GEMMs. A colwise split divides n and a rowwise split k;
+    both are modelled as n / tp, which has the same FLOPs and, on the fitted curve, the same efficiency.
+    Backward runs dA = dC·Bᵀ (m, k, n) and dB = Aᵀ·dC (k, n, m) per forward GEMM."""
+    fwd = bwd = 0.0
+    for g in gemms:
+        s = _scaled(g, scale, tp)
+        fwd += device.matmul_time(s.m, s.n, s.k, s.dtype, s.batch)
+        bwd += device.matmul_time(s.m, s.k, s.n, s.dtype, s.batch)
+        bwd += device.matmul_time(s.k, s.n, s.m, s.dtype, s.batch)
+    return fwd, bwd
+
+
+def _attention_times(device: Device, layer: LayerProfile, scale: float, tp: int) -> tuple[float, float]:
+    """Fused attention at the GEMM efficiency of its (q_len, kv_len, head_dim) tiles; heads split by TP."""
+    fwd = 0.0
+    for a in layer.attention:
+        eff = device.matmul_efficiency(a.q_len, a.kv_len, a.head_dim, a.dtype)
+        fwd += a.flops * scale / (tp if layer.kind == "block" else 1) / (device.peak(a.dtype) * eff)
+    return fwd, ATTENTION_BWD_FACTOR * fwd
+
+
+def activation_bytes(layer: LayerProfile, mode: str, scale: float, tp: int, sp: bool,
+                     sp_gathers_inputs: bool = True, colwise_inputs: int = 0) -> int:
+    """Saved bytes under `mode` on one TP rank.
+
+    Tensors tagged `tp` divide by t; `sp` (one row per token, h wide) divide by t only with sequence
+    parallel; `replicated` never. With torch's `SequenceParallel` + `ColwiseParallel`, each colwise
+    projection group all-gathers its input and the matmul saves the gathered (full) copy, not the
+    shard (Megatron-LM instead saves the shard and gathers again in backward). So under torch SP,
+    `colwise_inputs` h-wide tensors per layer stay full: + colwise_inputs · out_bytes · (1 - 1/t).
+    Selective and full recompute keep neither copy (the gather's output is not a matmul's)."""
+    if mode not in layer.saved:
+        mode = "none"
+    total = 0.0
+    for t in layer.saved[mode]:
+        if t.shard == "tp" or (t.shard == "sp" and sp):
+            total += t.nbytes / tp
+        else:
+            total += t.nbytes
+    if sp and sp_gathers_inputs and mode == "none" and tp > 1:
+        total += colwise_inputs * layer.output_bytes * (1 - 1 / tp)
+    return int(total * scale)
+
+
+def tp_collectives(profile: ModelProfile) -> int:
+    """Collectives per block per pass: one per rowwise projection (its forward all-reduce, or RS + AG
+    with SP), and one per colwise group in backward (equal in number for attention + MLP blocks)."""
+    return sum(1 for style in profile.tp_plan.values() if style == "rowwise")
+
+
+def _elementwise_bytes(layer: LayerProfile, scale: float, tp: int, sp: bool) -> float:
+    """Memory-bound forward bytes on one rank: the share on TP-split tensors (as measured by the saved
+    tensors' tags) divides by t, the h-wide rest only with sequence parallel."""
+    if tp == 1 or layer.kind != "block":
+        return layer.fwd_mem_bytes * scale
+    saved = layer.saved["none"]
+    total = sum(t.nbytes for t in saved) or 1
+    tp_share = sum(t.nbytes for t in saved if t.shard == "tp") / total
+    rest = 1 - tp_share
+    return layer.fwd_mem_bytes * scale * (tp_share / tp + rest / (tp if sp else 1))
+
+
+def layer_costs(profile: ModelProfile, device: Device, tp: int, sp: bool, micro_batch: int,
+                tp_time: TpTime) -> list[LayerCost]:
+    """One `LayerCost` per profiled layer; identical blocks are priced once."""
+    scale = micro_batch / profile.micro_batch
+    n_coll = tp_collectives(profile)
+    cache: dict[str, LayerCost] = {}
+    out = []
+    for layer in profile.layers:
+        key = layer.signature if layer.kind == "block" and layer.signature else layer.name
+        if key not in cache:
+            cache[key] = _one(profile, layer, device, tp if layer.kind == "block" else 1, tp, sp, scale,
+                              n_coll if layer.kind == "block" else 0, tp_time)
+        out.append(cache[key])
+    return out
+
+
+def _one(profile: ModelProfile, layer: LayerProfile, device: Device, split: int, tp: int, sp: bool,
+         scale: float, n_coll: int, tp_time: TpTime) -> LayerCost:
+    g_f, g_b = gemm_times(device, layer.gemms, scale, split)
+    a_f, a_b = _attention_times(device, layer, scale, split)
+    elem = device.memory_time(_elementwise_bytes(layer, scale, split, sp))
+    msg = layer.output_bytes * scale
+    if split > 1 and n_coll:
+        per = tp_time("reduce_scatter", msg) + tp_time("all_gather", msg) if sp else tp_time("all_reduce", msg)
+        tp_f = tp_b = n_coll * per
+    else:
+        tp_f = tp_b = 0.0
+    act = {m: activation_bytes(layer, m, scale, split, sp and split > 1, colwise_inputs=n_coll)
+           for m in ("none", "selective", "full")}
+    flops = (layer.fwd_flops + layer.bwd_flops) * scale / split
+    return LayerCost(fwd=g_f + a_f + elem, bwd=g_b + a_b + ELEMENTWISE_BWD_FACTOR * elem, tp_fwd=tp_f,
+                     tp_bwd=tp_b, elementwise=elem, act=act, out_bytes=int(msg), model_flops=flops,
+                     fwd_flops=layer.fwd_flops * scale / split)

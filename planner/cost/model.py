@@ -1,0 +1,365 @@
+"""The cost model: price one `Strategy` for one profiled model on one cluster.
+
+Step time = the pipeline schedule simulated on its real action order (per-chunk forward and backward
+times, including exposed TP collectives and recompute, with the stage-boundary sends as delays), then,
+per pipeline rank, the exposed data-parallel communication and the optimizer step; the slowest rank
+sets the step. Memory is counted per pipeline rank (ranks of one stage hold the same), see `memory.py`
+for the training state and `buffers` for the rest.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+from planner.cluster.graph import Cluster
+from planner.cluster.collectives import collective_model, p2p_model
+from planner.cluster.hardware import Device
+from planner.cost.layer import LayerCost, layer_costs
+from planner.cost.memory import DTYPE_BYTES, StateBytes, local_numel, state_bytes
+from planner.cluster.placement import Mesh, place
+from planner.types.profile import ModelProfile
+from planner.cost.schedule import in_flight, rank_orders, simulate
+from planner.types.strategy import Strategy, parse_recompute
+
+__all__ = ["Estimate", "CostModel", "even_split", "RUNTIME_RESERVE", "ALLOCATOR_OVERHEAD", "DDP_BUCKET"]
+
+RUNTIME_RESERVE = 1 << 30
+"""Bytes of a GPU taken before the first tensor: CUDA context (~0.3-0.5 GiB on A100/H100), cuBLAS
+workspaces and NCCL's channel buffers. An assumption, rounded up; 0 for the `cpu` device."""
+ALLOCATOR_OVERHEAD = 0.05
+"""Fraction added to activations and transient buffers for the caching allocator's fragmentation
+(assumption; torch's expandable segments keep it near a few percent)."""
+DDP_BUCKET = 25 * 2**20
+"""DDP's default `bucket_cap_mb` (25 MiB): the last bucket's all-reduce cannot hide behind backward."""
+ADAM_BYTES_PER_ELEMENT = 28
+"""AdamW reads weight, gradient and two moments (16 B) and writes weight and moments (12 B) per fp32
+element: a memory-bound step."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Estimate:
+    """What the cost model predicts for one strategy (times in seconds, memory in bytes)."""
+
+    step_time_s: float
+    tokens_per_s: float
+    samples_per_s: float
+    model_tflops_per_gpu: float
+    hardware_tflops_per_gpu: float
+    mfu: float
+    hfu: float
+    memory_bytes_per_stage: tuple[int, ...]
+    """Peak bytes of each pipeline rank (all ranks of a stage hold the same)."""
+    memory_bytes_per_rank: tuple[dict[str, int], ...]
+    """Per pipeline rank: weights / grads / optimizer / activations / buffers."""
+    memory_capacity_bytes: int
+    breakdown: dict[str, float]
+    """Seconds on the critical rank: compute, bubble, tp_comm, pp_comm, dp_comm, recompute, optimizer."""
+    feasible: bool
+    critical_rank: int = 0
+    """The busiest pipeline rank, whose time the breakdown splits."""
+    bound: str = ""
+    """What limits the step (the largest part of the breakdown)."""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["memory_bytes_per_stage"] = list(self.memory_bytes_per_stage)
+        d["memory_bytes_per_rank"] = list(self.memory_bytes_per_rank)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Estimate":
+        d = dict(d)
+        d["memory_bytes_per_stage"] = tuple(d["memory_bytes_per_stage"])
+        d["memory_bytes_per_rank"] = tuple(d["memory_bytes_per_rank"])
+        return cls(**d)
+
+
+def even_split(profile: ModelProfile, chunks: int) -> tuple[int, ...]:
+    """Layers per chunk with the blocks spread as evenly as possible (prefix on the first chunk, suffix
+    on the last): the starting point when a strategy does not give its own boundaries."""
+    blocks = len(profile.blocks)
+    base, extra = divmod(blocks, chunks)
+    counts = [base + (1 if c < extra else 0) for c in range(chunks)]
+    lead = sum(1 for l in profile.layers if l.kind == "prefix")
+    tail = sum(1 for l in profile.layers if l.kind == "suffix")
+    counts[0] += lead
+    counts[-1] += tail
+    return tuple(counts)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkCost:
+    """One model chunk per micro-batch, with its recompute choice applied."""
+
+    fwd: float
+    bwd: float
+    compute: float
+    """fwd + bwd compute without recompute or TP communication."""
+    recompute: float
+    tp: float
+    act: int
+    work: int
+    """Transient bytes in its backward: the largest layer's rematerialised activations and gradients."""
+    out_bytes: int
+    model_flops: float
+    recompute_flops: float
+
+
+def chunk_cost(costs: list[LayerCost], kinds: list[str], lo: int, hi: int, recompute: str) -> ChunkCost:
+    """Sum layers [lo, hi) under `recompute`: the chunk's first K blocks run full recompute (their
+    forward, TP collectives included, again in backward), the next J selective (their memory-bound
+    ops again), the rest none."""
+    blocks = [i for i in range(lo, hi) if kinds[i] == "block"]
+    k, j = parse_recompute(recompute, len(blocks))
+    mode_of = {i: "full" if n < k else "selective" if n < k + j else "none" for n, i in enumerate(blocks)}
+    fwd = bwd = comp = rc = tp = flops = rc_flops = 0.0
+    act = work = 0
+    for i in range(lo, hi):
+        c = costs[i]
+        mode = mode_of.get(i, "none")
+        extra = c.fwd + c.tp_fwd if mode == "full" else c.elementwise if mode == "selective" else 0.0
+        fwd += c.fwd + c.tp_fwd
+        bwd += c.bwd + c.tp_bwd + extra
+        comp += c.fwd + c.bwd
+        rc += extra
+        tp += c.tp_fwd + c.tp_bwd
+        flops += c.model_flops
+        rc_flops += c.fwd_flops if mode == "full" else 0.0
+        act += c.act[mode]
+        work = max(work, c.act["none"] - c.act[mode] + 2 * c.out_bytes)
+    return ChunkCost(fwd, bwd, comp, rc, tp, act, work, costs[hi - 1].out_bytes, flops, rc_flops)
+
+
+class CostModel:
+    """Prices strategies of one profile on one cluster. The caches only memoise pure functions of
+    their keys (mesh sizes, TP degree, micro-batch), so results never depend on call order."""
+
+    def __init__(self, profile: ModelProfile, cluster: Cluster, dtype: str | None = None):
+        self.profile = profile
+        self.cluster = cluster
+        self.dtype = dtype or profile.dtype
+        self.devices: list[Device] = [cluster.device_of(cluster.first_ranks[j]) for j in range(len(cluster.nodes))]
+        self.device = min(self.devices, key=lambda d: d.peak(self.dtype))
+        """The slowest device: a pipeline is as fast as its slowest rank (mixed clusters)."""
+        self.capacity = min(d.memory_bytes for d in self.devices)
+        self.reserve = 0 if self.device.name == "cpu" else RUNTIME_RESERVE
+        self.world = cluster.num_gpus
+        self.kinds = [l.kind for l in profile.layers]
+        self._mesh = lru_cache(maxsize=None)(self._mesh_uncached)
+        self._coll = lru_cache(maxsize=None)(self._coll_uncached)
+        self._p2p = lru_cache(maxsize=None)(self._p2p_uncached)
+        self._costs = lru_cache(maxsize=None)(self._costs_uncached)
+        self._state = lru_cache(maxsize=None)(self._state_uncached)
+        self._states = lru_cache(maxsize=None)(self._states_uncached)
+        self._state_sum = lru_cache(maxsize=None)(self._state_sum_uncached)
+        self.shape_keys = [tuple((t.shape, t.tp_dim) for t in l.tensors) for l in profile.layers]
+
+    # -- shared pieces -------------------------------------------------------------------------
+    def _mesh_uncached(self, sizes: tuple[tuple[str, int], ...]) -> Mesh:
+        return place(self.cluster, dict(sizes))
+
+    def mesh(self, s: Strategy) -> Mesh:
+        return self._mesh(tuple(sorted(s.sizes().items())))
+
+    def _coll_uncached(self, sizes: tuple, axis: str, op: str) -> tuple[float, float]:
+        mesh = self._mesh(sizes)
+        if axis not in mesh.axes:
+            return 0.0, 0.0
+        return collective_model(self.cluster, op, mesh.groups(axis))
+
+    def collective(self, s: Strategy, axis: str, op: str, nbytes: float) -> float:
+        if nbytes <= 0:
+            return 0.0
+        per_byte, fixed = self._coll(tuple(sorted(s.sizes().items())), axis, op)
+        return 0.0 if per_byte == fixed == 0.0 else fixed + per_byte * nbytes
+
+    def _p2p_uncached(self, sizes: tuple, src: int, dst: int) -> tuple[float, float]:
+        mesh = self._mesh(sizes)
+        pairs = []
+        for g in mesh.groups("pp"):
+            pairs.append((g[src], g[dst]))
+        return p2p_model(self.cluster, pairs)
+
+    def send(self, s: Strategy, src: int, dst: int, nbytes: float) -> float:
+        if s.pp == 1 or nbytes <= 0:
+            return 0.0
+        per_byte, fixed = self._p2p(tuple(sorted(s.sizes().items())), src, dst)
+        return fixed + per_byte * nbytes
+
+    def _tp_model(self, tp: int, op: str) -> tuple[float, float]:
+        """TP is the innermost axis, so its groups are runs of `tp` consecutive ranks whatever the other
+        axes are; only the groups sharing nodes with the first one contend with it."""
+        span = max(tp, self.cluster.gpus_per_node)
+        span = span if self.world % span == 0 else self.world
+        return collective_model(self.cluster, op, [list(range(i, i + tp)) for i in range(0, span, tp)])
+
+    def _costs_uncached(self, tp: int, sp: bool, mbs: int) -> list[LayerCost]:
+        models = {op: self._tp_model(tp, op) for op in ("all_reduce", "all_gather", "reduce_scatter")}
+
+        def tp_time(op: str, nbytes: float) -> float:
+            per_byte, fixed = models[op]
+            return fixed + per_byte * nbytes
+        return layer_costs(self.profile, self.device, tp, sp, mbs, tp_time)
+
+    def layer_costs(self, s: Strategy) -> list[LayerCost]:
+        return self._costs(s.tp, s.sequence_parallel, s.micro_batch_size)
+
+    # -- the estimate --------------------------------------------------------------------------
+    def chunks(self, s: Strategy) -> list[ChunkCost]:
+        costs = self.layer_costs(s)
+        return [chunk_cost(costs, self.kinds, rng.start, rng.stop, s.recompute[c])
+                for c, rng in enumerate(self.chunk_layers(s))]
+
+    def chunk_layers(self, s: Strategy) -> list[range]:
+        """The layer indices of each chunk."""
+        bounds = s.layers_per_chunk or even_split(self.profile, s.chunks)
+        starts = list(itertools.accumulate(bounds, initial=0))
+        return [range(a, b) for a, b in zip(starts, starts[1:])]
+
+    def rank_layers(self, s: Strategy, rank: int) -> list[int]:
+        """The layer indices pipeline rank `rank` holds (its chunks rank, rank + pp, ...)."""
+        return [i for c, rng in enumerate(self.chunk_layers(s)) if c % s.pp == rank for i in rng]
+
+    def _state_uncached(self, shapes: tuple, tp: int, zero: int, shard: int, acc: bool) -> StateBytes:
+        i = self.shape_keys.index(shapes)
+        return state_bytes([self.profile.layers[i]], (), tp=tp, zero=zero, dp_shard=shard, dtype=self.dtype,
+                           accumulating=acc)
+
+    def layer_states(self, s: Strategy) -> list[StateBytes]:
+        """Each layer's training state on one rank, tied copies counted in every layer that holds one
+        (exact whenever the two holders sit on different ranks, i.e. whenever pp > 1)."""
+        return self._states(s.tp, s.sharding, s.dp_shard, s.accumulating)
+
+    def state_total(self, s: Strategy) -> int:
+        """All layers' training state (tied copies counted per holder) on one rank of each stage."""
+        return self._state_sum(s.tp, s.sharding, s.dp_shard, s.accumulating)
+
+    def _state_sum_uncached(self, *key) -> int:
+        return sum(x.total for x in self._states(*key))
+
+    def _states_uncached(self, tp: int, zero: int, shard: int, acc: bool) -> list[StateBytes]:
+        return [self._state(k, tp, zero, shard, acc) for k in self.shape_keys]
+
+    def state(self, s: Strategy, rank: int, layer_ids: list[int] | None = None) -> StateBytes:
+        """Training state of pipeline rank `rank` (pass its `rank_layers` if already known)."""
+        ids = self.rank_layers(s, rank) if layer_ids is None else layer_ids
+        layers = [self.profile.layers[i] for i in ids]
+        accumulating = s.accumulating
+        return state_bytes(layers, self.profile.tied, tp=s.tp, zero=s.sharding,
+                           dp_shard=s.dp_shard, dtype=self.dtype, accumulating=accumulating)
+
+    def estimate(self, s: Strategy, global_batch: int | None = None) -> Estimate:
+        if s.world != self.world:
+            raise ValueError(f"dp{s.dp} x tp{s.tp} x pp{s.pp} = {s.world} ranks, cluster has {self.world}")
+        chunks = self.chunks(s)
+        sends_f = [self.send(s, c % s.pp, (c + 1) % s.pp, ch.out_bytes) for c, ch in enumerate(chunks)]
+        orders = rank_orders(s.schedule, s.pp, s.vpp, s.num_micro_batches)
+        timing = simulate(orders, [c.fwd for c in chunks], [c.bwd for c in chunks], sends_f,
+                          [0.0] + sends_f[:-1])
+        per_rank = [self._rank(s, r, chunks, orders[r], timing.finish[r]) for r in range(s.pp)]
+        step = max(r["end"] for r in per_rank)
+        hot = max(range(s.pp), key=lambda r: timing.busy[r])  # the breakdown is the busiest rank's
+        # Sends on the busiest rank's path: its forward send and backward receive per micro-batch and chunk.
+        sends = s.num_micro_batches * sum(sends_f[c] + (sends_f[c - 1] if c else 0.0) for c in per_rank[hot]["chunks"])
+        pp_comm = min(sends, max(0.0, timing.finish[hot] - timing.busy[hot]))
+        return self._finish(s, chunks, per_rank, hot, step, pp_comm, global_batch)
+
+    def _rank(self, s: Strategy, r: int, chunks: list[ChunkCost], order, finish: float) -> dict:
+        mine = [c for c in range(s.chunks) if c % s.pp == r]
+        layer_ids = self.rank_layers(s, r)
+        peak_act = max(sum(chunks[mine[i]].act * n for i, n in enumerate(v)) for v in in_flight(order, s.vpp, s.pp))
+        st = self.state(s, r, layer_ids)
+        dp_exposed, dp_total = self._dp_time(s, st, chunks, mine, len(layer_ids))
+        opt = self.device.memory_time(ADAM_BYTES_PER_ELEMENT * st.optimizer / 8)
+        buffers = self.buffers(s, layer_ids, sum(chunks[c].out_bytes for c in mine),
+                               max(chunks[c].work for c in mine), peak_act)
+        mem = {"weights": st.weights, "grads": st.grads, "optimizer": st.optimizer, "activations": peak_act,
+               "buffers": buffers}
+        return {"end": finish + dp_exposed + opt, "dp": dp_exposed, "opt": opt, "mem": mem, "chunks": mine}
+
+    def _dp_time(self, s: Strategy, st: StateBytes, chunks: list[ChunkCost], mine: list[int],
+                 n_layers: int) -> tuple[float, float]:
+        """(exposed, total) seconds of gradient reduction and FSDP gathers on one pipeline rank.
+
+        DDP: the all-reduce runs during the rank's last backward (its first chunk's, last micro-batch)
+        and only what outlasts it shows, never less than the last bucket. With TP, DDP cannot take
+        DTensor parameters, so the emitted program all-reduces after the backward: nothing hides. FSDP, pass by pass (prefetch
+        runs one layer ahead, so a pass can hide only its own communication): the first micro-batch's
+        forward gathers every weight; with ZeRO 3 each backward gathers them again (forward resharded
+        them; torch's pipelining keeps them unsharded after backward); the gradient reduce-scatter
+        runs in the last backward. What a pass's compute cannot cover shows, plus one layer's share of
+        the first gather and the last reduction, which nothing can hide."""
+        if s.dp == 1:
+            return 0.0, 0.0
+        last_bwd = chunks[mine[0]].bwd
+        elems = st.optimizer // 8  # fp32 elements this rank updates
+        if s.zero == 0:
+            grad = 4 * elems
+            sync = self.collective(s, "dp", "all_reduce", grad)
+            if s.tp > 1:  # DDP cannot wrap DTensors: the program all-reduces after the last backward
+                return sync, sync
+            floor = sync * min(1.0, DDP_BUCKET / max(grad, 1))
+            return max(sync - last_bwd, floor), sync
+        full_grad = 4 * elems * s.dp_shard  # unsharded fp32 gradients (padded)
+        shard_axis = "dp_shard" if s.dp_shard < s.dp else "dp"
+        sync = self.collective(s, shard_axis, "reduce_scatter", full_grad)
+        if s.dp_shard < s.dp:
+            sync += self.collective(s, "dp_replicate", "all_reduce", 4 * elems)
+        n_layers = max(1, n_layers)
+        gather = self.collective(s, shard_axis, "all_gather", DTYPE_BYTES.get(self.dtype, 4) * elems * s.dp_shard)
+        n = s.num_micro_batches
+        fwd_window = sum(chunks[c].fwd for c in mine)  # the first micro-batch's forward gathers
+        bwd_window = n * sum(chunks[c].bwd for c in mine)
+        bwd_comm = (n * gather if s.zero == 3 else 0.0) + sync
+        exposed = (max(0.0, gather - fwd_window) + max(0.0, bwd_comm - bwd_window, sync - last_bwd)
+                   + (gather + sync) / n_layers)
+        return exposed, gather + bwd_comm
+
+    def _largest_layer(self, s: Strategy, layers) -> int:
+        """Elements of the largest layer's parameters on one TP rank (unsharded by FSDP)."""
+        return max((sum(local_numel(t, s.tp) for t in self.profile.layers[i].tensors) for i in layers), default=0)
+
+    def buffers(self, s: Strategy, layers, out_bytes: int, work: int, act: int) -> int:
+        """Runtime reserve + communication buffers + transient backward memory + allocator overhead.
+
+        Communication: DDP's last two buckets in flight; FSDP's reduce-scatter input (fp32) for the
+        largest layer and, for ZeRO 3 without accumulation, two layers' gathered weights (current +
+        prefetch); pipeline receive buffers (one activation and one gradient per local chunk, given as
+        `out_bytes`). `work` is the largest layer's transient backward memory."""
+        if s.dp == 1:
+            comm = 0.0
+        elif s.zero == 0:
+            comm = 2 * DDP_BUCKET
+        else:
+            big = self._largest_layer(s, layers)
+            comm = 4 * big
+            if s.zero == 3 and not s.accumulating:
+                comm += 2 * big * DTYPE_BYTES.get(self.dtype, 4)
+        pp_bufs = 2 * out_bytes if s.pp > 1 else 0
+        return int(self.reserve + comm + pp_bufs + work + ALLOCATOR_OVERHEAD * (act + work))
+
+    def _finish(self, s: Strategy, chunks: list[ChunkCost], per_rank: list[dict], crit: int, step: float,
+                pp_comm: float, global_batch: int | None) -> Estimate:
+        n = s.num_micro_batches
+        mine = per_rank[crit]["chunks"]
+        compute = n * sum(chunks[c].compute for c in mine)
+        recompute = n * sum(chunks[c].recompute for c in mine)
+        tp_comm = n * sum(chunks[c].tp for c in mine)
+        parts = {"compute": compute, "recompute": recompute, "tp_comm": tp_comm, "pp_comm": max(0.0, pp_comm),
+                 "dp_comm": per_rank[crit]["dp"], "optimizer": per_rank[crit]["opt"]}
+        parts["bubble"] = max(0.0, step - sum(parts.values()))
+        samples = global_batch or s.dp * s.micro_batch_size * n
+        model_flops = s.dp * s.tp * n * sum(c.model_flops for c in chunks)
+        hw_flops = model_flops + s.dp * s.tp * n * sum(c.recompute_flops for c in chunks)
+        peak = self.device.peak(self.dtype)
+        mems = [sum(r["mem"].values()) for r in per_rank]
+        return Estimate(
+            step_time_s=step, tokens_per_s=samples * self.profile.seq_len / step, samples_per_s=samples / step,
+            model_tflops_per_gpu=model_flops / step / self.world / 1e12,
+            hardware_tflops_per_gpu=hw_flops / step / self.world / 1e12,
+            mfu=model_flops / (step * self.world * peak), hfu=hw_flops / (step * self.world * peak),
+            memory_bytes_per_stage=tuple(mems), memory_bytes_per_rank=tuple(r["mem"] for r in per_rank),
+            memory_capacity_bytes=self.capacity, breakdown=parts,
+            feasible=max(mems) <= self.capacity, critical_rank=crit,
+            bound=max(parts, key=parts.get))

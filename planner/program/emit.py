@@ -1,0 +1,114 @@
+"""Emit a plan as a program directory a user can copy to a cluster where only torch and the model exist.
+
+The directory holds `train.py` (the template `planner/program/templates/train.py` with its constants
+block set from the plan), `planner_runtime/` (a verbatim copy of the package `planner/program/runtime/`),
+the model file, `plan.json`, `launch.sh`, `slurm.sbatch` and a README. Nothing in it imports `planner`.
+"""
+from __future__ import annotations
+
+import pprint
+import re
+import shutil
+from importlib import resources
+from pathlib import Path
+
+from planner.errors import PlannerError
+from planner.types.plan import Plan
+from planner.types.strategy import parse_recompute
+
+__all__ = ["emit", "constants"]
+
+_BLOCK = re.compile(r"(# --- plan constants \(written by planner\) ---\n)(.*?)(# --- end of plan constants ---)", re.S)
+_LINE = re.compile(r"^(?P<names>[A-Z_][A-Z_0-9, ]*?) = (?P<value>.*)$")
+_RESERVED = {"train.py", "planner_runtime", "planner_runtime.py", "launch.sh", "slurm.sbatch", "plan.json", "README.md"}
+
+
+def _recompute_counts(plan: Plan) -> list[tuple[int, int]]:
+    """(full, selective) recomputed blocks per chunk: the strategy's recompute syntax resolved here, so
+    the program reads plain numbers."""
+    blocks = plan.layout.get("blocks", "")
+    def count(stage: list[str]) -> int:
+        return sum(1 for m in stage if blocks and m.startswith(blocks + ".") and m[len(blocks) + 1:].isdigit())
+    return [parse_recompute(mode, count(stage)) for mode, stage in zip(plan.strategy.recompute, plan.layout["stages"])]
+
+
+def constants(plan: Plan, model_file: str) -> dict[str, object]:
+    """The values of train.py's constants block, by name."""
+    s, lay = plan.strategy, plan.layout
+    _, _, factory = plan.model["ref"].rpartition(":")
+    return {
+        "MODEL_FILE": model_file, "FACTORY": factory,
+        "MESH_AXES": tuple(lay["mesh"]["axes"]), "MESH_SIZES": tuple(lay["mesh"]["sizes"]),
+        "PP": s.pp, "VPP": s.vpp, "TP": s.tp, "DP": s.dp, "DP_SHARD": s.dp_shard if s.zero else 1,
+        "ZERO": s.sharding, "SCHEDULE": s.schedule, "GLOBAL_BATCH": plan.global_batch,
+        "MICRO_BATCH_SIZE": s.micro_batch_size, "NUM_MICRO_BATCHES": s.num_micro_batches,
+        "SEQUENCE_PARALLEL": bool(s.sequence_parallel and s.tp > 1), "BLOCKS": lay.get("blocks", ""),
+        "NUM_BLOCKS": lay.get("num_blocks", 0), "STAGES": [list(c) for c in lay["stages"]],
+        "RECOMPUTE": _recompute_counts(plan), "TP_PLAN": dict(lay["tp_plan"]), "TIED": [list(g) for g in lay.get("tied", [])],
+        "DTYPE": lay["dtype"], "PEAK_FLOPS": float(lay.get("peak_flops", 0.0)),
+        "FLOPS_PER_STEP": float(plan.model.get("flops_per_step", 0.0)),
+        "PREDICTED_STEP_S": float(plan.estimate.step_time_s),
+    }
+
+
+def _fill(template: str, values: dict[str, object], summary: str, world: int) -> str:
+    m = _BLOCK.search(template)
+    if m is None:
+        raise RuntimeError("train.py template lost its constants block")
+    lines = []
+    for line in m.group(2).splitlines():
+        lm = _LINE.match(line)
+        if not lm:
+            lines.append(line)
+            continue
+        names = [n.strip() for n in lm.group("names").split(",")]
+        if len(names) > 1:
+            lines.append(f"{lm.group('names')} = {', '.join(repr(values[n]) for n in names)}")
+        else:
+            head = f"{names[0]} = "
+            text = pprint.pformat(values[names[0]], width=100 - len(head), compact=True, sort_dicts=False)
+            lines.append(head + text.replace("\n", "\n" + " " * len(head)))
+    body = template[:m.start(2)] + "\n".join(lines) + "\n" + template[m.end(2):]
+    return body.replace("PLAN_SUMMARY", summary, 1).replace("--nproc-per-node WORLD", f"--nproc-per-node {world}", 1)
+
+
+def emit(plan: Plan, directory: str | Path, *, force: bool = False, model_path: str | Path | None = None) -> Path:
+    """Write the program for `plan` into `directory`; refuses a non-empty directory unless `force`."""
+    out = Path(directory)
+    if out.exists() and not out.is_dir():
+        raise PlannerError(f"{out} is a file; give a directory for --emit")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise PlannerError(f"{out} is not empty; choose another directory or pass --force to overwrite")
+    source = Path(model_path or plan.model["ref"].rpartition(":")[0])
+    if not source.is_file():
+        raise PlannerError(f"the plan's model file {source} is missing; emit where it exists")
+    model_file = "model.py" if source.name in _RESERVED else source.name
+    out.mkdir(parents=True, exist_ok=True)
+    program = resources.files("planner.program")
+    template = (program / "templates" / "train.py").read_text()
+    world = plan.strategy.dp * plan.strategy.tp * plan.strategy.pp
+    (out / "train.py").write_text(_fill(template, constants(plan, model_file), plan.summary(), world))
+    _copy_runtime(program / "runtime", out / "planner_runtime")
+    shutil.copyfile(source, out / model_file)
+    (out / "plan.json").write_text(plan.to_json() + "\n")
+    gpn = min(world, int(plan.cluster.get("gpus_per_node") or world))
+    nodes = max(1, world // gpn)
+    for name in ("launch.sh", "slurm.sbatch", "README.md"):
+        text = (program / "templates" / name).read_text()
+        text = (text.replace("@WORLD@", str(world)).replace("@GPUS_PER_NODE@", str(gpn))
+                .replace("@NODES@", str(nodes)).replace("@SUMMARY@", plan.summary())
+                .replace("@MODEL@", plan.model["ref"].rpartition("/")[2]))
+        (out / name).write_text(text)
+    (out / "launch.sh").chmod(0o755)
+    return out
+
+
+def _copy_runtime(source, target: Path) -> None:
+    """The runtime package, file by file (its modules import each other relatively, so the copy works
+    under its new name)."""
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir()
+    for item in source.iterdir():
+        if item.name.endswith(".py"):
+            (target / item.name).write_text(item.read_text())

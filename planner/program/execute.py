@@ -1,0 +1,38 @@
+"""Run an emitted program directory locally with torchrun, streaming its output."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from planner.errors import PlannerError
+
+__all__ = ["execute", "planned_world"]
+
+
+def planned_world(directory: Path) -> int:
+    """Ranks the directory's plan needs (pp x dp x tp)."""
+    try:
+        s = json.loads((directory / "plan.json").read_text())["strategy"]
+        return int(s["pp"]) * int(s["dp"]) * int(s["tp"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise PlannerError(f"{directory / 'plan.json'} is missing or unreadable ({e}); emit the plan again") from None
+
+
+def execute(directory: str | Path, *, cpu: bool = False, args: list[str] | tuple[str, ...] = ()) -> int:
+    """torchrun `train.py` in `directory` with one process per planned rank; returns its exit code.
+    Without `cpu`, the machine must have as many GPUs as the plan has ranks."""
+    d = Path(directory)
+    if not (d / "train.py").is_file():
+        raise PlannerError(f"{d} holds no train.py; emit a plan there first (plan MODEL --gpus ... --emit {d})")
+    world = planned_world(d)
+    if not cpu:
+        import torch
+        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if have < world:
+            raise PlannerError(f"the plan needs {world} GPUs and this machine has {have}; pass --cpu to simulate "
+                               f"it with {world} gloo processes, or run launch.sh on the cluster")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+           "--nproc-per-node", str(world), "train.py", *(["--cpu"] if cpu else []), *args]
+    return subprocess.run(cmd, cwd=d).returncode

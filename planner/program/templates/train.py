@@ -1,0 +1,413 @@
+"""Train the model of plan.json with its plan, using plain torch.distributed.
+
+Launch (one node):   bash launch.sh                    (torchrun --nproc-per-node WORLD train.py)
+Many nodes:          NNODES=4 NODE_RANK=0 MASTER_ADDR=host0 bash launch.sh   (or sbatch slurm.sbatch)
+Plan:                PLAN_SUMMARY
+
+Written by planner from plan.json; it needs only torch, the package `planner_runtime/` beside it and the model file.
+The constants below are the plan: to change the layout, plan again and re-emit.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import inspect
+import json
+import os
+import resource
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe, ScheduleInterleaved1F1B
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import planner_runtime as rt  # noqa: E402
+
+# --- plan constants (written by planner) ---
+# The user's model file (beside this script) and the function in it that builds the model.
+MODEL_FILE = "gpt.py"
+FACTORY = "tiny"
+# Device mesh, outermost axis first; a rank's coordinates are its row-major index over the axes.
+MESH_AXES = ("pp", "dp", "tp")
+MESH_SIZES = (1, 2, 1)
+# Pipeline ranks, model chunks per pipeline rank, tensor-parallel degree.
+PP, VPP, TP = 1, 1, 1
+# Data parallel (= replicate x shard), the FSDP shard group, ZeRO 0 = DDP, 2/3 = FSDP2 (3 reshards
+# parameters after forward).
+DP, DP_SHARD, ZERO = 2, 1, 0
+# Pipeline schedule: gpipe | 1f1b | interleaved.
+SCHEDULE = "1f1b"
+GLOBAL_BATCH, MICRO_BATCH_SIZE, NUM_MICRO_BATCHES = 8, 4, 1
+SEQUENCE_PARALLEL = False
+# The repeated blocks (an nn.ModuleList) and how many there are.
+BLOCKS = "blocks"
+NUM_BLOCKS = 4
+# Module names of each model chunk, in model order; chunk c runs on pipeline rank c % PP.
+STAGES = [["wte", "wpe", "drop", "blocks.0", "blocks.1", "blocks.2", "blocks.3", "ln_f", "lm_head"]]
+# Activation recomputation per chunk: (full, selective) = the chunk's first `full` blocks recompute
+# everything in backward, the next `selective` recompute all but matmul and attention outputs.
+RECOMPUTE = [(0, 0)]
+# Tensor-parallel split of the blocks' projections (module pattern -> colwise | rowwise).
+TP_PLAN = {}
+# Weights shared by several modules (kept equal across the pipeline ranks that hold a copy).
+TIED = [["wte.weight", "lm_head.weight"]]
+# Compute dtype on GPUs (CPU runs use float32), one GPU's dense peak FLOP/s in it, and the model
+# FLOPs of one step: for MFU.
+DTYPE = "float32"
+PEAK_FLOPS = 0.0
+FLOPS_PER_STEP = 0.0
+# The planner's predicted step time (seconds) on the planned cluster.
+PREDICTED_STEP_S = 0.0
+# --- end of plan constants ---
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps to train (the LR schedule's length)")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop after this step (checkpoint, then exit), keeping the schedule of --steps")
+    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate")
+    p.add_argument("--min-lr", type=float, default=3e-5, help="learning rate at the end of the cosine")
+    p.add_argument("--warmup", type=int, default=10, help="linear warm-up steps")
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping threshold")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and synthetic data")
+    p.add_argument("--checkpoint-dir", default=str(HERE / "checkpoints"))
+    p.add_argument("--checkpoint-every", type=int, default=0, help="save every N steps (0: only at the end)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--init-from", help="start from a plain state_dict file (names of the plain model)")
+    p.add_argument("--export", help="write the latest checkpoint's weights as one plain state_dict file and exit")
+    p.add_argument("--metrics", default=str(HERE / "metrics.jsonl"), help="JSON-lines metrics file")
+    p.add_argument("--dump-grads", help="directory to write the full clipped gradients of step 1 (for tests)")
+    p.add_argument("--measure-activations", action="store_true",
+                   help="log the peak bytes of saved activations of step 2 (step 1 if it is the only one; slow)")
+    p.add_argument("--cpu", action="store_true", help="run on CPU with gloo even if GPUs exist")
+    return p.parse_args(argv)
+
+
+def load_model_file():
+    spec = importlib.util.spec_from_file_location("user_model", HERE / MODEL_FILE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["user_model"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_batch(mf, model, n: int, step: int, seed: int, data=None):
+    """The step's global batch, a function of (seed, step) only, so every layout and every restart
+    sees the same samples: the model file's dataset() if it has one (pass it as `data` to build it
+    once), else seeded synthetic batch()."""
+    if data is None and hasattr(mf, "dataset"):
+        data = mf.dataset()
+    if data is not None:
+        items = [data[((step - 1) * n + i) % len(data)] for i in range(n)]
+        return torch.stack([x for x, _ in items]), torch.stack([torch.as_tensor(y) for _, y in items])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed * 1_000_003 + step)
+        takes_model = len(inspect.signature(mf.batch).parameters) >= 2
+        return mf.batch(n, model) if takes_model else mf.batch(n)
+
+
+def init_fn(mf):
+    """The model's own initialisation: its init_weights() method, the file's init_weights(model), or
+    each submodule's reset_parameters()."""
+    def init(part):
+        if hasattr(part, "init_weights"):
+            part.init_weights()
+        elif hasattr(mf, "init_weights"):
+            mf.init_weights(part)
+        else:
+            for m in part.modules():
+                if hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
+    return init
+
+
+def build(mf, mesh, device, args, data):
+    """This rank's chunks of the model: split, tensor-parallel, checkpointed, sharded, materialised."""
+    with torch.device("meta"):
+        model = getattr(mf, FACTORY)()
+    x, _ = make_batch(mf, model, MICRO_BATCH_SIZE, 1, args.seed, data)
+    specs = [(tuple(x.shape), x.dtype)]
+    pp_rank = mesh["pp"].get_local_rank()
+    n = PP * VPP
+    dp_mesh = mesh[tuple(a for a in MESH_AXES if a.startswith("dp"))]
+    param_dtype = getattr(torch, DTYPE) if device.type == "cuda" and DTYPE != "float32" else None
+    chunks, parts = [c for c in range(n) if c % PP == pp_rank], []
+    for c in chunks:
+        part = rt.split_chunk(model, STAGES[c], blocks=BLOCKS, first=c == 0, last=c == n - 1, input_specs=specs)
+        if TP > 1:
+            rt.apply_tp(part, mesh["tp"], TP_PLAN, blocks=BLOCKS, sequence_parallel=SEQUENCE_PARALLEL,
+                        first_block=0, last_block=NUM_BLOCKS - 1)
+        rt.apply_recompute(part, BLOCKS, *RECOMPUTE[c])
+        if ZERO and DP > 1:
+            rt.apply_fsdp(part, dp_mesh, blocks=BLOCKS, reshard_after_forward=ZERO == 3, param_dtype=param_dtype)
+        rt.attach_chunk_hooks(part)
+        rt.materialise(part, device, init_fn(mf), seed=args.seed, world_mesh=mesh)
+        parts.append(part)
+    tied = rt.TiedWeights(TIED, STAGES, mesh, parts)
+    tied.broadcast()
+    if args.init_from:
+        rt.load_full(parts, torch.load(args.init_from, map_location="cpu", weights_only=True))
+    return model, chunks, parts, tied
+
+
+def state(parts, optimizers):
+    options = StateDictOptions(flatten_optimizer_state_dict=True)
+    model_sd, optim_sd = {}, {}
+    for part, opt in zip(parts, optimizers):
+        m, o = get_state_dict(part, opt, options=options)
+        model_sd.update(m)
+        optim_sd.update(o)
+    return {"model": model_sd, "optim": optim_sd}
+
+
+def save_checkpoint(root: Path, step: int, parts, optimizers) -> None:
+    """Write step-N under a temporary name, then rename it and point `latest` at it (rank 0, last), so
+    a checkpoint that `latest` names is always complete."""
+    final, tmp = root / f"step-{step}", root / f"step-{step}.tmp"
+    if dist.get_rank() == 0 and tmp.exists():
+        shutil.rmtree(tmp)  # left by an attempt that died before committing it
+    dist.barrier()
+    dcp.save(state(parts, optimizers), checkpoint_id=str(tmp))
+    _maybe_fail(step)
+    dist.barrier()
+    if dist.get_rank() == 0:
+        (tmp / "train.json").write_text(json.dumps({"step": step}))
+        if final.exists():
+            os.rename(final, root / f"step-{step}.old-{time.time_ns()}")
+        os.rename(tmp, final)
+        (root / "latest.tmp").write_text(final.name)
+        os.replace(root / "latest.tmp", root / "latest")
+    dist.barrier()
+
+
+def _maybe_fail(step: int) -> None:
+    """Fault injection for tests: PLANNER_FAULT_KILL_AT_CHECKPOINT=STEP[:RANK] makes that rank SIGKILL
+    itself after writing its shard of step STEP's checkpoint, before the checkpoint is committed (first
+    attempt only, so torchrun's restart can recover)."""
+    spec = os.environ.get("PLANNER_FAULT_KILL_AT_CHECKPOINT")
+    if not spec or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        return
+    at, _, who = spec.partition(":")
+    if int(at) == step and dist.get_rank() == int(who or 0):
+        print(f"rank {dist.get_rank()}: injected fault, SIGKILL before committing step-{step}", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    pointer = root / "latest"
+    return root / pointer.read_text().strip() if pointer.is_file() else None
+
+
+def load_checkpoint(path: Path, parts, optimizers) -> int:
+    sd = state(parts, optimizers)
+    dcp.load(sd, checkpoint_id=str(path))
+    options = StateDictOptions(flatten_optimizer_state_dict=True)
+    for part, opt in zip(parts, optimizers):
+        names = {rt.clean_name(n) for n in part.state_dict()}
+        model_sd = {k: v for k, v in sd["model"].items() if rt.clean_name(k) in names}
+        set_state_dict(part, opt, model_state_dict=model_sd, optim_state_dict=sd["optim"], options=options)
+    return json.loads((path / "train.json").read_text())["step"]
+
+
+def export(args) -> int:
+    """Turn the latest checkpoint into one plain state_dict with the model's own parameter names."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+    path = latest_checkpoint(Path(args.checkpoint_dir))
+    if path is None:
+        sys.exit(f"no checkpoint under {args.checkpoint_dir}; train with --checkpoint-every first")
+    tmp = Path(args.export).with_suffix(".full.tmp")
+    dcp_to_torch_save(str(path), str(tmp))
+    full = torch.load(tmp, map_location="cpu", weights_only=False)
+    torch.save(full["model"], args.export)
+    tmp.unlink()
+    print(f"wrote {args.export} ({len(full['model'])} tensors) from {path}")
+    return 0
+
+
+def dump_grads(parts, mesh, out: Path) -> None:
+    """Full (unsharded) gradients by plain-model name, one file per pipeline rank."""
+    full = {}
+    for part in parts:
+        for name, p in rt.named_local_params(part):
+            g = p.grad
+            full[name] = (g.full_tensor() if hasattr(g, "full_tensor") else g).detach().cpu().clone()
+    others = [mesh[a].get_local_rank() for a in MESH_AXES if a != "pp"]
+    if not any(others):
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save(full, out / f"grads-pp{mesh['pp'].get_local_rank()}.pt")
+
+
+def log(path: str, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux), else its peak so far."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def peak_memory(device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.export:
+        return export(args)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    planned = PP * DP * TP
+    if world != planned:
+        sys.exit(f"this plan needs {planned} processes (pp{PP} x dp{DP} x tp{TP}), got WORLD_SIZE={world}; "
+                 f"launch with --nproc-per-node {planned} (or NNODES x GPUS = {planned})")
+    use_cuda = torch.cuda.is_available() and not args.cpu
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    else:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    rt.init_distributed("nccl" if use_cuda else "gloo", device)
+    try:
+        return train(args, device)
+    finally:
+        dist.destroy_process_group()
+
+
+def train(args, device) -> int:
+    mf = load_model_file()
+    loss_fn = getattr(mf, "loss", rt.default_loss)
+    mesh = init_device_mesh(device.type, MESH_SIZES, mesh_dim_names=MESH_AXES)
+    data = mf.dataset() if hasattr(mf, "dataset") else None  # built once, indexed by step
+    before = resident_bytes()
+    model, chunks, parts, tied = build(mf, mesh, device, args, data)
+    pp_rank, rank = mesh["pp"].get_local_rank(), dist.get_rank()
+    log(args.metrics, {"rank": rank, "event": "built", "resident_bytes_added": resident_bytes() - before})
+    first, last = pp_rank == 0, pp_rank == PP - 1
+    dp_axes = [a for a in MESH_AXES if a.startswith("dp")]
+    dp_index = 0
+    for a in dp_axes:
+        dp_index = dp_index * mesh[a].size() + mesh[a].get_local_rank()
+    manual_dp = ZERO == 0 and DP > 1 and TP > 1
+    dp_group = mesh[tuple(dp_axes)]._flatten().get_group() if len(dp_axes) > 1 else mesh[dp_axes[0]].get_group()
+    if ZERO == 0 and DP > 1 and not manual_dp:
+        parts = [rt.apply_ddp(p, dp_group) for p in parts]
+    optimizers = [torch.optim.AdamW(p.parameters(), lr=args.lr, betas=(0.9, 0.95), eps=1e-8,
+                                    weight_decay=args.weight_decay) for p in parts]
+    pp_group = mesh["pp"].get_group() if PP > 1 else None
+    if PP > 1:
+        stages = [PipelineStage(p, c, PP * VPP, device, group=pp_group) for p, c in zip(parts, chunks)]
+        if SCHEDULE == "interleaved":
+            schedule = ScheduleInterleaved1F1B(stages, NUM_MICRO_BATCHES, loss_fn=loss_fn)
+        else:
+            cls = ScheduleGPipe if SCHEDULE == "gpipe" else Schedule1F1B
+            schedule = cls(stages[0], NUM_MICRO_BATCHES, loss_fn=loss_fn)
+    ckpt_root = Path(args.checkpoint_dir)
+    start = 0
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0  # torchrun restarted us
+    latest = latest_checkpoint(ckpt_root) if args.resume or restarted else None
+    if latest is not None:
+        start = load_checkpoint(latest, parts, optimizers)
+        if rank == 0:
+            print(f"resumed from {latest} at step {start}", flush=True)
+    autocast = torch.autocast("cuda", dtype=getattr(torch, DTYPE), enabled=device.type == "cuda"
+                              and ZERO == 0 and DTYPE != "float32")
+    per_dp = GLOBAL_BATCH // DP
+    tokens_per_step = None
+    last_step = min(args.steps, args.stop_after or args.steps)
+    for step in range(start + 1, last_step + 1):
+        t0 = time.perf_counter()
+        x, y = make_batch(mf, model, GLOBAL_BATCH, step, args.seed, data)
+        tokens_per_step = tokens_per_step or (x.numel() if x.dtype in (torch.int32, torch.int64) else x.shape[0])
+        x, y = (t[dp_index * per_dp:(dp_index + 1) * per_dp].to(device) for t in (x, y))
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        # step 2: in step 1 torch's pipelining infers shapes with one extra forward whose graph lives
+        # until the step ends (one more micro-batch of activations on the first stage, once)
+        measured = start + 2 if last_step >= start + 2 else start + 1
+        meter = rt.ActivationMeter(parts) if args.measure_activations and step == measured else None
+        with autocast, (meter() if meter else contextlib.nullcontext()):
+            losses = run_step(parts, schedule if PP > 1 else None, loss_fn, x, y, first, last)
+        if manual_dp:
+            rt.allreduce_grads(parts, dp_group)
+        tied.sum_grads()
+        norm = rt.clip_grad_norm(parts, args.clip, pp_group, tied.duplicates())
+        if args.dump_grads and step == start + 1:
+            dump_grads(parts, mesh, Path(args.dump_grads))
+        lr = rt.cosine_lr(step, lr=args.lr, min_lr=args.min_lr, warmup=args.warmup, total=args.steps)
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
+            opt.step()
+        loss = torch.tensor(sum(losses) / len(losses) if last else 0.0, dtype=torch.float64, device=device)
+        dist.all_reduce(loss)
+        loss = loss.item() / (DP * TP)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        dt = time.perf_counter() - t0
+        if step == start + 1:  # what this rank really holds, to compare with plan.json
+            log(args.metrics, {"rank": rank, "pp_rank": pp_rank, "event": "held", **rt.held_bytes(parts, optimizers),
+                               "peak_memory_bytes": peak_memory(device)})
+        if meter:
+            log(args.metrics, {"rank": rank, "pp_rank": pp_rank, "event": "activations", "step": step,
+                               "activation_peak_bytes": meter.peak})
+        peak = torch.tensor(peak_memory(device), dtype=torch.float64, device=device)
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+        record = {"step": step, "loss": loss, "grad_norm": norm.item(), "lr": lr, "step_time_s": dt,
+                  "tokens_per_s": tokens_per_step / dt, "peak_memory_bytes": int(peak.item())}
+        if device.type == "cuda" and PEAK_FLOPS:
+            record["tflops_per_gpu"] = FLOPS_PER_STEP / dt / dist.get_world_size() / 1e12
+            record["mfu"] = FLOPS_PER_STEP / dt / dist.get_world_size() / PEAK_FLOPS
+        if rank == 0:
+            log(args.metrics, record)
+            print(f"step {step:>5}  loss {loss:.6f}  {record['tokens_per_s']:,.0f} tokens/s  "
+                  f"{dt * 1e3:.0f} ms  peak {record['peak_memory_bytes'] / 2**20:.0f} MiB", flush=True)
+        if args.checkpoint_every and step % args.checkpoint_every == 0 or step == last_step:
+            save_checkpoint(ckpt_root, step, parts, optimizers)
+    return 0
+
+
+def run_step(parts, schedule, loss_fn, x, y, first, last) -> list[float]:
+    """Forward and backward of this rank's share of the global batch; returns the micro-batch losses
+    (on the last pipeline rank). Gradients are the mean over the global batch once DP has reduced them."""
+    if schedule is not None:
+        losses: list[torch.Tensor] = []
+        args = (x,) if first else ()
+        schedule.step(*args, target=y if last else None, losses=losses if last else None)
+        return [float(t.detach()) for t in losses]
+    (part,) = parts
+    out = []
+    for i, (xm, ym) in enumerate(zip(x.chunk(NUM_MICRO_BATCHES), y.chunk(NUM_MICRO_BATCHES))):
+        sync = i == NUM_MICRO_BATCHES - 1
+        if hasattr(part, "set_requires_gradient_sync"):
+            part.set_requires_gradient_sync(sync)
+            part.set_reshard_after_backward(sync)
+        ctx = part.no_sync() if hasattr(part, "no_sync") and not sync else contextlib.nullcontext()
+        with ctx:
+            loss = loss_fn(part(xm), ym)
+            (loss / NUM_MICRO_BATCHES).backward()
+        out.append(loss.item())
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

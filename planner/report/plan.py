@@ -1,0 +1,66 @@
+"""Print a `Plan`: the plan, its predicted time and memory, runner-ups, a compared layout, solver stats."""
+from __future__ import annotations
+
+import sys
+import textwrap
+from typing import TextIO
+
+from planner.types.plan import Alternative, Plan
+from planner.report.text import WIDTH, gib, human, table
+
+__all__ = ["print_plan"]
+
+
+def _stages(p: Plan) -> list[list[str]]:
+    """One row per pipeline chunk: its modules as a range, recompute, and its rank's memory."""
+    rows = []
+    s, e = p.strategy, p.estimate
+    for c, mods in enumerate(p.layout["stages"]):
+        span = mods[0] if len(mods) == 1 else f"{mods[0]} .. {mods[-1]}"
+        rank = c % s.pp
+        mem = e.memory_bytes_per_stage[rank]
+        rows.append([str(c), str(rank), str(s.layers_per_chunk[c]), span[:40], s.recompute[c],
+                     f"{gib(mem)} ({mem / e.memory_capacity_bytes:.0%})"])
+    if len(rows) > 12:
+        rows = rows[:6] + [["..", "", "", "", "", ""]] + rows[-5:]
+    return rows
+
+
+def _alt_row(name: str, a: Alternative) -> list[str]:
+    e = a.estimate
+    if e is None:
+        return [name, a.strategy.label(), "-", "-", a.why_not]
+    return [name, a.strategy.label(), f"{e.step_time_s:.3g}", f"{e.mfu:.1%}", a.why_not]
+
+
+def print_plan(p: Plan, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    m, c, s, e = p.model, p.cluster, p.strategy, p.estimate
+    print(f"model    {m['ref']}: {human(m['params'])} parameters, {m['blocks']} blocks, "
+          f"{human(m['flops_per_step'])}FLOP per step", file=out)
+    if m.get("tp_degrees"):
+        print(f"         splits: pipeline at block boundaries; tensor parallel {', '.join(map(str, m['tp_degrees']))}",
+              file=out)
+    print(f"cluster  {c['gpus']} x {c['gpu']} ({c['nodes']} node(s) of {c['gpus_per_node']}), "
+          f"global batch {p.global_batch}", file=out)
+    print(f"plan     {s.label()}", file=out)
+    print(f"         mesh {' x '.join(f'{a}{n}' for a, n in zip(p.layout['mesh']['axes'], p.layout['mesh']['sizes']))}"
+          f" (outer to inner), dtype {p.layout['dtype']}", file=out)
+    links = p.layout.get("links") or {}
+    if links:
+        print("         links: " + "; ".join(f"{a} over {'+'.join(k)}" for a, k in links.items()), file=out)
+    print(f"predict  {e.step_time_s:.4g} s/step, {e.tokens_per_s:,.0f} tokens/s, MFU {e.mfu:.1%}, HFU {e.hfu:.1%}, "
+          f"{e.model_tflops_per_gpu:.1f} TFLOP/s per GPU", file=out)
+    print(textwrap.fill(p.explanation, WIDTH, initial_indent="why      ", subsequent_indent=" " * 9), file=out)
+    parts = [[k.replace("_", " "), f"{v:.4g}", f"{v / e.step_time_s:.1%}"] for k, v in e.breakdown.items()]
+    table(["step time (busiest rank)", "seconds", "share"], parts, out)
+    table(["chunk", "rank", "layers", "modules", "recompute", "memory"], _stages(p), out,
+          title=f"stages (capacity {gib(e.memory_capacity_bytes)} per GPU)")
+    rows = [_alt_row(f"#{i + 2}", r) for i, r in enumerate(p.runner_ups)]
+    if p.comparison is not None:
+        rows.append(_alt_row("compared", p.comparison))
+    if rows:
+        table(["", "layout", "s/step", "MFU", "why it loses"], rows, out, title="runner-ups")
+    sv = p.solver
+    print(f"solver   {sv.get('status')} (gap {sv.get('gap', 0):.2%}), {sv.get('candidates')} candidates, "
+          f"{sv.get('pruned')} pruned, {sv.get('solved')} solved, {sv.get('wall_s', 0):.2f} s", file=out)

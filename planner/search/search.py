@@ -1,0 +1,331 @@
+"""The search: enumerate mesh factorisations and discrete knobs, prune with lower bounds, and solve
+each surviving candidate's stage boundaries and recompute with CP-SAT (`partition.py`).
+
+Candidates are visited in order of a lower bound on their step time that holds for every partition
+and recompute choice (see `lower_bound`). A candidate whose bound is not below the best step time
+found cannot win, so it is skipped: the best plan is optimal under the cost model (up to each CP-SAT
+solve's own gap, reported). Runner-ups are the best of each other layout family (mesh and schedule)
+evaluated; until K families are shown, the first candidate of each new family is still evaluated.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterator
+
+from planner.cost.model import ADAM_BYTES_PER_ELEMENT, ALLOCATOR_OVERHEAD, CostModel, Estimate, even_split
+from planner.cost.memory import state_bytes
+from planner.search.partition import Problem, Solution, evaluate, solve
+from planner.cost.schedule import check as check_schedule, in_flight, rank_orders
+from planner.types.strategy import EXCLUDED, Strategy, recompute_name
+
+__all__ = ["Constraints", "Candidate", "SearchResult", "search", "evaluate_fixed", "lower_bound"]
+
+RUNNER_UP_MARGIN = 1.25
+"""A new layout family is evaluated for the runner-up table only if its bound is within 25% of the best."""
+TIME_UNIT = 1e-7
+"""Solver time unit (0.1 µs): integer costs keep CP-SAT exact."""
+MEM_UNIT = 1024
+"""Solver memory unit (KiB); activations and state round up, capacity rounds down."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Constraints:
+    """What the user fixed (None = search it)."""
+
+    global_batch: int | None = None
+    tp: int | None = None
+    pp: int | None = None
+    dp: int | None = None
+    vpp: int | None = None
+    micro_batch: int | None = None
+    schedule: str | None = None
+    zero: int | None = None
+    dp_shard: int | None = None
+    recompute: str | None = None
+    sequence_parallel: bool | None = None
+    tp_across_nodes: bool = False
+    max_micro_batch: int = 64
+    """Searched micro-batch sizes are the powers of two up to this (any size can be fixed)."""
+    max_vpp: int = 4
+    top_k: int = 5
+    time_limit: float = 60.0
+    """Seconds for the whole search (wall clock); each CP-SAT solve also has a deterministic limit."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A strategy with its estimate (or why it fails)."""
+
+    strategy: Strategy
+    estimate: Estimate | None
+    lower_bound: float
+    solver_status: str = ""
+    gap: float = 0.0
+    why_not: str = ""
+
+
+@dataclass
+class SearchResult:
+    best: Candidate | None
+    runner_ups: list[Candidate]
+    stats: dict = field(default_factory=dict)
+    infeasible_reason: str = ""
+
+
+def default_global_batch(world: int) -> int:
+    """Eight samples per GPU: a documented default; real runs should pass their own --global-batch."""
+    return 8 * world
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _skeletons(cm: CostModel, c: Constraints, batch: int, excluded: dict[str, int]) -> Iterator[Strategy]:
+    """Every discrete point (no stage bounds, uniform recompute placeholder) the constraints allow."""
+    world, profile = cm.world, cm.profile
+    gpn = cm.cluster.gpus_per_node
+    blocks = max(1, len(profile.blocks))
+    for tp in profile.tp_degrees if c.tp is None else [c.tp]:
+        if world % tp or (c.tp is None and tp > gpn and not c.tp_across_nodes) or (tp > gpn and tp % gpn):
+            continue
+        for pp in _divisors(world // tp) if c.pp is None else [c.pp]:
+            if (world // tp) % pp or pp > blocks or (c.pp is None and len(profile.blocks) == 0 and pp > 1):
+                continue
+            dp = world // (tp * pp)
+            if c.dp is not None and dp != c.dp:
+                continue
+            if batch % dp:
+                excluded["batch not divisible by dp"] = excluded.get("batch not divisible by dp", 0) + 1
+                continue
+            per_dp = batch // dp
+            sizes = [m for m in _divisors(per_dp) if m <= c.max_micro_batch and m & (m - 1) == 0]
+            for mbs in sizes if c.micro_batch is None else [c.micro_batch]:
+                if per_dp % mbs:
+                    continue
+                n = per_dp // mbs
+                yield from _knobs(c, dp, tp, pp, mbs, n, blocks, excluded)
+
+
+def _knobs(c: Constraints, dp, tp, pp, mbs, n, blocks, excluded) -> Iterator[Strategy]:
+    scheds = ["1f1b"] if pp == 1 else ["gpipe", "1f1b", "interleaved"]
+    for sched in scheds if c.schedule is None else [c.schedule]:
+        vpps = [1] if sched != "interleaved" else range(2, min(c.max_vpp, blocks // pp) + 1)
+        for vpp in vpps if c.vpp is None else [c.vpp]:
+            why = check_schedule(sched, pp, vpp, n)
+            if why:
+                excluded[why.split(" (")[0]] = excluded.get(why.split(" (")[0], 0) + 1
+                continue
+            if pp * vpp > blocks:
+                continue
+            zeros = [0] if dp == 1 else [0, 2, 3]
+            for zero in zeros if c.zero is None else [c.zero if dp > 1 else 0]:
+                shards = [1] if zero == 0 else [d for d in _divisors(dp) if d == dp or 1 < d <= 64 and d & (d - 1) == 0]
+                for ds in shards if c.dp_shard is None else [c.dp_shard]:
+                    if c.dp_shard is not None and (zero == 0 and ds > 1 or dp % ds):
+                        continue  # a fixed shard group that this dp or DDP cannot have
+                    sps = [False] if tp == 1 else [True, False]
+                    for sp in sps if c.sequence_parallel is None else [c.sequence_parallel and tp > 1]:
+                        yield Strategy(dp=dp, tp=tp, pp=pp, vpp=vpp, dp_shard=ds, micro_batch_size=mbs,
+                                       num_micro_batches=n, schedule=sched, zero=zero, sequence_parallel=sp,
+                                       recompute=("none",) * (pp * vpp))
+
+
+def lower_bound(cm: CostModel, s: Strategy) -> float:
+    """A step time no partition or recompute choice can beat. With W = the per-micro-batch work of all
+    layers at their fastest (no recompute, TP collectives included): for one chunk per rank, every rank
+    r waits for micro-batch 0's forward through the ranks before it and for the last backward through
+    them after, so T >= Σ_{r'<r} W_r' + n·W_r for every r; the convex combination that makes every
+    W_r's coefficient equal gives T >= W / (1 - (1 - 1/n)^pp). With interleaving, T >= max(n·W/pp, W)
+    (the busiest rank does at least the mean; one micro-batch's chain runs through every chunk).
+    Without a pipeline the one rank's n·W and its optimizer step are exact."""
+    costs = cm.layer_costs(s)
+    w = sum(x.fwd + x.bwd + x.tp_fwd + x.tp_bwd for x in costs)
+    n, pp = s.num_micro_batches, s.pp
+    if pp == 1:  # one rank: its optimizer step is known exactly
+        opt = cm.device.memory_time(ADAM_BYTES_PER_ELEMENT * cm.state(s, 0).optimizer / 8)
+        return n * w + opt
+    if s.vpp == 1:
+        return w / (1 - (1 - 1 / n) ** pp) if n > 1 else w
+    return max(n * w / pp, w)
+
+
+def _memory_floor(cm: CostModel, s: Strategy) -> float:
+    """Bytes the average pipeline rank must hold however the layers are split (full recompute, one
+    micro-batch in flight): if the average exceeds capacity, so does the largest."""
+    state = cm.state_total(s)
+    act = sum(x.act["full"] for x in cm.layer_costs(s))
+    return (state + act) / s.pp + cm.reserve
+
+
+def _problem(cm: CostModel, s: Strategy, recompute: str | None, bounds: tuple[int, ...] = ()) -> Problem:
+    """The partition instance of `s` in integer units."""
+    costs = cm.layer_costs(s)
+    kinds = cm.kinds
+
+    def t(x: float) -> int:
+        return int(math.ceil(x / TIME_UNIT))
+
+    def b(x: float) -> int:
+        return int(math.ceil(x / MEM_UNIT))
+    work, act = [], []
+    for k, x in zip(kinds, costs):
+        base = x.fwd + x.tp_fwd + x.bwd + x.tp_bwd
+        if k == "block":
+            work.append((t(base), t(base + x.elementwise), t(base + x.fwd + x.tp_fwd)))
+            act.append(tuple(b(x.act[m] * (1 + ALLOCATOR_OVERHEAD)) for m in ("none", "selective", "full")))
+        else:
+            work.append((t(base),) * 3)
+            act.append((b(x.act["none"] * (1 + ALLOCATOR_OVERHEAD)),) * 3)
+    static = tuple(b(x.total) for x in cm.layer_states(s))
+    orders = rank_orders(s.schedule, s.pp, s.vpp, s.num_micro_batches)
+    flight = tuple(tuple(in_flight(orders[r], s.vpp, s.pp)) for r in range(s.pp))
+    work_max = max(x.act["none"] - x.act["full"] + 2 * x.out_bytes for x in costs)
+    out_max = max(x.out_bytes for x in costs)
+    buf = cm.buffers(s, range(len(kinds)), s.vpp * out_max, work_max, 0)
+    cap = tuple(int((cm.capacity - buf) // MEM_UNIT) for _ in range(s.pp))
+    chunks = s.chunks
+    sizes = sorted({x.out_bytes for x in costs})
+    send = ()
+    if s.pp > 1:
+        per_chunk = [{n: 0 if c == chunks - 1 else t(cm.send(s, c % s.pp, (c + 1) % s.pp, n)) for n in sizes}
+                     for c in range(chunks)]
+        send = tuple(tuple(per_chunk[c][x.out_bytes] for x in costs) for c in range(chunks))
+    return Problem(work=tuple(work), act=tuple(act), static=static, is_block=tuple(k == "block" for k in kinds),
+                   pp=s.pp, vpp=s.vpp, micro_batches=s.num_micro_batches, in_flight=flight, cap=cap, send=send,
+                   recompute=recompute, fixed_bounds=bounds)
+
+
+def _hint(p: Problem, bounds: tuple[int, ...]) -> Solution | None:
+    """The even split with one uniform recompute mode, the cheapest that fits (a CP-SAT hint)."""
+    starts = [sum(bounds[:c]) for c in range(len(bounds) + 1)]
+    blocks = [sum(p.is_block[starts[c]:starts[c + 1]]) for c in range(len(bounds))]
+    modes = [p.recompute] if p.recompute else ["none", "selective", "full"]
+    for mode in modes:
+        full = tuple(n if mode == "full" else 0 for n in blocks)
+        sel = tuple(n if mode == "selective" else 0 for n in blocks)
+        obj, fits = evaluate(p, bounds, full, sel)
+        if fits:
+            return Solution(bounds, full, sel, obj)
+    return None
+
+
+def _place(cm: CostModel, s: Strategy, recompute: str | None, limit: float,
+           bounds: tuple[int, ...] = ()) -> tuple[Strategy, str, float] | None:
+    """Solve `s`'s stage bounds and recompute; None when nothing fits."""
+    p = _problem(cm, s, recompute, bounds)
+    sol = solve(p, time_limit=limit, hint=_hint(p, bounds or even_split(cm.profile, s.chunks)))
+    if sol is None:
+        return None
+    starts = [sum(sol.bounds[:c]) for c in range(s.chunks)]
+    names = tuple(recompute_name(sol.full[c], sol.selective[c], sum(p.is_block[starts[c]:starts[c] + sol.bounds[c]]))
+                  for c in range(s.chunks))
+    return replace(s, layers_per_chunk=sol.bounds, recompute=names), sol.status, sol.gap
+
+
+def evaluate_fixed(cm: CostModel, s: Strategy, global_batch: int, recompute: str | None = None,
+                   solve_bounds: bool = True, limit: float = 10.0) -> Candidate:
+    """Price one strategy: its own bounds and recompute if it has them, else the solver's."""
+    if not solve_bounds:
+        return Candidate(s, cm.estimate(s, global_batch), lower_bound(cm, s))
+    placed = _place(cm, s, recompute, limit=limit, bounds=s.layers_per_chunk)
+    if placed is None:
+        return Candidate(s, None, lower_bound(cm, s), why_not="does not fit in memory with any recompute")
+    strat, status, gap = placed
+    return Candidate(strat, cm.estimate(strat, global_batch), lower_bound(cm, s), status, gap)
+
+
+def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], None] | None = None) -> SearchResult:
+    """The best strategy under `c`, the top runner-ups, and the solver statistics."""
+    t0 = time.perf_counter()
+    batch = c.global_batch or default_global_batch(cm.world)
+    excluded: dict[str, int] = {}
+    bounded = []
+    too_big = 0
+    for s in _skeletons(cm, c, batch, excluded):
+        if _memory_floor(cm, s) > cm.capacity:
+            too_big += 1
+            continue
+        bounded.append((lower_bound(cm, s), s.label(), s))
+    bounded.sort(key=lambda x: (x[0], x[1]))
+    top: list[Candidate] = []
+    families: set[tuple] = set()
+    solved = pruned = no_fit = 0
+    worst_gap, status = 0.0, "OPTIMAL"
+    for i, (lb, _, s) in enumerate(bounded):
+        best = top[0].estimate.step_time_s if top else math.inf
+        if lb >= best and (len(top) > c.top_k or _family(s) in families or lb > RUNNER_UP_MARGIN * best):
+            pruned += 1  # cannot beat the best, and its family is shown, the table full, or it is far off
+            continue
+        if top and time.perf_counter() - t0 > c.time_limit:  # never stop before a plan exists
+            pruned, status = pruned + len(bounded) - i, "TIME_LIMIT"
+            worst_gap = max(worst_gap, (best - lb) / best)  # no unexplored candidate can beat best by more
+            break
+        if progress:
+            progress("search", i, len(bounded))
+        left = c.time_limit - (time.perf_counter() - t0)
+        cand = evaluate_fixed(cm, s, batch, c.recompute, limit=max(0.05, min(10.0, left)))
+        solved += 1
+        families.add(_family(s))
+        if cand.estimate is None or not cand.estimate.feasible:
+            no_fit += 1
+            continue
+        worst_gap = max(worst_gap, cand.gap)
+        if cand.solver_status != "OPTIMAL":
+            status = "FEASIBLE"
+        _keep(top, cand, c.top_k + 1)
+    stats = {"wall_s": time.perf_counter() - t0, "status": status if top else "INFEASIBLE", "gap": worst_gap,
+             "candidates": len(bounded) + too_big, "pruned": pruned + too_big, "solved": solved,
+             "did_not_fit": no_fit + too_big, "excluded": dict(sorted(excluded.items())),
+             "not_searched": dict(EXCLUDED), "global_batch": batch}
+    if not top:
+        return SearchResult(None, [], stats, _why_nothing(cm, c, batch, bool(bounded) or too_big > 0))
+    best, rest = top[0], top[1:]
+    return SearchResult(best, [replace(r, why_not=_why_not(best, r)) for r in rest], stats)
+
+
+def _family(s: Strategy) -> tuple:
+    """Strategies that differ only in sharding level or micro-batch size are one layout family: the
+    runner-ups show the best of each other family rather than near-copies of the winner."""
+    return (s.tp, s.pp, s.dp, s.schedule, s.vpp)
+
+
+def _keep(top: list[Candidate], cand: Candidate, size: int) -> None:
+    """Insert `cand` keeping the best per family, sorted by step time (label breaks ties), `size` long."""
+    key = _family(cand.strategy)
+    same = [t for t in top if _family(t.strategy) == key]
+    if same and (same[0].estimate.step_time_s, same[0].strategy.label()) <= (cand.estimate.step_time_s, cand.strategy.label()):
+        return
+    top[:] = [t for t in top if _family(t.strategy) != key] + [cand]
+    top.sort(key=lambda x: (x.estimate.step_time_s, x.strategy.label()))
+    del top[size:]
+
+
+def _why_not(best: Candidate, other: Candidate) -> str:
+    """What separates a runner-up from the best: the breakdown part that grew the most."""
+    a, b = best.estimate, other.estimate
+    diffs = {k: b.breakdown[k] - a.breakdown.get(k, 0.0) for k in b.breakdown}
+    part = max(diffs, key=diffs.get)
+    slower = b.step_time_s / a.step_time_s - 1
+    return f"{slower:+.1%}: {part.replace('_', ' ')} +{diffs[part]:.3g} s"
+
+
+def _why_nothing(cm: CostModel, c: Constraints, batch: int, had_candidates: bool) -> str:
+    if not had_candidates:
+        return (f"no layout of {cm.world} GPUs satisfies the fixed knobs with global batch {batch}; "
+                "loosen --tp/--pp/--dp/--micro-batch/--schedule or change --global-batch")
+    need = _gpus_needed(cm)
+    return (f"the model does not fit in {cm.capacity / 2**30:.0f} GiB per GPU under any searched layout of "
+            f"{cm.world} GPUs; it needs at least {need} GPUs of this kind (or more memory per GPU)")
+
+
+def _gpus_needed(cm: CostModel) -> int:
+    """A floor on the GPUs needed: training state fully sharded (16 B/parameter) plus one micro-batch
+    of fully recomputed activations, over usable memory per GPU."""
+    st = state_bytes(cm.profile.layers, cm.profile.tied, tp=1, zero=3, dp_shard=1, dtype=cm.dtype,
+                     accumulating=False)
+    usable = cm.capacity - cm.reserve
+    return max(1, math.ceil(st.total / max(usable, 1)))
+
