@@ -29,11 +29,15 @@ def plan():
 def test_directory_contents_and_verbatim_runtime(plan, tmp_path):
     d = emit(plan, tmp_path / "out")
     assert sorted(p.name for p in d.iterdir()) == ["README.md", "gpt.py", "launch.sh", "plan.json",
-                                                   "planner_runtime.py", "slurm.sbatch", "train.py"]
-    assert (d / "planner_runtime.py").read_text() == Path(runtime.__file__).read_text()
+                                                   "planner_runtime", "slurm.sbatch", "train.py"]
+    package = Path(runtime.__file__).parent
+    shipped = sorted(f.name for f in (d / "planner_runtime").iterdir())
+    assert shipped == sorted(f.name for f in package.glob("*.py")) and "__init__.py" in shipped
+    for name in shipped:
+        assert (d / "planner_runtime" / name).read_text() == (package / name).read_text(), name
     assert (d / "gpt.py").read_bytes() == GPT.read_bytes()
     assert planner.Plan.load(d / "plan.json") == plan
-    for name in ("train.py", "planner_runtime.py"):
+    for name in ["train.py", *(f"planner_runtime/{n}" for n in shipped)]:
         source = (d / name).read_text()
         assert not re.search(r"^\s*(import|from)\s+planner\b", source, re.M), name
     assert "--nproc-per-node 8" in (d / "train.py").read_text()
@@ -47,7 +51,7 @@ def test_constants_block_is_the_plan(plan, tmp_path):
     exec(compile(ast.parse(block), "constants", "exec"), {}, values)
     assert values == constants(plan, "gpt.py")
     assert values["STAGES"] == plan.layout["stages"] and values["MESH_SIZES"] == (2, 2, 2)
-    assert values["MESH_AXES"] == ("pp", "dp", "tp") and values["RECOMPUTE"] == list(plan.strategy.recompute)
+    assert values["MESH_AXES"] == ("pp", "dp", "tp") and len(values["RECOMPUTE"]) == len(plan.strategy.recompute)
 
 
 def test_refuses_to_overwrite(plan, tmp_path):
@@ -95,7 +99,7 @@ def test_recompute_is_never_reentrant():
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointImpl, CheckpointWrapper
     model = nn.Module()
     model.blocks = nn.ModuleDict({str(i): nn.Linear(4, 4) for i in range(3)})
-    runtime.apply_recompute(model, "blocks", "full:1+selective:1")
+    runtime.apply_recompute(model, "blocks", 1, 1)
     wrapped = [m for m in model.blocks.values() if isinstance(m, CheckpointWrapper)]
     assert len(wrapped) == 2 and all(w.checkpoint_impl == CheckpointImpl.NO_REENTRANT for w in wrapped)
     assert not isinstance(model.blocks["2"], CheckpointWrapper)
@@ -114,7 +118,9 @@ def test_zero_bubble_schedules_are_not_searched(plan):
 def test_no_composable_replicate_and_no_ddp_around_tensor_parallel():
     """`_composable.replicate` with TP or PP gives wrong losses silently; DDP cannot take DTensors. The
     runtime uses DDP only without TP (the dp2 x tp2 equivalence test covers the other path)."""
-    sources = Path(runtime.__file__).read_text() + (ROOT / "planner" / "program" / "train.py").read_text()
+    package = Path(runtime.__file__).parent
+    sources = "".join(f.read_text() for f in package.glob("*.py"))
+    sources += (ROOT / "planner" / "program" / "templates" / "train.py").read_text()
     assert "_composable" not in sources and not re.search(r"\breplicate\(", sources)
     assert "manual_dp = ZERO == 0 and DP > 1 and TP > 1" in sources
 
@@ -146,3 +152,13 @@ def test_plan_execute_emits_then_says_what_is_missing(plan, tmp_path):
     with pytest.raises(PlannerError, match="holds no train.py"):
         from planner.program.execute import execute
         execute(tmp_path)
+
+
+def test_recompute_written_as_block_counts(plan):
+    """The strategy's recompute syntax is resolved per chunk into (full, selective) block counts, counted
+    from the chunk's own block modules (the prefix and suffix modules are not blocks)."""
+    import dataclasses
+    s = dataclasses.replace(plan.strategy, recompute=("full", "selective", "none", "full:1+selective"))
+    values = constants(dataclasses.replace(plan, strategy=s), "gpt.py")
+    assert [len([m for m in st if m.startswith("blocks.")]) for st in plan.layout["stages"]] == [1, 1, 1, 1]
+    assert values["RECOMPUTE"] == [(1, 0), (0, 1), (0, 0), (1, 0)]
