@@ -1,16 +1,19 @@
-"""The `plan` command: parses arguments and calls planner's public API, nothing more.
+"""The `plan` command: parses arguments and calls planner's public API and its report, nothing more.
 
-Exit codes: 0 success; 2 the input is wrong (one line on stderr saying what to change); 1 a bug.
+Exit codes: 0 success; 2 the input is wrong (one line on stderr saying what to change); 1 a bug. The
+library's errors name its parameters (`tp=3`); `flags()` turns them into this command's flags.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
-import threading
-import time
 
-from planner.errors import PlannerError
+import planner
+from planner import PlannerError
+from planner import report
+from planner.api import DEFAULT_GPU, DTYPES, cluster_mesh
 
 __all__ = ["main"]
 
@@ -26,7 +29,6 @@ def _positive(text: str) -> int:
 
 
 def _profile_parser(sub) -> None:
-    from planner.api import DTYPES
     p = sub.add_parser("profile", help="profile a model's FLOPs and memory per layer (no weights allocated)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", metavar="MODEL[:factory]", help="model file and factory (default factory: model)")
@@ -38,18 +40,15 @@ def _profile_parser(sub) -> None:
 
 
 def _run_profile(args) -> int:
-    from planner.api import profile
-    from planner.report.profile import print_profile
-    prof = profile(args.model, micro_batch=args.micro_batch, dtype=args.dtype, use_cache=not args.no_cache)
+    prof = planner.profile(args.model, micro_batch=args.micro_batch, dtype=args.dtype, use_cache=not args.no_cache)
     if args.json:
         print(prof.to_json())
     else:
-        print_profile(prof)
+        report.print_profile(prof)
     return 0
 
 
 def _cluster_parser(sub) -> None:
-    from planner.cluster.hardware import DEFAULT_GPU
     p = sub.add_parser("cluster", help="show a cluster: nodes, links, and the links each mesh axis uses",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--gpus", default="8", help="GPUSxNODES (8x6 = 8 GPUs per node, 6 nodes), GPUS, or a "
@@ -64,28 +63,18 @@ def _cluster_parser(sub) -> None:
 
 
 def _run_cluster(args) -> int:
-    from planner.cluster.graph import parse_gpus
-    from planner.report.cluster import draw_cluster, print_cluster
-    from planner.cluster.placement import place
     if args.detect:
-        from planner.cluster.detect import detect
-        print(detect())
+        print(planner.api.detect())
         return 0
-    for cluster in parse_gpus(args.gpus, args.gpu):
-        tp = args.tp or cluster.gpus_per_node
-        rest = cluster.num_gpus // (tp * args.pp)
-        if rest * tp * args.pp != cluster.num_gpus:
-            raise PlannerError(f"--tp {tp} x --pp {args.pp} does not divide the {cluster.num_gpus} GPUs of "
-                               f"{cluster.name}")
-        print_cluster(cluster, place(cluster, {"pp": args.pp, "dp": rest, "tp": tp}))
+    for cluster in planner.clusters(args.gpus, args.gpu):
+        report.print_cluster(cluster, cluster_mesh(cluster, args.tp, args.pp))
         if args.draw:
-            draw_cluster(cluster, args.draw)
+            report.draw_cluster(cluster, args.draw)
             print(f"drew {args.draw}")
     return 0
 
 
 def _plan_parser(sub) -> None:
-    from planner.cluster.hardware import DEFAULT_GPU
     p = sub.add_parser("plan", help="plan MODEL on a cluster (the default command: `plan MODEL --gpus 8x6`)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", metavar="MODEL[:factory]", help="model file and factory (default factory: model)")
@@ -121,54 +110,18 @@ def _plan_parser(sub) -> None:
     p.set_defaults(run=_run_plan)
 
 
-class _Progress:
-    """Progress on a terminal's stderr, shown only once the work has taken over a second, as one line
-    rewritten in place and erased at the end (so an error that follows is still one line). Piped or
-    logged output gets none."""
-
-    def __init__(self, tty: bool | None = None):
-        self.t0, self.last = time.perf_counter(), 0.0
-        self.tty = sys.stderr.isatty() if tty is None else tty
-        self.searching = False
-        # profiling reports no steps: say which phase runs if it takes over a second
-        self.timer = threading.Timer(1.0, self._profiling)
-        self.timer.daemon = True
-        if self.tty:
-            self.timer.start()
-
-    def _profiling(self) -> None:
-        if not self.searching:
-            self.last = time.perf_counter()
-            print("\rplan: profile: measuring the model's layers", end="", file=sys.stderr, flush=True)
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        self.searching = True
-        now = time.perf_counter()
-        if not self.tty or now - self.t0 < 1.0 or now - self.last < 0.2:
-            return
-        self.last = now
-        print(f"\rplan: {phase}: {done:,}/{total:,} candidates, {now - self.t0:.0f} s   ", end="", file=sys.stderr,
-              flush=True)
-
-    def done(self) -> None:
-        self.timer.cancel()
-        if self.tty and self.last:
-            print("\r" + " " * 70 + "\r", end="", file=sys.stderr, flush=True)
-
-
 def _run_plan(args) -> int:
-    from planner.search.planning import plan, plan_many
     knobs = {"tp": args.tp, "pp": args.pp, "dp": args.dp, "vpp": args.vpp, "dp_shard": args.dp_shard,
              "micro_batch": args.micro_batch, "schedule": args.schedule, "zero": args.zero,
              "recompute": args.recompute, "sequence_parallel": args.sequence_parallel}
-    progress = _Progress()
+    progress = report.Progress()
     try:
         if "," in args.gpus:  # several clusters: plan each, compare
-            plans = plan_many(args.model, args.gpus, args.gpu, global_batch=args.global_batch,
+            plans = planner.plan_many(args.model, args.gpus, args.gpu, global_batch=args.global_batch,
                               time_limit=args.time_limit, tp_across_nodes=args.tp_across_nodes, progress=progress,
                               **knobs)
         else:
-            result = plan(args.model, args.gpus, args.gpu, compare=args.compare, global_batch=args.global_batch,
+            result = planner.plan(args.model, args.gpus, args.gpu, compare=args.compare, global_batch=args.global_batch,
                           time_limit=args.time_limit, tp_across_nodes=args.tp_across_nodes, progress=progress,
                           **knobs)
     finally:  # also on errors: a pending progress line must never outlive the command
@@ -176,23 +129,21 @@ def _run_plan(args) -> int:
     if "," in args.gpus:
         return _run_scaling(args, plans)
     if args.timeline:
-        result.timeline(args.timeline)
+        report.draw_timeline(result, args.timeline)
     if args.memory:
-        result.memory_chart(args.memory)
+        report.draw_memory(result, args.memory)
     if args.scaling:
-        from planner.report.scaling import draw_scaling
-        draw_scaling([result], args.scaling)
+        report.draw_scaling([result], args.scaling)
     if args.out:
         result.save(args.out, overwrite=args.force)
     if args.emit:
-        result.emit(args.emit, force=args.force)
+        planner.emit(result, args.emit, force=args.force)
     if args.json:
         print(result.to_json())
     elif args.quiet:
         print(result.summary())
     else:
-        from planner.report.plan import print_plan
-        print_plan(result)
+        report.print_plan(result)
         if args.out:
             print(f"wrote {args.out}")
         if args.emit:
@@ -203,16 +154,15 @@ def _run_plan(args) -> int:
 
 def _run_scaling(args, plans) -> int:
     """Several clusters: each one's plan in a line, then the scaling table (and plot)."""
-    from planner.report.scaling import draw_scaling, print_scaling
     if args.json:
         print(json.dumps([p.to_dict() for p in plans], indent=1))
         return 0
     for p in plans:
-        print(f"{p.cluster['name']}: {p.summary()}")
+        print(f"{p.cluster.name}: {p.summary()}")
     if not args.quiet:
-        print_scaling(plans)
+        report.print_scaling(plans)
     if args.scaling:
-        draw_scaling(plans, args.scaling)
+        report.draw_scaling(plans, args.scaling)
     return 0
 
 
@@ -223,9 +173,7 @@ def _show_parser(sub) -> None:
 
 
 def _run_show(args) -> int:
-    from planner.types.plan import Plan
-    from planner.report.plan import print_plan
-    print_plan(Plan.load(args.plan))
+    report.print_plan(planner.Plan.load(args.plan))
     return 0
 
 
@@ -239,11 +187,27 @@ def _run_parser(sub) -> None:
 
 
 def _run_run(args) -> int:
-    from planner.program.execute import execute
-    return execute(args.dir, cpu=args.cpu, args=args.train_args)
+    return planner.run(args.dir, cpu=args.cpu, args=args.train_args)
 
 
 COMMANDS = ("plan", "profile", "cluster", "show", "run")
+
+FLAGS = {"tp": "--tp", "pp": "--pp", "dp": "--dp", "vpp": "--vpp", "dp_shard": "--dp-shard", "zero": "--zero",
+         "micro_batch": "--micro-batch", "global_batch": "--global-batch", "schedule": "--schedule",
+         "recompute": "--recompute", "time_limit": "--time-limit", "compare": "--compare", "gpus": "--gpus",
+         "gpu": "--gpu", "cpu": "--cpu", "force": "--force", "overwrite": "--force", "directory": "--emit"}
+"""The library's parameter names and the flags that set them."""
+_PARAM = re.compile(r"\b(%s)=(True\b|(?=[\w'\".-]))?" % "|".join(sorted(FLAGS, key=len, reverse=True)))
+
+
+def flags(message: str) -> str:
+    """A library message in the command's words: `tp=3` -> `--tp 3`, `force=True` -> `--force`."""
+    def sub(m: re.Match) -> str:
+        flag = FLAGS[m.group(1)]
+        if m.group(2) == "True":
+            return flag
+        return flag + (" " if m.group(2) is not None else "")
+    return _PARAM.sub(sub, message)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -278,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except PlannerError as e:
-        print(f"plan: error: {e}", file=sys.stderr)
+        print(f"plan: error: {flags(str(e))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `plan ... | head`
         sys.stderr.close()

@@ -1,16 +1,18 @@
 """planner: an automatic parallel-strategy planner for PyTorch training.
 
 A model file and a cluster go in; a plan that is optimal under an honest cost model, and a
-torch.distributed program that executes it, come out. See README.md and ../shared/DESIGN.md.
+torch.distributed program that executes it, come out. See README.md and ARCHITECTURE.md.
+Printing and pictures of a plan: `planner.report`.
 """
 from __future__ import annotations
 
-from planner.api import profile
+from planner.api import clusters, emit, execute, plan, plan_many, profile, run
+from planner.cluster.graph import Cluster
 from planner.errors import PlannerError
 from planner.load.model_file import ModelSource, load
 from planner.types.plan import Plan
-from planner.search.planning import plan
 from planner.types.profile import LayerProfile, ModelProfile
 
-__all__ = ["plan", "Plan", "profile", "load", "ModelSource", "ModelProfile", "LayerProfile", "PlannerError"]
+__all__ = ["plan", "plan_many", "profile", "load", "clusters", "emit", "execute", "run", "Cluster", "Plan", "ModelSource",
+           "ModelProfile", "LayerProfile", "PlannerError"]
 __version__ = "0.1.0"

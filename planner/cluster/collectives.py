@@ -46,7 +46,7 @@ def _ring_flows(cluster: Cluster, group: Sequence[int]) -> list[tuple[int, int, 
     nodes = list(by_node)
     if len(nodes) == 1:
         return [(a, b, 1.0) for a, b in zip(group, [*group[1:], group[0]])]
-    rails = {cluster._nic(cluster.gpu(r))[2] for r in by_node[nodes[0]]}
+    rails = {cluster.nic_of(cluster.gpu(r))[2] for r in by_node[nodes[0]]}
     channels = len(rails)
     flows = []
     for c in range(channels):

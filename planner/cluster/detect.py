@@ -14,7 +14,7 @@ __all__ = ["detect"]
 def detect() -> str:
     """GPU names and memory from torch.cuda, and `nvidia-smi topo -m` when it is installed."""
     if not torch.cuda.is_available():
-        raise PlannerError(f"--detect needs CUDA, and torch {torch.__version__} sees no CUDA device here; "
+        raise PlannerError(f"detecting the local cluster needs CUDA, and torch {torch.__version__} sees no CUDA device here; "
                            "describe the cluster with --gpus and --gpu instead")
     lines = []
     for i in range(torch.cuda.device_count()):

@@ -78,12 +78,13 @@ class Cluster:
         if a[1] == b[1]:
             sw = ("switch", a[1])
             return [(a, sw), (sw, b)]
-        na, nb = self._nic(a), self._nic(b)
+        na, nb = self.nic_of(a), self.nic_of(b)
         la, lb = ("leaf", a[1] // self.nodes_per_leaf), ("leaf", b[1] // self.nodes_per_leaf)
         mid = [] if la == lb else [(la, ("spine",)), (("spine",), lb)]
         return [(a, na), (na, la), *mid, (lb, nb), (nb, b)]
 
-    def _nic(self, gpu: tuple) -> tuple:
+    def nic_of(self, gpu: tuple) -> tuple:
+        """The NIC vertex a GPU vertex sends through (GPUs share a node's NICs evenly, rail-aligned)."""
         spec = self.nodes[gpu[1]]
         return ("nic", gpu[1], gpu[2] * spec.nic_count // spec.gpus_per_node)
 
@@ -136,12 +137,12 @@ _SHORTHAND = re.compile(r"^(\d+)(?:x(\d+))?$")
 def _shorthand(spec: str, gpu: str) -> Cluster:
     m = _SHORTHAND.match(spec)
     if not m:
-        raise PlannerError(f"--gpus {spec}: expected GPUSxNODES (e.g. 8x6 = 8 GPUs per node, 6 nodes), "
+        raise PlannerError(f"gpus={spec}: expected GPUSxNODES (e.g. 8x6 = 8 GPUs per node, 6 nodes), "
                            "GPUS for one node, or a cluster .toml file")
     per_node, nodes = int(m[1]), int(m[2] or 1)
     if per_node < 1 or nodes < 1:
         what = "GPUs per node" if per_node < 1 else "number of nodes"
-        raise PlannerError(f"--gpus {spec}: the {what} must be at least 1 (8x6 = 8 GPUs per node, 6 nodes)")
+        raise PlannerError(f"gpus={spec}: the {what} must be at least 1 (8x6 = 8 GPUs per node, 6 nodes)")
     dev = device(gpu)
     spec_node = node_preset(dev.default_node, {"gpu": dev.name, "gpus_per_node": per_node})
     return build_cluster(spec, [spec_node] * nodes)
@@ -188,12 +189,12 @@ def parse_gpus(spec: str, gpu: str | None = None) -> list[Cluster]:
     """`8x6`, `8`, `cluster.toml`, or a comma list of these (clusters to compare)."""
     parts = [p.strip() for p in spec.split(",")]
     if not spec.strip() or any(not p for p in parts):
-        raise PlannerError(f"--gpus '{spec}': empty entry; e.g. --gpus 8x6 or --gpus 8x6,8x12")
+        raise PlannerError(f"gpus='{spec}': empty entry; e.g. gpus=8x6 or gpus=8x6,8x12")
     out = []
     for part in parts:
         if part.endswith(".toml") or Path(part).is_file():
             if not Path(part).is_file():
-                raise PlannerError(f"--gpus {part}: no such cluster file")
+                raise PlannerError(f"gpus={part}: no such cluster file")
             out.append(load_cluster_file(Path(part)))
         else:
             out.append(_shorthand(part, (gpu or DEFAULT_GPU).lower()))

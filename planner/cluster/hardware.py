@@ -11,7 +11,6 @@ import importlib.resources
 import math
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from planner.errors import PlannerError
 

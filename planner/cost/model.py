@@ -9,20 +9,21 @@ for the training state and `buffers` for the rest.
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from planner.cluster.graph import Cluster
 from planner.cluster.collectives import collective_model, p2p_model
+from planner.cluster.graph import Cluster
 from planner.cluster.hardware import Device
+from planner.cluster.placement import Mesh, link_classes, place
 from planner.cost.layer import LayerCost, layer_costs
-from planner.cost.memory import DTYPE_BYTES, StateBytes, local_numel, state_bytes
-from planner.cluster.placement import Mesh, place
-from planner.types.profile import ModelProfile
+from planner.cost.memory import DTYPE_BYTES, StateBytes, held_after_step, local_numel, state_bytes
 from planner.cost.schedule import in_flight, rank_orders, simulate
+from planner.types.estimate import ChunkTime, Estimate, HeldBytes
+from planner.types.profile import ModelProfile
 from planner.types.strategy import Strategy, parse_recompute
 
-__all__ = ["Estimate", "CostModel", "even_split", "RUNTIME_RESERVE", "ALLOCATOR_OVERHEAD", "DDP_BUCKET"]
+__all__ = ["CostModel", "ChunkCost", "RankCost", "even_split", "RUNTIME_RESERVE", "ALLOCATOR_OVERHEAD", "DDP_BUCKET"]
 
 RUNTIME_RESERVE = 1 << 30
 """Bytes of a GPU taken before the first tensor: CUDA context (~0.3-0.5 GiB on A100/H100), cuBLAS
@@ -35,44 +36,6 @@ DDP_BUCKET = 25 * 2**20
 ADAM_BYTES_PER_ELEMENT = 28
 """AdamW reads weight, gradient and two moments (16 B) and writes weight and moments (12 B) per fp32
 element: a memory-bound step."""
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Estimate:
-    """What the cost model predicts for one strategy (times in seconds, memory in bytes)."""
-
-    step_time_s: float
-    tokens_per_s: float
-    samples_per_s: float
-    model_tflops_per_gpu: float
-    hardware_tflops_per_gpu: float
-    mfu: float
-    hfu: float
-    memory_bytes_per_stage: tuple[int, ...]
-    """Peak bytes of each pipeline rank (all ranks of a stage hold the same)."""
-    memory_bytes_per_rank: tuple[dict[str, int], ...]
-    """Per pipeline rank: weights / grads / optimizer / activations / buffers."""
-    memory_capacity_bytes: int
-    breakdown: dict[str, float]
-    """Seconds on the critical rank: compute, bubble, tp_comm, pp_comm, dp_comm, recompute, optimizer."""
-    feasible: bool
-    critical_rank: int = 0
-    """The busiest pipeline rank, whose time the breakdown splits."""
-    bound: str = ""
-    """What limits the step (the largest part of the breakdown)."""
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["memory_bytes_per_stage"] = list(self.memory_bytes_per_stage)
-        d["memory_bytes_per_rank"] = list(self.memory_bytes_per_rank)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Estimate":
-        d = dict(d)
-        d["memory_bytes_per_stage"] = tuple(d["memory_bytes_per_stage"])
-        d["memory_bytes_per_rank"] = tuple(d["memory_bytes_per_rank"])
-        return cls(**d)
 
 
 def even_split(profile: ModelProfile, chunks: int) -> tuple[int, ...]:
@@ -99,7 +62,7 @@ class ChunkCost:
     recompute: float
     tp: float
     act: int
-    work: int
+    transient_bytes: int
     """Transient bytes in its backward: the largest layer's rematerialised activations and gradients."""
     out_bytes: int
     model_flops: float
@@ -114,7 +77,7 @@ def chunk_cost(costs: list[LayerCost], kinds: list[str], lo: int, hi: int, recom
     k, j = parse_recompute(recompute, len(blocks))
     mode_of = {i: "full" if n < k else "selective" if n < k + j else "none" for n, i in enumerate(blocks)}
     fwd = bwd = comp = rc = tp = flops = rc_flops = 0.0
-    act = work = 0
+    act = transient = 0
     for i in range(lo, hi):
         c = costs[i]
         mode = mode_of.get(i, "none")
@@ -127,8 +90,24 @@ def chunk_cost(costs: list[LayerCost], kinds: list[str], lo: int, hi: int, recom
         flops += c.model_flops
         rc_flops += c.fwd_flops if mode == "full" else 0.0
         act += c.act[mode]
-        work = max(work, c.act["none"] - c.act[mode] + 2 * c.out_bytes)
-    return ChunkCost(fwd, bwd, comp, rc, tp, act, work, costs[hi - 1].out_bytes, flops, rc_flops)
+        transient = max(transient, c.act["none"] - c.act[mode] + 2 * c.out_bytes)
+    return ChunkCost(fwd, bwd, comp, rc, tp, act, transient, costs[hi - 1].out_bytes, flops, rc_flops)
+
+
+@dataclass(frozen=True, slots=True)
+class RankCost:
+    """One pipeline rank's end of step and memory."""
+
+    end: float
+    """Seconds from the step's start until its optimizer step is done."""
+    dp: float
+    """Exposed data-parallel communication (seconds)."""
+    opt: float
+    """Optimizer step (seconds)."""
+    mem: dict[str, int]
+    """Peak bytes by kind: weights, grads, optimizer, activations, buffers."""
+    chunks: list[int]
+    """The chunks this rank runs."""
 
 
 class CostModel:
@@ -258,14 +237,14 @@ class CostModel:
         timing = simulate(orders, [c.fwd for c in chunks], [c.bwd for c in chunks], sends_f,
                           [0.0] + sends_f[:-1])
         per_rank = [self._rank(s, r, chunks, orders[r], timing.finish[r]) for r in range(s.pp)]
-        step = max(r["end"] for r in per_rank)
+        step = max(r.end for r in per_rank)
         hot = max(range(s.pp), key=lambda r: timing.busy[r])  # the breakdown is the busiest rank's
         # Sends on the busiest rank's path: its forward send and backward receive per micro-batch and chunk.
-        sends = s.num_micro_batches * sum(sends_f[c] + (sends_f[c - 1] if c else 0.0) for c in per_rank[hot]["chunks"])
+        sends = s.num_micro_batches * sum(sends_f[c] + (sends_f[c - 1] if c else 0.0) for c in per_rank[hot].chunks)
         pp_comm = min(sends, max(0.0, timing.finish[hot] - timing.busy[hot]))
         return self._finish(s, chunks, per_rank, hot, step, pp_comm, global_batch)
 
-    def _rank(self, s: Strategy, r: int, chunks: list[ChunkCost], order, finish: float) -> dict:
+    def _rank(self, s: Strategy, r: int, chunks: list[ChunkCost], order, finish: float) -> RankCost:
         mine = [c for c in range(s.chunks) if c % s.pp == r]
         layer_ids = self.rank_layers(s, r)
         peak_act = max(sum(chunks[mine[i]].act * n for i, n in enumerate(v)) for v in in_flight(order, s.vpp, s.pp))
@@ -273,10 +252,10 @@ class CostModel:
         dp_exposed, dp_total = self._dp_time(s, st, chunks, mine, len(layer_ids))
         opt = self.device.memory_time(ADAM_BYTES_PER_ELEMENT * st.optimizer / 8)
         buffers = self.buffers(s, layer_ids, sum(chunks[c].out_bytes for c in mine),
-                               max(chunks[c].work for c in mine), peak_act)
+                               max(chunks[c].transient_bytes for c in mine), peak_act)
         mem = {"weights": st.weights, "grads": st.grads, "optimizer": st.optimizer, "activations": peak_act,
                "buffers": buffers}
-        return {"end": finish + dp_exposed + opt, "dp": dp_exposed, "opt": opt, "mem": mem, "chunks": mine}
+        return RankCost(end=finish + dp_exposed + opt, dp=dp_exposed, opt=opt, mem=mem, chunks=mine)
 
     def _dp_time(self, s: Strategy, st: StateBytes, chunks: list[ChunkCost], mine: list[int],
                  n_layers: int) -> tuple[float, float]:
@@ -320,13 +299,13 @@ class CostModel:
         """Elements of the largest layer's parameters on one TP rank (unsharded by FSDP)."""
         return max((sum(local_numel(t, s.tp) for t in self.profile.layers[i].tensors) for i in layers), default=0)
 
-    def buffers(self, s: Strategy, layers, out_bytes: int, work: int, act: int) -> int:
+    def buffers(self, s: Strategy, layers, out_bytes: int, transient: int, act: int) -> int:
         """Runtime reserve + communication buffers + transient backward memory + allocator overhead.
 
         Communication: DDP's last two buckets in flight; FSDP's reduce-scatter input (fp32) for the
         largest layer and, for ZeRO 3 without accumulation, two layers' gathered weights (current +
         prefetch); pipeline receive buffers (one activation and one gradient per local chunk, given as
-        `out_bytes`). `work` is the largest layer's transient backward memory."""
+        `out_bytes`). `transient` is the largest layer's transient backward memory."""
         if s.dp == 1:
             comm = 0.0
         elif s.zero == 0:
@@ -337,29 +316,54 @@ class CostModel:
             if s.zero == 3 and not s.accumulating:
                 comm += 2 * big * DTYPE_BYTES.get(self.dtype, 4)
         pp_bufs = 2 * out_bytes if s.pp > 1 else 0
-        return int(self.reserve + comm + pp_bufs + work + ALLOCATOR_OVERHEAD * (act + work))
+        return int(self.reserve + comm + pp_bufs + transient + ALLOCATOR_OVERHEAD * (act + transient))
 
-    def _finish(self, s: Strategy, chunks: list[ChunkCost], per_rank: list[dict], crit: int, step: float,
+    def _finish(self, s: Strategy, chunks: list[ChunkCost], per_rank: list[RankCost], crit: int, step: float,
                 pp_comm: float, global_batch: int | None) -> Estimate:
         n = s.num_micro_batches
-        mine = per_rank[crit]["chunks"]
+        mine = per_rank[crit].chunks
         compute = n * sum(chunks[c].compute for c in mine)
         recompute = n * sum(chunks[c].recompute for c in mine)
         tp_comm = n * sum(chunks[c].tp for c in mine)
         parts = {"compute": compute, "recompute": recompute, "tp_comm": tp_comm, "pp_comm": max(0.0, pp_comm),
-                 "dp_comm": per_rank[crit]["dp"], "optimizer": per_rank[crit]["opt"]}
+                 "dp_comm": per_rank[crit].dp, "optimizer": per_rank[crit].opt}
         parts["bubble"] = max(0.0, step - sum(parts.values()))
         samples = global_batch or s.dp * s.micro_batch_size * n
         model_flops = s.dp * s.tp * n * sum(c.model_flops for c in chunks)
         hw_flops = model_flops + s.dp * s.tp * n * sum(c.recompute_flops for c in chunks)
         peak = self.device.peak(self.dtype)
-        mems = [sum(r["mem"].values()) for r in per_rank]
+        mems = [sum(r.mem.values()) for r in per_rank]
         return Estimate(
             step_time_s=step, tokens_per_s=samples * self.profile.seq_len / step, samples_per_s=samples / step,
             model_tflops_per_gpu=model_flops / step / self.world / 1e12,
             hardware_tflops_per_gpu=hw_flops / step / self.world / 1e12,
             mfu=model_flops / (step * self.world * peak), hfu=hw_flops / (step * self.world * peak),
-            memory_bytes_per_stage=tuple(mems), memory_bytes_per_rank=tuple(r["mem"] for r in per_rank),
+            memory_bytes_per_pp_rank=tuple(mems), memory_bytes_per_rank=tuple(r.mem for r in per_rank),
             memory_capacity_bytes=self.capacity, breakdown=parts,
             feasible=max(mems) <= self.capacity, critical_rank=crit,
             bound=max(parts, key=parts.get))
+
+    # -- details of a chosen plan --------------------------------------------------------------
+    def with_details(self, s: Strategy, e: Estimate) -> Estimate:
+        """`e` with what a chosen plan's report, timeline and program need (see `Estimate`)."""
+        mesh = self.mesh(s)
+        return replace(e, chunk_times=self.chunk_times(s), held_bytes_per_pp_rank=self.held(s),
+                       peak_flops=self.device.peak(self.dtype),
+                       links={a: link_classes(self.cluster, mesh, a) for a, n in zip(mesh.axes, mesh.sizes) if n > 1})
+
+    def chunk_times(self, s: Strategy) -> tuple[ChunkTime, ...]:
+        """Per chunk and micro-batch: forward and backward seconds (recompute included) and the send to
+        the next chunk: what the timeline picture replays."""
+        chunks = self.chunks(s)
+        return tuple(ChunkTime(ch.fwd, ch.bwd, self.send(s, c % s.pp, (c + 1) % s.pp, ch.out_bytes)
+                               if c + 1 < len(chunks) else 0.0) for c, ch in enumerate(chunks))
+
+    def held(self, s: Strategy) -> tuple[HeldBytes, ...]:
+        """What each pipeline rank holds after an optimizer step (no unsharded copies, which live only
+        inside a step): the program reports the same."""
+        out = []
+        for rank in range(s.pp):
+            layers = [self.profile.layers[i] for i in self.rank_layers(s, rank)]
+            st = held_after_step(layers, self.profile.tied, tp=s.tp, zero=s.sharding, dp_shard=s.dp_shard)
+            out.append(HeldBytes(param_bytes=st.weights, grad_bytes=st.grads, optimizer_bytes=st.optimizer))
+        return tuple(out)

@@ -18,6 +18,9 @@ from planner.types.strategy import SCHEDULES, check_schedule as check
 
 __all__ = ["SCHEDULES", "Action", "check", "rank_orders", "in_flight", "Timing", "simulate"]
 
+Action = tuple[int, str, int]
+"""(chunk index, "F" or "B", micro-batch)."""
+
 def _gpipe(n: int, rank: int) -> list[Action]:
     return [(rank, "F", m) for m in range(n)] + [(rank, "B", m) for m in range(n)]
 

@@ -15,7 +15,8 @@ from planner.types.profile import SCHEMA, ModelProfile
 
 __all__ = ["cache_dir", "profile_key", "load_cached", "store"]
 
-_CODE = ("profiling/profiler.py", "types/profile.py", "program/runtime/policy.py", "load/structure.py",
+_CODE = ("profiling/profiler.py", "profiling/recorder.py", "profiling/blocks.py", "types/profile.py",
+         "program/runtime/policy.py", "load/structure.py",
          "load/model_file.py")
 """The sources a profile depends on, relative to the package root: each path and its bytes go into the
 key, so editing or moving one of them gives new keys (a missing one is an error, never skipped)."""

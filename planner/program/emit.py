@@ -26,27 +26,26 @@ _RESERVED = {"train.py", "planner_runtime", "planner_runtime.py", "launch.sh", "
 def _recompute_counts(plan: Plan) -> list[tuple[int, int]]:
     """(full, selective) recomputed blocks per chunk: the strategy's recompute syntax resolved here, so
     the program reads plain numbers."""
-    blocks = plan.layout.get("blocks", "")
+    blocks = plan.layout.blocks
     def count(stage: list[str]) -> int:
         return sum(1 for m in stage if blocks and m.startswith(blocks + ".") and m[len(blocks) + 1:].isdigit())
-    return [parse_recompute(mode, count(stage)) for mode, stage in zip(plan.strategy.recompute, plan.layout["stages"])]
+    return [parse_recompute(mode, count(stage)) for mode, stage in zip(plan.strategy.recompute, plan.layout.stages)]
 
 
 def constants(plan: Plan, model_file: str) -> dict[str, object]:
     """The values of train.py's constants block, by name."""
     s, lay = plan.strategy, plan.layout
-    _, _, factory = plan.model["ref"].rpartition(":")
     return {
-        "MODEL_FILE": model_file, "FACTORY": factory,
-        "MESH_AXES": tuple(lay["mesh"]["axes"]), "MESH_SIZES": tuple(lay["mesh"]["sizes"]),
+        "MODEL_FILE": model_file, "FACTORY": plan.model.factory,
+        "MESH_AXES": tuple(lay.mesh_axes), "MESH_SIZES": tuple(lay.mesh_sizes),
         "PP": s.pp, "VPP": s.vpp, "TP": s.tp, "DP": s.dp, "DP_SHARD": s.dp_shard if s.zero else 1,
         "ZERO": s.sharding, "SCHEDULE": s.schedule, "GLOBAL_BATCH": plan.global_batch,
         "MICRO_BATCH_SIZE": s.micro_batch_size, "NUM_MICRO_BATCHES": s.num_micro_batches,
-        "SEQUENCE_PARALLEL": bool(s.sequence_parallel and s.tp > 1), "BLOCKS": lay.get("blocks", ""),
-        "NUM_BLOCKS": lay.get("num_blocks", 0), "STAGES": [list(c) for c in lay["stages"]],
-        "RECOMPUTE": _recompute_counts(plan), "TP_PLAN": dict(lay["tp_plan"]), "TIED": [list(g) for g in lay.get("tied", [])],
-        "DTYPE": lay["dtype"], "PEAK_FLOPS": float(lay.get("peak_flops", 0.0)),
-        "FLOPS_PER_STEP": float(plan.model.get("flops_per_step", 0.0)),
+        "SEQUENCE_PARALLEL": bool(s.sequence_parallel and s.tp > 1), "BLOCKS": lay.blocks,
+        "NUM_BLOCKS": lay.num_blocks, "STAGES": [list(c) for c in lay.stages],
+        "RECOMPUTE": _recompute_counts(plan), "TP_PLAN": dict(lay.tp_plan), "TIED": [list(g) for g in lay.tied],
+        "DTYPE": lay.dtype, "PEAK_FLOPS": float(plan.estimate.peak_flops),
+        "FLOPS_PER_STEP": float(plan.model.flops_per_step),
         "PREDICTED_STEP_S": float(plan.estimate.step_time_s),
     }
 
@@ -76,28 +75,28 @@ def emit(plan: Plan, directory: str | Path, *, force: bool = False, model_path: 
     """Write the program for `plan` into `directory`; refuses a non-empty directory unless `force`."""
     out = Path(directory)
     if out.exists() and not out.is_dir():
-        raise PlannerError(f"{out} is a file; give a directory for --emit")
+        raise PlannerError(f"{out} is a file; give a directory to emit into")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise PlannerError(f"{out} is not empty; choose another directory or pass --force to overwrite")
-    source = Path(model_path or plan.model["ref"].rpartition(":")[0])
+        raise PlannerError(f"{out} is not empty; choose another directory or pass force=True to overwrite")
+    source = Path(model_path or plan.model.path)
     if not source.is_file():
         raise PlannerError(f"the plan's model file {source} is missing; emit where it exists")
     model_file = "model.py" if source.name in _RESERVED else source.name
     out.mkdir(parents=True, exist_ok=True)
     program = resources.files("planner.program")
     template = (program / "templates" / "train.py").read_text()
-    world = plan.strategy.dp * plan.strategy.tp * plan.strategy.pp
+    world = plan.strategy.world
     (out / "train.py").write_text(_fill(template, constants(plan, model_file), plan.summary(), world))
     _copy_runtime(program / "runtime", out / "planner_runtime")
     shutil.copyfile(source, out / model_file)
     (out / "plan.json").write_text(plan.to_json() + "\n")
-    gpn = min(world, int(plan.cluster.get("gpus_per_node") or world))
+    gpn = min(world, int(plan.cluster.gpus_per_node or world))
     nodes = max(1, world // gpn)
     for name in ("launch.sh", "slurm.sbatch", "README.md"):
         text = (program / "templates" / name).read_text()
         text = (text.replace("@WORLD@", str(world)).replace("@GPUS_PER_NODE@", str(gpn))
                 .replace("@NODES@", str(nodes)).replace("@SUMMARY@", plan.summary())
-                .replace("@MODEL@", plan.model["ref"].rpartition("/")[2]))
+                .replace("@MODEL@", plan.model.ref.rpartition("/")[2]))
         (out / name).write_text(text)
     (out / "launch.sh").chmod(0o755)
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from planner.errors import PlannerError
+from planner.report.figure import figure, save
 from planner.types.plan import Plan
 from planner.cost.schedule import rank_orders, simulate
 
@@ -20,12 +21,12 @@ KINDS = ("weights", "grads", "optimizer", "activations", "buffers")
 def timeline_data(plan: Plan) -> dict:
     """Per pipeline rank (one row per stage), its forward and backward blocks with start and end
     seconds; the point-to-point sends; the end-of-step gradient sync and optimizer step."""
-    times = plan.layout.get("chunk_times")
+    times = plan.estimate.chunk_times
     if not times:
         raise PlannerError("this plan.json has no per-chunk times (an older planner wrote it); plan again")
     s = plan.strategy
-    fwd, bwd = [t["fwd"] for t in times], [t["bwd"] for t in times]
-    sends = [t["send"] for t in times]
+    fwd, bwd = [t.fwd for t in times], [t.bwd for t in times]
+    sends = [t.send for t in times]
     events: list = []
     timing = simulate(rank_orders(s.schedule, s.pp, s.vpp, s.num_micro_batches), fwd, bwd, sends,
                       [0.0] + sends[:-1], events)
@@ -47,26 +48,12 @@ def memory_data(plan: Plan) -> dict:
             "capacity": plan.estimate.memory_capacity_bytes, "label": plan.strategy.label()}
 
 
-def _figure(width: float, height: float):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt, plt.subplots(figsize=(width, height))
-
-
-def _save(plt, fig, path: str | Path) -> Path:
-    path = Path(path)
-    fig.savefig(path, format="svg" if path.suffix.lower() == ".svg" else "png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
 def draw_timeline(plan: Plan, path: str | Path) -> dict:
     """Draw the schedule: a row per stage, forward (blue) and backward (orange) blocks labelled with
     their micro-batch, sends as black ticks, the gradient sync and optimizer in grey; gaps are bubble."""
     data = timeline_data(plan)
     pp = len(data["rows"])
-    plt, (fig, ax) = _figure(12, 1.0 + 0.45 * pp)
+    plt, (fig, ax) = figure(12, 1.0 + 0.45 * pp)
     label_blocks = sum(len(r) for r in data["rows"]) <= 400
     for r, row in enumerate(data["rows"]):
         y = pp - 1 - r
@@ -85,14 +72,14 @@ def draw_timeline(plan: Plan, path: str | Path) -> dict:
     ax.set_xlabel("seconds")
     ax.set_title(f"{data['label']}: forward (blue), backward (orange), sends (black), DP sync + optimizer (grey)",
                  fontsize=9)
-    _save(plt, fig, path)
+    save(plt, fig, path)
     return data
 
 
 def draw_memory(plan: Plan, path: str | Path) -> dict:
     """Draw memory per stage stacked by kind against the device capacity."""
     data = memory_data(plan)
-    plt, (fig, ax) = _figure(max(5, 0.5 * len(data["stages"]) + 3), 4)
+    plt, (fig, ax) = figure(max(5, 0.5 * len(data["stages"]) + 3), 4)
     bottom = [0.0] * len(data["stages"])
     for kind in KINDS:
         values = [st[kind] / 2**30 for st in data["stages"]]
@@ -104,5 +91,5 @@ def draw_memory(plan: Plan, path: str | Path) -> dict:
     ax.set_ylabel("GiB per GPU")
     ax.set_title(data["label"], fontsize=9)
     ax.legend(fontsize=7, loc="upper right")
-    _save(plt, fig, path)
+    save(plt, fig, path)
     return data

@@ -8,17 +8,17 @@ from typing import TextIO
 from planner.types.plan import Alternative, Plan
 from planner.report.text import WIDTH, gib, human, table
 
-__all__ = ["print_plan"]
+__all__ = ["print_plan", "explain"]
 
 
 def _stages(p: Plan) -> list[list[str]]:
     """One row per pipeline chunk: its modules as a range, recompute, and its rank's memory."""
     rows = []
     s, e = p.strategy, p.estimate
-    for c, mods in enumerate(p.layout["stages"]):
+    for c, mods in enumerate(p.layout.stages):
         span = mods[0] if len(mods) == 1 else f"{mods[0]} .. {mods[-1]}"
         rank = c % s.pp
-        mem = e.memory_bytes_per_stage[rank]
+        mem = e.memory_bytes_per_pp_rank[rank]
         rows.append([str(c), str(rank), str(s.layers_per_chunk[c]), span[:40], s.recompute[c],
                      f"{gib(mem)} ({mem / e.memory_capacity_bytes:.0%})"])
     if len(rows) > 12:
@@ -36,17 +36,17 @@ def _alt_row(name: str, a: Alternative) -> list[str]:
 def print_plan(p: Plan, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     m, c, s, e = p.model, p.cluster, p.strategy, p.estimate
-    print(f"model    {m['ref']}: {human(m['params'])} parameters, {m['blocks']} blocks, "
-          f"{human(m['flops_per_step'])}FLOP per step", file=out)
-    if m.get("tp_degrees"):
-        print(f"         splits: pipeline at block boundaries; tensor parallel {', '.join(map(str, m['tp_degrees']))}",
+    print(f"model    {m.ref}: {human(m.params)} parameters, {m.blocks} blocks, "
+          f"{human(m.flops_per_step)}FLOP per step", file=out)
+    if m.tp_degrees:
+        print(f"         splits: pipeline at block boundaries; tensor parallel {', '.join(map(str, m.tp_degrees))}",
               file=out)
-    print(f"cluster  {c['gpus']} x {c['gpu']} ({c['nodes']} node(s) of {c['gpus_per_node']}), "
+    print(f"cluster  {c.gpus} x {c.gpu} ({c.nodes} node(s) of {c.gpus_per_node}), "
           f"global batch {p.global_batch}", file=out)
     print(f"plan     {s.label()}", file=out)
-    print(f"         mesh {' x '.join(f'{a}{n}' for a, n in zip(p.layout['mesh']['axes'], p.layout['mesh']['sizes']))}"
-          f" (outer to inner), dtype {p.layout['dtype']}", file=out)
-    links = p.layout.get("links") or {}
+    print(f"         mesh {' x '.join(f'{a}{n}' for a, n in zip(p.layout.mesh_axes, p.layout.mesh_sizes))}"
+          f" (outer to inner), dtype {p.layout.dtype}", file=out)
+    links = e.links
     if links:
         print("         links: " + "; ".join(f"{a} over {'+'.join(k)}" for a, k in links.items()), file=out)
     print(f"predict  {e.step_time_s:.4g} s/step, {e.tokens_per_s:,.0f} tokens/s, MFU {e.mfu:.1%}, HFU {e.hfu:.1%}, "
@@ -62,5 +62,14 @@ def print_plan(p: Plan, out: TextIO | None = None) -> None:
     if rows:
         table(["", "layout", "s/step", "MFU", "why it loses"], rows, out, title="runner-ups")
     sv = p.solver
-    print(f"solver   {sv.get('status')} (gap {sv.get('gap', 0):.2%}), {sv.get('candidates')} candidates, "
-          f"{sv.get('pruned')} pruned, {sv.get('solved')} solved, {sv.get('wall_s', 0):.2f} s", file=out)
+    if sv is not None:
+        print(f"solver   {sv.status} (gap {sv.gap:.2%}), {sv.candidates} candidates, {sv.pruned} pruned, "
+              f"{sv.solved} solved, {sv.wall_s:.2f} s", file=out)
+
+
+def explain(p: Plan) -> str:
+    """The full report `plan` prints, as a string."""
+    import io
+    buf = io.StringIO()
+    print_plan(p, buf)
+    return buf.getvalue()

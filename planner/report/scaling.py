@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TextIO
 
-from planner.report.pictures import _figure, _save
+from planner.report.figure import figure, save
 from planner.types.plan import Plan
 from planner.report.text import table
 
@@ -16,8 +16,8 @@ def scaling_rows(plans: list[Plan]) -> list[dict]:
     (GPUs x seconds per token x 1e9 / 3600: the cost of training on that cluster)."""
     rows = []
     for p in plans:
-        e, gpus = p.estimate, p.cluster["gpus"]
-        rows.append({"cluster": p.cluster["name"], "gpus": gpus, "plan": p.strategy.label(),
+        e, gpus = p.estimate, p.cluster.gpus
+        rows.append({"cluster": p.cluster.name, "gpus": gpus, "plan": p.strategy.label(),
                      "step_time_s": e.step_time_s, "tokens_per_s": e.tokens_per_s, "mfu": e.mfu,
                      "gpu_hours_per_1b_tokens": gpus * 1e9 / e.tokens_per_s / 3600 if e.tokens_per_s else float("inf")})
     return rows
@@ -34,7 +34,7 @@ def draw_scaling(plans: list[Plan], path: str | Path) -> list[dict]:
     """Tokens/s and MFU against GPU count (PNG, or SVG by suffix)."""
     rows = scaling_rows(plans)
     gpus = [r["gpus"] for r in rows]
-    plt, (fig, ax) = _figure(6, 4)
+    plt, (fig, ax) = figure(6, 4)
     ax.plot(gpus, [r["tokens_per_s"] for r in rows], "o-", color="#4c72b0", label="tokens/s")
     ax.plot(gpus, [rows[0]["tokens_per_s"] * g / gpus[0] for g in gpus], ":", color="#4c72b0", label="linear")
     ax.set_xlabel("GPUs")
@@ -44,5 +44,5 @@ def draw_scaling(plans: list[Plan], path: str | Path) -> list[dict]:
     mfu.set_ylabel("MFU %")
     mfu.set_ylim(0, 100)
     fig.legend(loc="upper left", fontsize=7)
-    _save(plt, fig, path)
+    save(plt, fig, path)
     return rows

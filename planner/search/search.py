@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Callable
 
-from planner.cost.model import ADAM_BYTES_PER_ELEMENT, ALLOCATOR_OVERHEAD, CostModel, Estimate, even_split
 from planner.cost.memory import state_bytes
+from planner.cost.model import ADAM_BYTES_PER_ELEMENT, ALLOCATOR_OVERHEAD, CostModel, even_split
+from planner.cost.schedule import in_flight, rank_orders
 from planner.search.partition import Problem, Solution, evaluate, solve
-from planner.cost.schedule import check as check_schedule, in_flight, rank_orders
+from planner.search.space import Constraints, default_global_batch, skeletons
+from planner.types.estimate import Estimate
+from planner.types.plan import SolverStats
 from planner.types.strategy import EXCLUDED, Strategy, recompute_name
 
-__all__ = ["Constraints", "Candidate", "SearchResult", "search", "evaluate_fixed", "lower_bound"]
+__all__ = ["Candidate", "SearchResult", "search", "evaluate_fixed", "lower_bound"]
 
 RUNNER_UP_MARGIN = 1.25
 """A new layout family is evaluated for the runner-up table only if its bound is within 25% of the best."""
@@ -28,30 +31,6 @@ TIME_UNIT = 1e-7
 """Solver time unit (0.1 µs): integer costs keep CP-SAT exact."""
 MEM_UNIT = 1024
 """Solver memory unit (KiB); activations and state round up, capacity rounds down."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Constraints:
-    """What the user fixed (None = search it)."""
-
-    global_batch: int | None = None
-    tp: int | None = None
-    pp: int | None = None
-    dp: int | None = None
-    vpp: int | None = None
-    micro_batch: int | None = None
-    schedule: str | None = None
-    zero: int | None = None
-    dp_shard: int | None = None
-    recompute: str | None = None
-    sequence_parallel: bool | None = None
-    tp_across_nodes: bool = False
-    max_micro_batch: int = 64
-    """Searched micro-batch sizes are the powers of two up to this (any size can be fixed)."""
-    max_vpp: int = 4
-    top_k: int = 5
-    time_limit: float = 60.0
-    """Seconds for the whole search (wall clock); each CP-SAT solve also has a deterministic limit."""
 
 
 @dataclass(frozen=True)
@@ -66,71 +45,15 @@ class Candidate:
     why_not: str = ""
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchResult:
+    """The best candidate (None when nothing fits, with the reason), the runner-ups and the stats."""
+
     best: Candidate | None
     runner_ups: list[Candidate]
-    stats: dict = field(default_factory=dict)
+    stats: SolverStats
+    global_batch: int
     infeasible_reason: str = ""
-
-
-def default_global_batch(world: int) -> int:
-    """Eight samples per GPU: a documented default; real runs should pass their own --global-batch."""
-    return 8 * world
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
-def _skeletons(cm: CostModel, c: Constraints, batch: int, excluded: dict[str, int]) -> Iterator[Strategy]:
-    """Every discrete point (no stage bounds, uniform recompute placeholder) the constraints allow."""
-    world, profile = cm.world, cm.profile
-    gpn = cm.cluster.gpus_per_node
-    blocks = max(1, len(profile.blocks))
-    for tp in profile.tp_degrees if c.tp is None else [c.tp]:
-        if world % tp or (c.tp is None and tp > gpn and not c.tp_across_nodes) or (tp > gpn and tp % gpn):
-            continue
-        for pp in _divisors(world // tp) if c.pp is None else [c.pp]:
-            if (world // tp) % pp or pp > blocks or (c.pp is None and len(profile.blocks) == 0 and pp > 1):
-                continue
-            dp = world // (tp * pp)
-            if c.dp is not None and dp != c.dp:
-                continue
-            if batch % dp:
-                excluded["batch not divisible by dp"] = excluded.get("batch not divisible by dp", 0) + 1
-                continue
-            per_dp = batch // dp
-            sizes = [m for m in _divisors(per_dp) if m <= c.max_micro_batch and m & (m - 1) == 0]
-            for mbs in sizes if c.micro_batch is None else [c.micro_batch]:
-                if per_dp % mbs:
-                    continue
-                n = per_dp // mbs
-                yield from _knobs(c, dp, tp, pp, mbs, n, blocks, excluded)
-
-
-def _knobs(c: Constraints, dp, tp, pp, mbs, n, blocks, excluded) -> Iterator[Strategy]:
-    scheds = ["1f1b"] if pp == 1 else ["gpipe", "1f1b", "interleaved"]
-    for sched in scheds if c.schedule is None else [c.schedule]:
-        vpps = [1] if sched != "interleaved" else range(2, min(c.max_vpp, blocks // pp) + 1)
-        for vpp in vpps if c.vpp is None else [c.vpp]:
-            why = check_schedule(sched, pp, vpp, n)
-            if why:
-                excluded[why.split(" (")[0]] = excluded.get(why.split(" (")[0], 0) + 1
-                continue
-            if pp * vpp > blocks:
-                continue
-            zeros = [0] if dp == 1 else [0, 2, 3]
-            for zero in zeros if c.zero is None else [c.zero if dp > 1 else 0]:
-                shards = [1] if zero == 0 else [d for d in _divisors(dp) if d == dp or 1 < d <= 64 and d & (d - 1) == 0]
-                for ds in shards if c.dp_shard is None else [c.dp_shard]:
-                    if c.dp_shard is not None and (zero == 0 and ds > 1 or dp % ds):
-                        continue  # a fixed shard group that this dp or DDP cannot have
-                    sps = [False] if tp == 1 else [True, False]
-                    for sp in sps if c.sequence_parallel is None else [c.sequence_parallel and tp > 1]:
-                        yield Strategy(dp=dp, tp=tp, pp=pp, vpp=vpp, dp_shard=ds, micro_batch_size=mbs,
-                                       num_micro_batches=n, schedule=sched, zero=zero, sequence_parallel=sp,
-                                       recompute=("none",) * (pp * vpp))
 
 
 def lower_bound(cm: CostModel, s: Strategy) -> float:
@@ -244,7 +167,7 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
     excluded: dict[str, int] = {}
     bounded = []
     too_big = 0
-    for s in _skeletons(cm, c, batch, excluded):
+    for s in skeletons(cm, c, batch, excluded):
         if _memory_floor(cm, s) > cm.capacity:
             too_big += 1
             continue
@@ -276,14 +199,14 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
         if cand.solver_status != "OPTIMAL":
             status = "FEASIBLE"
         _keep(top, cand, c.top_k + 1)
-    stats = {"wall_s": time.perf_counter() - t0, "status": status if top else "INFEASIBLE", "gap": worst_gap,
-             "candidates": len(bounded) + too_big, "pruned": pruned + too_big, "solved": solved,
-             "did_not_fit": no_fit + too_big, "excluded": dict(sorted(excluded.items())),
-             "not_searched": dict(EXCLUDED), "global_batch": batch}
+    stats = SolverStats(wall_s=time.perf_counter() - t0, status=status if top else "INFEASIBLE", gap=worst_gap,
+                        candidates=len(bounded) + too_big, pruned=pruned + too_big, solved=solved,
+                        did_not_fit=no_fit + too_big, excluded=dict(sorted(excluded.items())),
+                        not_searched=dict(EXCLUDED))
     if not top:
-        return SearchResult(None, [], stats, _why_nothing(cm, c, batch, bool(bounded) or too_big > 0))
+        return SearchResult(None, [], stats, batch, _why_nothing(cm, c, batch, bool(bounded) or too_big > 0))
     best, rest = top[0], top[1:]
-    return SearchResult(best, [replace(r, why_not=_why_not(best, r)) for r in rest], stats)
+    return SearchResult(best, [replace(r, why_not=_why_not(best, r)) for r in rest], stats, batch)
 
 
 def _family(s: Strategy) -> tuple:
@@ -315,7 +238,7 @@ def _why_not(best: Candidate, other: Candidate) -> str:
 def _why_nothing(cm: CostModel, c: Constraints, batch: int, had_candidates: bool) -> str:
     if not had_candidates:
         return (f"no layout of {cm.world} GPUs satisfies the fixed knobs with global batch {batch}; "
-                "loosen --tp/--pp/--dp/--micro-batch/--schedule or change --global-batch")
+                "loosen tp=/pp=/dp=/micro_batch=/schedule= or change global_batch=")
     need = _gpus_needed(cm)
     return (f"the model does not fit in {cm.capacity / 2**30:.0f} GiB per GPU under any searched layout of "
             f"{cm.world} GPUs; it needs at least {need} GPUs of this kind (or more memory per GPU)")

@@ -1,25 +1,132 @@
 """`Plan`: the chosen strategy, its estimate, the inputs that produced it, runner-ups and solver stats.
 
-`plan.json` is its stable serialisation (schema below; keys are added, never renamed). The strategy
-block carries everything the emitted program needs (stage module names, mesh order and placement,
-TP plan, dtype, shapes), so the program never imports `planner`.
+`plan.json` is its stable serialisation (keys are added, never renamed; schema 2 moved the cost-only
+keys `peak_flops`, `state_bytes_per_stage` (now `held_bytes_per_pp_rank`), `chunk_times` and `links`
+from the strategy block to the estimate, and schema-1 files still load). The strategy block carries
+everything the emitted program needs (stage module names, mesh order and placement, TP plan, dtype,
+shapes), so the program never imports `planner`. A `Plan` is data: printing and pictures live in
+`planner.report`, writing the program in `planner.program`. Standard library only.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from planner.cost.model import Estimate
 from planner.errors import PlannerError
+from planner.types.estimate import Estimate
 from planner.types.strategy import Strategy
 
-__all__ = ["Plan", "Alternative", "PLAN_SCHEMA"]
+__all__ = ["Plan", "Alternative", "ModelSummary", "ClusterSummary", "SolverStats", "Layout", "PLAN_SCHEMA"]
 
-PLAN_SCHEMA = 1
+PLAN_SCHEMA = 2
 
-_EXTRA = ("tied", "blocks", "num_blocks", "peak_flops", "state_bytes_per_stage", "chunk_times", "links")
-"""Layout keys beyond DESIGN's list, kept in plan.json's strategy block (added, never renamed)."""
+PLACEMENT = "row-major: rank = index over axes, innermost fastest"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ModelSummary:
+    """The planned model, as the report and the program need it."""
+
+    ref: str
+    """`path.py:factory` as given."""
+    name: str
+    params: int
+    layers: int
+    """Profiled layers (prefix, blocks, suffix)."""
+    blocks: int
+    flops_per_step: float
+    """Model FLOPs (forward + backward) of one global batch."""
+    tp_degrees: tuple[int, ...] = ()
+
+    @property
+    def path(self) -> str:
+        return self.ref.rpartition(":")[0]
+
+    @property
+    def factory(self) -> str:
+        return self.ref.rpartition(":")[2]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClusterSummary:
+    """The cluster planned for."""
+
+    name: str
+    gpu: str
+    """The first node's device profile."""
+    gpus_per_node: int
+    nodes: int
+    gpus: int
+    node_gpus: tuple[str, ...] = ()
+    """Per-node device names, only when the nodes differ."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SolverStats:
+    """How the search went: what `solver` in plan.json says."""
+
+    wall_s: float
+    status: str
+    """OPTIMAL, FEASIBLE (a solve hit its limit), TIME_LIMIT (the search did) or INFEASIBLE."""
+    gap: float
+    """Largest relative gap between the plan's step time and the best bound not explored."""
+    candidates: int
+    pruned: int
+    solved: int
+    did_not_fit: int = 0
+    excluded: dict[str, int] = field(default_factory=dict)
+    """Skeletons skipped before pricing, by reason."""
+    not_searched: dict[str, str] = field(default_factory=dict)
+    """Parts of the design space left out, with the reason."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Layout:
+    """What the program needs besides the strategy: module names per chunk, the mesh, the TP plan."""
+
+    stages: list[list[str]]
+    """Module names of each chunk, in pipeline order."""
+    mesh_axes: tuple[str, ...]
+    """Mesh axes, outer to inner (ranks are row-major over them)."""
+    mesh_sizes: tuple[int, ...]
+    tp_plan: dict[str, str]
+    dtype: str
+    seq_len: int
+    tied: list[list[str]] = field(default_factory=list)
+    blocks: str = ""
+    """Dotted path of the repeated blocks' container."""
+    num_blocks: int = 0
+
+    def to_dict(self) -> dict:
+        return {"stages": self.stages, "mesh": {"axes": list(self.mesh_axes), "sizes": list(self.mesh_sizes),
+                                                "placement": PLACEMENT},
+                "tp_plan": self.tp_plan, "dtype": self.dtype, "seq_len": self.seq_len, "tied": self.tied,
+                "blocks": self.blocks, "num_blocks": self.num_blocks}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Layout":
+        return cls(stages=d["stages"], mesh_axes=tuple(d["mesh"]["axes"]), mesh_sizes=tuple(d["mesh"]["sizes"]),
+                   tp_plan=d["tp_plan"], dtype=d["dtype"], seq_len=d["seq_len"], tied=d.get("tied", []),
+                   blocks=d.get("blocks", ""), num_blocks=d.get("num_blocks", 0))
+
+
+_LAYOUT_KEYS = ("stages", "mesh", "tp_plan", "dtype", "seq_len", "tied", "blocks", "num_blocks")
+_MOVED = {"peak_flops": "peak_flops", "state_bytes_per_stage": "held_bytes_per_pp_rank",
+          "chunk_times": "chunk_times", "links": "links"}
+"""Schema-1 strategy keys that are estimate details in schema 2 (old name -> new name)."""
+
+
+def _record(cls, d: dict):
+    """A summary record from its JSON object (unknown keys from newer writers are ignored)."""
+    names = {f.name for f in fields(cls)}
+    kept = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
+    return cls(**kept)
+
+
+def _json(record) -> dict:
+    """A summary record as JSON, empty optional tuples left out."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(record).items() if v != ()}
 
 
 @dataclass(frozen=True)
@@ -44,18 +151,14 @@ class Alternative:
 class Plan:
     """A plan for one model on one cluster (comparable: equal inputs give equal plans)."""
 
-    model: dict
-    """ref, name, params, layers, blocks, flops_per_step, tied."""
-    cluster: dict
-    """gpu, gpus_per_node, nodes, gpus, name, per-node GPU names when mixed."""
+    model: ModelSummary
+    cluster: ClusterSummary
     global_batch: int
     strategy: Strategy
     estimate: Estimate
-    layout: dict
-    """What the program needs besides the strategy: stages (module names per chunk), mesh (axis order,
-    sizes, placement), tp_plan, dtype, seq_len, tied."""
+    layout: Layout
     runner_ups: tuple[Alternative, ...] = ()
-    solver: dict = field(default_factory=dict)
+    solver: SolverStats | None = None
     explanation: str = ""
     comparison: Alternative | None = None
     """A layout the user asked to compare against (e.g. the hand-tuned one), priced by the same model."""
@@ -66,14 +169,10 @@ class Plan:
         return f"{self.strategy.label()}: {e.step_time_s:.3g} s/step, {e.tokens_per_s:,.0f} tokens/s, {e.mfu:.1%} MFU"
 
     def to_dict(self) -> dict:
-        strat = self.strategy.to_dict()
-        strat.update({"stages": self.layout["stages"], "mesh": self.layout["mesh"], "tp_plan": self.layout["tp_plan"],
-                      "dtype": self.layout["dtype"], "seq_len": self.layout["seq_len"],
-                      **{k: self.layout[k] for k in _EXTRA if k in self.layout}})
-        out = {"schema": PLAN_SCHEMA, "model": self.model, "cluster": self.cluster, "global_batch": self.global_batch,
-               "strategy": strat, "estimate": self.estimate.to_dict(),
-               "runner_ups": [r.to_dict() for r in self.runner_ups], "solver": self.solver,
-               "explanation": self.explanation}
+        out = {"schema": PLAN_SCHEMA, "model": _json(self.model), "cluster": _json(self.cluster),
+               "global_batch": self.global_batch, "strategy": {**self.strategy.to_dict(), **self.layout.to_dict()},
+               "estimate": self.estimate.to_dict(), "runner_ups": [r.to_dict() for r in self.runner_ups],
+               "solver": asdict(self.solver) if self.solver else {}, "explanation": self.explanation}
         if self.comparison is not None:
             out["comparison"] = self.comparison.to_dict()
         return out
@@ -90,11 +189,15 @@ class Plan:
             raise PlannerError(f"plan.json schema {schema} is newer than this planner's {PLAN_SCHEMA}; upgrade planner")
         try:
             strat = dict(d["strategy"])
-            layout = {k: strat.pop(k) for k in ("stages", "mesh", "tp_plan", "dtype", "seq_len", *_EXTRA) if k in strat}
-            return cls(model=d["model"], cluster=d["cluster"], global_batch=d["global_batch"],
-                       strategy=Strategy.from_dict(strat), estimate=Estimate.from_dict(d["estimate"]),
-                       layout=layout, runner_ups=tuple(Alternative.from_dict(r) for r in d.get("runner_ups", [])),
-                       solver=d.get("solver", {}), explanation=d.get("explanation", ""),
+            layout = {k: strat.pop(k) for k in _LAYOUT_KEYS if k in strat}
+            details = {new: strat.pop(old) for old, new in _MOVED.items() if old in strat}  # schema 1
+            estimate = Estimate.from_dict({**d["estimate"], **details})
+            return cls(model=_record(ModelSummary, d["model"]), cluster=_record(ClusterSummary, d["cluster"]),
+                       global_batch=d["global_batch"], strategy=Strategy.from_dict(strat), estimate=estimate,
+                       layout=Layout.from_dict(layout),
+                       runner_ups=tuple(Alternative.from_dict(r) for r in d.get("runner_ups", [])),
+                       solver=_record(SolverStats, d["solver"]) if d.get("solver") else None,
+                       explanation=d.get("explanation", ""),
                        comparison=Alternative.from_dict(d["comparison"]) if d.get("comparison") else None)
         except (KeyError, TypeError, ValueError) as e:
             raise PlannerError(f"plan.json is incomplete or corrupted ({type(e).__name__}: {e}); plan again") from None
@@ -112,39 +215,9 @@ class Plan:
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         path = Path(path)
         if path.exists() and not overwrite:
-            raise PlannerError(f"{path} exists; choose another file or remove it")
+            raise PlannerError(f"{path} exists; choose another file or pass overwrite=True")
         path.write_text(self.to_json() + "\n")
         return path
-
-    def explain(self) -> str:
-        """The full report `plan` prints: the model, cluster, plan, time and memory, runner-ups, solver."""
-        import io
-        from planner.report.plan import print_plan
-        buf = io.StringIO()
-        print_plan(self, buf)
-        return buf.getvalue()
-
-    def timeline(self, path: str | Path) -> dict:
-        """Draw the pipeline schedule to `path` (PNG, or SVG by suffix); returns the drawn data."""
-        from planner.report.pictures import draw_timeline
-        return draw_timeline(self, path)
-
-    def memory_chart(self, path: str | Path) -> dict:
-        """Draw memory per stage by kind against capacity to `path`; returns the drawn data."""
-        from planner.report.pictures import draw_memory
-        return draw_memory(self, path)
-
-    def emit(self, directory: str | Path, force: bool = False) -> Path:
-        """Write the training program for this plan into `directory` (see `planner.program.emit`)."""
-        from planner.program.emit import emit
-        return emit(self, directory, force=force)
-
-    def execute(self, directory: str | Path, *, cpu: bool = False, args: tuple[str, ...] = ()) -> int:
-        """Run the program (emitting it into `directory` first if it is not there); the exit code."""
-        from planner.program.execute import execute
-        if not (Path(directory) / "train.py").is_file():
-            self.emit(directory)
-        return execute(directory, cpu=cpu, args=args)
 
     @classmethod
     def load(cls, path: str | Path) -> "Plan":

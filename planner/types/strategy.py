@@ -68,46 +68,6 @@ def parse_recompute(mode: str, blocks: int) -> tuple[int, int]:
     return counts["full"], counts["selective"]
 
 
-def check_schedule(schedule: str, pp: int, vpp: int, n: int) -> str:
-    """Why torch 2.13's schedule classes cannot run this schedule with these sizes ("" when they can)."""
-    if schedule not in SCHEDULES:
-        return f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}"
-    if schedule == "interleaved":
-        if pp < 2 or vpp < 2:
-            return "interleaved 1F1B needs pp >= 2 and vpp >= 2"
-        rounds = max(1, n // pp)
-        if n % rounds:
-            return f"interleaved 1F1B needs micro-batches ({n}) to be a multiple of max(1, n // pp) = {rounds}"
-    elif vpp != 1:
-        return f"{schedule} runs one stage per rank (vpp 1), not {vpp}"
-    if schedule == "1f1b" and n < pp:
-        return f"1F1B needs at least as many micro-batches as stages ({n} < {pp})"
-    return ""
-
-
-_PART = re.compile(r"^(full|selective)(?::(\d+))?$")
-
-
-def parse_recompute(mode: str, blocks: int) -> tuple[int, int]:
-    """(blocks under full recompute, blocks under selective) of a chunk with `blocks` blocks; the chunk's
-    first blocks are the full ones, then the selective ones, the rest keep everything.
-
-    `none`, `selective`, `full`, or parts joined by `+`: `full:K` (K blocks), `selective:J`, and a
-    part without a count takes all remaining blocks (`full:2+selective` = 2 full, the rest selective)."""
-    if mode == "none":
-        return 0, 0
-    counts = {"full": 0, "selective": 0}
-    left = blocks
-    for part in mode.split("+"):
-        m = _PART.match(part)
-        if not m or counts[m.group(1)]:
-            raise ValueError(f"recompute {mode!r}: use none, selective, full, or full:K+selective:J")
-        n = min(left, int(m.group(2))) if m.group(2) else left
-        counts[m.group(1)] = n
-        left -= n
-    return counts["full"], counts["selective"]
-
-
 def recompute_name(full: int, selective: int, blocks: int) -> str:
     """The canonical name of a chunk's recompute choice (inverse of `parse_recompute`)."""
     if blocks and full >= blocks:

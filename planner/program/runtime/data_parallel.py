@@ -6,6 +6,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from .policy import selective_context
+from .state import local_part
 
 __all__ = ["apply_recompute", "apply_fsdp", "apply_ddp", "allreduce_grads"]
 
@@ -52,7 +53,7 @@ def allreduce_grads(parts: list[nn.Module], dp_group) -> None:
     for part in parts:
         for p in part.parameters():
             if p.grad is not None:
-                grads.setdefault(p.grad.dtype, []).append(_local(p.grad))
+                grads.setdefault(p.grad.dtype, []).append(local_part(p.grad))
     for tensors in grads.values():
         flat = torch.cat([t.reshape(-1) for t in tensors])
         dist.all_reduce(flat, op=dist.ReduceOp.AVG, group=dp_group)

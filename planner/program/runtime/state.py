@@ -31,7 +31,7 @@ def materialise(part: nn.Module, device: torch.device, init: Callable[[nn.Module
             for axis in axes:
                 if axis not in sharded:
                     group = world_mesh[axis].get_group()
-                    dist.broadcast(_local(p), src=dist.get_global_rank(group, 0), group=group)
+                    dist.broadcast(local_part(p), src=dist.get_global_rank(group, 0), group=group)
         for b in part.buffers():
             for axis in axes:
                 group = world_mesh[axis].get_group()
@@ -53,7 +53,7 @@ def _to_empty(module: nn.Module, device: torch.device) -> None:
                 table[key] = memo[id(t)]
 
 
-def _local(t: torch.Tensor) -> torch.Tensor:
+def local_part(t: torch.Tensor) -> torch.Tensor:
     return t.to_local() if hasattr(t, "to_local") else t
 
 
@@ -110,12 +110,12 @@ class TiedWeights:
     def broadcast(self) -> None:
         with torch.no_grad():
             for group, params, _ in self.entries:
-                dist.broadcast(_local(params[0]), src=dist.get_global_rank(group, 0), group=group)
+                dist.broadcast(local_part(params[0]), src=dist.get_global_rank(group, 0), group=group)
 
     def sum_grads(self) -> None:
         for group, params, _ in self.entries:
             if params[0].grad is not None:
-                dist.all_reduce(_local(params[0].grad), group=group)
+                dist.all_reduce(local_part(params[0].grad), group=group)
 
     def duplicates(self) -> set[int]:
         """ids of the copies not to count twice in the gradient norm."""
@@ -144,7 +144,7 @@ def clip_grad_norm(parts: list[nn.Module], max_norm: float, pp_group, skip: set[
             if key not in buckets:
                 groups = [g.device_mesh.get_group(i) for i in dims]
                 buckets[key] = [torch.zeros((), dtype=torch.float64, device=g.device), groups]
-            buckets[key][0] += _local(g).double().pow(2).sum()
+            buckets[key][0] += local_part(g).double().pow(2).sum()
     total = torch.zeros((), dtype=torch.float64, device=grads[0].device if grads else "cpu")
     for value, groups in buckets.values():
         for group in groups:
@@ -155,7 +155,7 @@ def clip_grad_norm(parts: list[nn.Module], max_norm: float, pp_group, skip: set[
     norm = total.sqrt()
     coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
     for g in grads:
-        _local(g).mul_(coef.to(g.dtype))
+        local_part(g).mul_(coef.to(g.dtype))
     return norm.float()
 
 
@@ -172,14 +172,14 @@ def held_bytes(parts: list[nn.Module], optimizers: list[torch.optim.Optimizer]) 
             if id(p) in seen:
                 continue
             seen.add(id(p))
-            out["param_bytes"] += _local(p).numel() * p.element_size()
+            out["param_bytes"] += local_part(p).numel() * p.element_size()
             if p.grad is not None:
-                out["grad_bytes"] += _local(p.grad).numel() * p.grad.element_size()
+                out["grad_bytes"] += local_part(p.grad).numel() * p.grad.element_size()
     for opt in optimizers:
         for state in opt.state.values():
             for k, v in state.items():
                 if isinstance(v, torch.Tensor) and k != "step":
-                    out["optimizer_bytes"] += _local(v).numel() * v.element_size()
+                    out["optimizer_bytes"] += local_part(v).numel() * v.element_size()
     return out
 
 
@@ -192,10 +192,10 @@ class ActivationMeter:
         self.parts, self.live, self.peak, self.refs = parts, 0, 0, {}
 
     def _params(self) -> set[int]:
-        return {_local(p).untyped_storage().data_ptr() for part in self.parts for p in part.parameters()}
+        return {local_part(p).untyped_storage().data_ptr() for part in self.parts for p in part.parameters()}
 
     def _pack(self, t: torch.Tensor):
-        local = _local(t)
+        local = local_part(t)
         if local.device.type != "meta" and local.untyped_storage().data_ptr() not in self._params():
             key = local.untyped_storage().data_ptr()
             if key not in self.refs:
@@ -227,7 +227,7 @@ def load_full(parts: list[nn.Module], state_dict: dict[str, torch.Tensor]) -> No
             for name, p in named_local_params(part):
                 if name not in state_dict:
                     raise KeyError(f"the state dict has no '{name}'")
-                full = state_dict[name].to(device=_local(p).device, dtype=p.dtype)
+                full = state_dict[name].to(device=local_part(p).device, dtype=p.dtype)
                 if isinstance(p, DTensor):
                     piece = distribute_tensor(full, p.device_mesh, p.placements, src_data_rank=None).to_local()
                     p.to_local().copy_(piece)

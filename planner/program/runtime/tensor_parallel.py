@@ -1,7 +1,6 @@
 """Tensor parallel (and sequence parallel) over the blocks' projections."""
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 
 __all__ = ["apply_tp"]

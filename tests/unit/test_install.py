@@ -7,7 +7,7 @@ import subprocess
 import sys
 import sysconfig
 
-from tests.conftest import EXAMPLES, ROOT
+from conftest import EXAMPLES, ROOT
 
 
 def run(cmd, **kw) -> subprocess.CompletedProcess:
@@ -38,4 +38,10 @@ def test_wheel_installs_and_runs_outside_the_tree(tmp_path):
                  "print(sorted(p.name for p in r.files('profiles').joinpath('gpus').iterdir()))"],
                 cwd=cwd, env=env).stdout
     assert str(venv) in where.splitlines()[0]
-    assert ".toml" in where.splitlines()[1] or "__init__.py" in where.splitlines()[1]
+    assert "'a100-80gb.toml'" in where.splitlines()[1] and "'cpu.toml'" in where.splitlines()[1]
+    # the templates and the runtime package ship too: emit a program from the installed wheel
+    run([str(venv / "bin" / "plan"), str(EXAMPLES / "gpt.py:tiny"), "--gpus", "2", "--gpu", "cpu", "--dp", "2",
+         "--emit", str(tmp_path / "prog")], cwd=cwd, env=env)
+    for name in ("train.py", "launch.sh", "slurm.sbatch", "README.md", "planner_runtime/__init__.py",
+                 "planner_runtime/policy.py"):
+        assert (tmp_path / "prog" / name).is_file(), name

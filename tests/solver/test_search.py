@@ -7,8 +7,10 @@ from planner.cluster.graph import parse_gpus
 from planner.cost.model import CostModel
 from planner.errors import PlannerError
 from planner.types.plan import Plan
-from planner.search.planning import plan, plan_on
-from planner.search.search import Constraints, _skeletons, evaluate_fixed, search
+from planner import plan
+from planner.search.planning import plan_on
+from planner.search.search import evaluate_fixed, search
+from planner.search.space import Constraints, skeletons
 
 from conftest import example
 
@@ -25,13 +27,13 @@ def test_search_equals_exhaustive(tiny, gpus, gpu, batch):
     c = Constraints(global_batch=batch, max_vpp=2, max_micro_batch=8)
     res = search(cm, c)
     times = []
-    for s in _skeletons(cm, c, batch, {}):
+    for s in skeletons(cm, c, batch, {}):
         cand = evaluate_fixed(cm, s, batch)
         if cand.estimate is not None and cand.estimate.feasible:
             times.append((cand.estimate.step_time_s, cand.strategy.label()))
     assert res.best.estimate.step_time_s == pytest.approx(min(times)[0], rel=1e-12)
-    assert res.stats["solved"] < len(times)  # the bounds pruned something
-    assert res.stats["status"] == "OPTIMAL"
+    assert res.stats.solved < len(times)  # the bounds pruned something
+    assert res.stats.status == "OPTIMAL"
 
 
 def test_fixed_strategy_is_evaluated_as_given(tiny):
@@ -51,11 +53,13 @@ def test_fixed_strategy_is_evaluated_as_given(tiny):
     ({"pp": 9}, "deeper than the model's 4 blocks"),
     ({"tp": 2, "pp": 2, "dp": 4}, "does not equal the 8 GPUs"),
     ({"dp": 3}, "does not divide"),
-    ({"dp": 8, "global_batch": 12}, "not divisible by --dp 8; use 8 or 16"),
+    ({"dp": 8, "global_batch": 12}, "global_batch=12 is not divisible by dp=8; use global_batch=8 or 16"),
 ])
 def test_impossible_knobs_say_why(knobs, message):
-    with pytest.raises(PlannerError, match=message):
+    """The library names its parameters, never the command's flags (the CLI translates)."""
+    with pytest.raises(PlannerError, match=message) as caught:
         plan(example("gpt.py:tiny"), "2x4", "cpu", **{"global_batch": 16, **knobs})
+    assert "--" not in str(caught.value) and f"{next(iter(knobs))}=" in str(caught.value)
 
 
 def test_model_that_fits_nowhere_says_how_many_gpus():
@@ -97,9 +101,9 @@ def test_time_limit_returns_the_best_found_with_its_gap(tiny):
     the first unexplored candidate's lower bound; a limit too short for even one solve still solves one."""
     cm = CostModel(tiny, parse_gpus("4x2", "cpu")[0])
     res = search(cm, Constraints(global_batch=16, time_limit=1e-9))
-    assert res.best is not None and res.stats["status"] == "TIME_LIMIT"
-    assert 0 <= res.stats["gap"] < 1 and res.stats["solved"] >= 1
+    assert res.best is not None and res.stats.status == "TIME_LIMIT"
+    assert 0 <= res.stats.gap < 1 and res.stats.solved >= 1
     full = search(cm, Constraints(global_batch=16))
-    assert full.stats["status"] == "OPTIMAL"
+    assert full.stats.status == "OPTIMAL"
     lower = full.best.estimate.step_time_s
-    assert lower <= res.best.estimate.step_time_s and res.best.estimate.step_time_s * (1 - res.stats["gap"]) <= lower * (1 + 1e-9)
+    assert lower <= res.best.estimate.step_time_s and res.best.estimate.step_time_s * (1 - res.stats.gap) <= lower * (1 + 1e-9)

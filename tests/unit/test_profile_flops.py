@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from planner import load, profile
 from planner.load.model_file import build_meta
-from tests.conftest import example
+from conftest import example
 
 GPT_SHAPES = {  # factory: (L, h, heads, V, s)
     "gpt2": (12, 768, 12, 50257, 1024),

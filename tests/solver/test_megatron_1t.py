@@ -4,7 +4,7 @@ is itself feasible and priced by the same model; the output shows both and what 
 import pytest
 
 from conftest import example
-from planner.search.planning import plan
+from planner import plan
 from planner.report.plan import print_plan
 
 

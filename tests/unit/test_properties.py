@@ -11,7 +11,8 @@ import planner
 from planner.cluster.graph import parse_gpus
 from planner.cost.model import CostModel
 from planner.cost.schedule import check as check_schedule
-from planner.search.search import Constraints, search
+from planner.search.search import search
+from planner.search.space import Constraints
 from planner.types.strategy import Strategy
 
 from conftest import example
@@ -64,7 +65,7 @@ def test_never_faster_than_peak_and_utilisation_at_most_one(models, profile_13b,
 @given(s=strategies())
 def test_more_memory_never_makes_a_plan_infeasible(models, s):
     small, large = (models[gb].estimate(s, _batch(s)) for gb in (40, 80))
-    assert max(small.memory_bytes_per_stage) == max(large.memory_bytes_per_stage)
+    assert max(small.memory_bytes_per_pp_rank) == max(large.memory_bytes_per_pp_rank)
     if small.feasible:
         assert large.feasible
 

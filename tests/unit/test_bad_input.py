@@ -9,7 +9,7 @@ import pytest
 
 from cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GPT = f"{ROOT / 'examples' / 'gpt.py'}:tiny"
 CPU = ["--gpu", "cpu"]
 GOOD_BATCH = "import torch\ndef batch(n): return torch.zeros(n, 4), torch.zeros(n, dtype=torch.long)\n"
@@ -45,15 +45,15 @@ CASES = {
     "tp not dividing heads": ({}, ["plan", GPT, "--gpus", "2", *CPU, "--tp", "3"],
                               "splits into whole heads only with tp in 1, 2, 4"),
     "pp deeper than blocks": ({}, ["plan", GPT, "--gpus", "8", *CPU, "--pp", "8"],
-                              "deeper than the model's 4 blocks; use --pp <= 4"),
+                              "deeper than the model's 4 blocks; use --pp 4 or fewer"),
     "batch not divisible by dp": ({}, ["plan", GPT, "--gpus", "4", *CPU, "--global-batch", "10", "--dp", "4"],
-                                  "not divisible by --dp 4; use 8 or 12"),
+                                  "not divisible by --dp 4; use --global-batch 8 or 12"),
     "batch not divisible by dp x mbs": ({}, ["plan", GPT, "--gpus", "4", *CPU, "--global-batch", "12", "--dp", "2",
-                                             "--micro-batch", "4"], "dp x micro-batch = 8; use 8 or 16"),
+                                             "--micro-batch", "4"], "dp x micro-batch = 8; use --global-batch 8 or 16"),
     "fits no plan": ({}, ["plan", f"{ROOT / 'examples' / 'gpt.py'}:gpt3_175b", "--gpus", "1"],
                      "needs at least 33 GPUs of this kind"),
     "tp x pp x dp != gpus": ({}, ["plan", GPT, "--gpus", "8", *CPU, "--tp", "2", "--pp", "2", "--dp", "4"],
-                             "tp2 x pp2 x dp4 = 16 does not equal the 8 GPUs"),
+                             "--tp 2 x --pp 2 x --dp 4 = 16 does not equal the 8 GPUs"),
     "dp not dividing gpus": ({}, ["plan", GPT, "--gpus", "8", *CPU, "--dp", "3"], "does not divide the 8 GPUs"),
     "vpp without interleaved": ({}, ["plan", GPT, "--gpus", "8", *CPU, "--vpp", "2", "--schedule", "1f1b"],
                                 "--vpp 2 needs --schedule interleaved"),
@@ -73,7 +73,7 @@ CASES = {
     "out file exists": ({"p.json": "x"}, ["plan", GPT, "--gpus", "2", *CPU, "--out", "{d}/p.json"], "exists"),
     "plan.json corrupted": ({"p.json": "{not json"}, ["show", "{d}/p.json"], "is not valid JSON (line 1)"),
     "plan.json future version": ({"p.json": json.dumps({"schema": 99})}, ["show", "{d}/p.json"],
-                                 "schema 99 is newer than this planner's 1; upgrade planner"),
+                                 "schema 99 is newer than this planner's 2; upgrade planner"),
     "plan.json not an object": ({"p.json": "[1, 2]"}, ["show", "{d}/p.json"], "does not hold a JSON object"),
     "plan.json incomplete": ({"p.json": json.dumps({"schema": 1})}, ["show", "{d}/p.json"], "incomplete or corrupted"),
     "plan.json missing": ({}, ["show", "{d}/none.json"], "no plan file at"),

@@ -13,7 +13,7 @@ import pytest
 import planner
 from planner.program.emit import emit
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 HIDE = '''import sys
 class _HidePlanner:

@@ -13,7 +13,7 @@ from fvcore.nn import FlopCountAnalysis
 
 from planner import load, profile
 from planner.load.model_file import build_meta, sample_batch
-from tests.conftest import EXAMPLES
+from conftest import EXAMPLES
 
 TWO_BLOCKS = {
     "gpt3_175b": "import sys; sys.path.insert(0, {ex!r})\nfrom gpt import GPT, GPTConfig, batch\n"

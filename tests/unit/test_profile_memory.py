@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from planner import profile
 from planner.program.runtime.policy import selective_context
-from tests.conftest import EXAMPLES, example
+from conftest import EXAMPLES, example
 
 sys.path.insert(0, str(EXAMPLES))
 import gpt  # noqa: E402

@@ -25,8 +25,8 @@ from planner.search.planning import _layout
 sys.path.insert(0, str(Path(__file__).resolve().parent / "multiproc"))  # the plain single-process reference
 import reference  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-FORKRUN = ROOT / "tests" / "multiproc" / "forkrun.py"
+ROOT = Path(__file__).resolve().parents[2]
+FORKRUN = ROOT / "tests" / "program" / "multiproc" / "forkrun.py"
 MODELS = {"gpt": ROOT / "examples" / "gpt.py", "llama": ROOT / "examples" / "llama.py"}
 STEPS, BATCH, CLIP = 5, 8, 0.05
 
@@ -50,7 +50,7 @@ def make_plan(model: str, world: int, knobs: dict) -> planner.Plan:
         s = dataclasses.replace(plan.strategy, layers_per_chunk=bounds)
         prof = planner.api.profile(f"{MODELS[model]}:tiny", micro_batch=1, dtype="float32")
         cm = CostModel(prof, planner.cluster.graph.parse_gpus(str(world), "cpu")[0], dtype="float32")
-        plan = dataclasses.replace(plan, strategy=s, layout=_layout(prof, cm, s), estimate=cm.estimate(s, BATCH))
+        plan = dataclasses.replace(plan, strategy=s, layout=_layout(prof, cm, s), estimate=cm.with_details(s, cm.estimate(s, BATCH)))
     return plan
 
 
@@ -112,13 +112,13 @@ def test_layout_matches_single_process(layout, references, tmp_path):
         got = [s["loss"] for s in steps]
         assert got == pytest.approx(ref["losses"], rel=1e-4), (model, got, ref["losses"])
         grads = merged_grads(d / "grads")
-        tied = {n: g[0] for g in plans[model].layout["tied"] for n in g}
+        tied = {n: g[0] for g in plans[model].layout.tied for n in g}
         assert {tied.get(n, n) for n in grads} == set(ref["grads"]) - {"__norm__"}
         for name, g in grads.items():
             torch.testing.assert_close(g, ref["grads"][tied.get(name, name)], rtol=0, atol=1e-5,
                                        msg=lambda m: f"{model} {name}: {m}")
         # what each rank holds equals the plan's prediction for its pipeline rank, to the byte
-        predicted = plans[model].layout["state_bytes_per_stage"]
+        predicted = [dataclasses.asdict(h) for h in plans[model].estimate.held_bytes_per_pp_rank]
         assert len(ranks) == world
         acts = [m["activations"] for m in plans[model].estimate.memory_bytes_per_rank]
         measured = read_activations(d / "metrics.jsonl")
@@ -202,6 +202,6 @@ def test_ranks_materialise_only_their_shard(tmp_path):
     d = emit(plan, tmp_path / "gpt2")
     run_ranks(2, [_job(d, "--steps", "0")], tmp_path)
     built = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
-    whole = plan.model["params"] * 4
+    whole = plan.model.params * 4
     added = [b["resident_bytes_added"] for b in built if b.get("event") == "built"]
     assert len(added) == 2 and max(added) < 0.7 * whole, (added, whole)
