@@ -24,6 +24,7 @@ demo: $(VENV)/.installed
 	$(BIN)/plan run out/tiny-gpt --cpu -- --steps 20 --checkpoint-every 10
 
 test: $(VENV)/.installed
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed

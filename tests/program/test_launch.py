@@ -60,9 +60,10 @@ def test_killed_rank_mid_checkpoint_restarts_from_the_last_complete_one(program,
     restarts the job, which resumes from step-2 (what `latest` still names) and ends with the losses of
     the uninterrupted run; no half-written checkpoint is ever loaded or left behind."""
     ck = program / "ck-fault"
-    env = {**hidden_env, "MAX_RESTARTS": "1", "PLANNER_FAULT_KILL_AT_CHECKPOINT": "4:1"}
+    env = {**hidden_env, "MAX_RESTARTS": "1"}
     stdout: list[str] = []
-    steps = launch(program, env, "--steps", "5", "--checkpoint-every", "2", "--checkpoint-dir", str(ck), out=stdout)
+    steps = launch(program, env, "--steps", "5", "--checkpoint-every", "2", "--checkpoint-dir", str(ck),
+                   "--diagnose", "kill-at-checkpoint=4:1", out=stdout)
     assert "injected fault, SIGKILL before committing step-4" in stdout[0]
     assert f"resumed from {ck / 'step-2'} at step 2" in stdout[0]
     assert [s["step"] for s in steps] == [1, 2, 3, 4, 3, 4, 5]  # the first attempt got to step 4

@@ -102,8 +102,8 @@ def test_layout_matches_single_process(layout, references, tmp_path):
         d = emit(plan, tmp_path / model)
         jobs.append({"dir": str(d), "args": [
             "--cpu", "--steps", str(STEPS), "--warmup", "0", "--clip", str(CLIP),
-            "--init-from", str(references[model]["init"]), "--dump-grads", str(d / "grads"),
-            "--checkpoint-dir", str(d / "ckpt"), "--checkpoint-every", "0", "--measure-activations"]})
+            "--init-from", str(references[model]["init"]), "--diagnose", f"grads={d / 'grads'}",
+            "--checkpoint-dir", str(d / "ckpt"), "--checkpoint-every", "0", "--diagnose", "activations"]})
     run_ranks(world, jobs, tmp_path)
     for model, job in zip(MODELS, jobs):
         d, ref = Path(job["dir"]), references[model]

@@ -122,7 +122,8 @@ def test_no_composable_replicate_and_no_ddp_around_tensor_parallel():
     sources = "".join(f.read_text() for f in package.glob("*.py"))
     sources += (ROOT / "planner" / "program" / "templates" / "train.py").read_text()
     assert "_composable" not in sources and not re.search(r"\breplicate\(", sources)
-    assert "manual_dp = ZERO == 0 and DP > 1 and TP > 1" in sources
+    assert "manual_dp=ZERO == 0 and DP > 1 and TP > 1" in sources
+    assert "if ZERO == 0 and DP > 1 and TP == 1:\n        part = rt.apply_ddp(" in sources
 
 
 def test_data_is_a_function_of_the_step(plan, tmp_path):

@@ -89,9 +89,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--init-from", help="start from a plain state_dict file (names of the plain model)")
     p.add_argument("--export", help="write the latest checkpoint's weights as one plain state_dict file and exit")
     p.add_argument("--metrics", default=str(HERE / "metrics.jsonl"), help="JSON-lines metrics file")
-    p.add_argument("--dump-grads", help="directory to write the full clipped gradients of step 1 (for tests)")
-    p.add_argument("--measure-activations", action="store_true",
-                   help="log the peak bytes of saved activations of step 2 (step 1 if it is the only one; slow)")
+    p.add_argument("--diagnose", action="append", default=[], metavar="CHECK",
+                   help="test hooks, repeatable: grads=DIR (write the full clipped gradients of the first step), "
+                   "activations (log the peak saved-activation bytes of step 2; slow), "
+                   "kill-at-checkpoint=STEP[:RANK] (that rank SIGKILLs itself before step STEP's checkpoint "
+                   "is committed, first attempt only)")
     p.add_argument("--cpu", action="store_true", help="run on CPU with gloo even if GPUs exist")
     return p.parse_args(argv)
 
@@ -134,28 +136,42 @@ def init_fn(mf):
     return init
 
 
+def parallelize(part, c: int, mesh, device, mf, seed: int):
+    """Chunk c's parallelisms in torchtitan's order: tensor parallel -> activation checkpointing ->
+    FSDP -> materialise -> DDP (DDP only without TP: it cannot take DTensors; with TP the gradients
+    are all-reduced after the backward instead)."""
+    if TP > 1:
+        rt.apply_tp(part, mesh["tp"], TP_PLAN, blocks=BLOCKS, sequence_parallel=SEQUENCE_PARALLEL,
+                    first_block=0, last_block=NUM_BLOCKS - 1)
+    rt.apply_recompute(part, BLOCKS, *RECOMPUTE[c])
+    dp_mesh = mesh[tuple(a for a in MESH_AXES if a.startswith("dp"))]
+    if ZERO and DP > 1:
+        param_dtype = getattr(torch, DTYPE) if device.type == "cuda" and DTYPE != "float32" else None
+        rt.apply_fsdp(part, dp_mesh, blocks=BLOCKS, reshard_after_forward=ZERO == 3, param_dtype=param_dtype)
+    rt.attach_chunk_hooks(part)
+    rt.materialise(part, device, init_fn(mf), seed=seed, world_mesh=mesh)
+    if ZERO == 0 and DP > 1 and TP == 1:
+        part = rt.apply_ddp(part, dp_group(mesh))
+    return part
+
+
+def dp_group(mesh):
+    """The process group of all data-parallel ranks (replicate x shard flattened under HSDP)."""
+    axes = [a for a in MESH_AXES if a.startswith("dp")]
+    return mesh[tuple(axes)]._flatten().get_group() if len(axes) > 1 else mesh[axes[0]].get_group()
+
+
 def build(mf, mesh, device, args, data):
-    """This rank's chunks of the model: split, tensor-parallel, checkpointed, sharded, materialised."""
+    """This rank's chunks of the model: split at the plan's stage boundaries, then parallelised."""
     with torch.device("meta"):
         model = getattr(mf, FACTORY)()
     x, _ = make_batch(mf, model, MICRO_BATCH_SIZE, 1, args.seed, data)
     specs = [(tuple(x.shape), x.dtype)]
     pp_rank = mesh["pp"].get_local_rank()
     n = PP * VPP
-    dp_mesh = mesh[tuple(a for a in MESH_AXES if a.startswith("dp"))]
-    param_dtype = getattr(torch, DTYPE) if device.type == "cuda" and DTYPE != "float32" else None
-    chunks, parts = [c for c in range(n) if c % PP == pp_rank], []
-    for c in chunks:
-        part = rt.split_chunk(model, STAGES[c], blocks=BLOCKS, first=c == 0, last=c == n - 1, input_specs=specs)
-        if TP > 1:
-            rt.apply_tp(part, mesh["tp"], TP_PLAN, blocks=BLOCKS, sequence_parallel=SEQUENCE_PARALLEL,
-                        first_block=0, last_block=NUM_BLOCKS - 1)
-        rt.apply_recompute(part, BLOCKS, *RECOMPUTE[c])
-        if ZERO and DP > 1:
-            rt.apply_fsdp(part, dp_mesh, blocks=BLOCKS, reshard_after_forward=ZERO == 3, param_dtype=param_dtype)
-        rt.attach_chunk_hooks(part)
-        rt.materialise(part, device, init_fn(mf), seed=args.seed, world_mesh=mesh)
-        parts.append(part)
+    chunks = [c for c in range(n) if c % PP == pp_rank]
+    parts = [parallelize(rt.split_chunk(model, STAGES[c], blocks=BLOCKS, first=c == 0, last=c == n - 1,
+                                        input_specs=specs), c, mesh, device, mf, args.seed) for c in chunks]
     tied = rt.TiedWeights(TIED, STAGES, mesh, parts)
     tied.broadcast()
     if args.init_from:
@@ -173,7 +189,7 @@ def state(parts, optimizers):
     return {"model": model_sd, "optim": optim_sd}
 
 
-def save_checkpoint(root: Path, step: int, parts, optimizers) -> None:
+def save_checkpoint(root: Path, step: int, parts, optimizers, before_commit=None) -> None:
     """Write step-N under a temporary name, then rename it and point `latest` at it (rank 0, last), so
     a checkpoint that `latest` names is always complete."""
     final, tmp = root / f"step-{step}", root / f"step-{step}.tmp"
@@ -181,7 +197,8 @@ def save_checkpoint(root: Path, step: int, parts, optimizers) -> None:
         shutil.rmtree(tmp)  # left by an attempt that died before committing it
     dist.barrier()
     dcp.save(state(parts, optimizers), checkpoint_id=str(tmp))
-    _maybe_fail(step)
+    if before_commit:
+        before_commit(step)
     dist.barrier()
     if dist.get_rank() == 0:
         (tmp / "train.json").write_text(json.dumps({"step": step}))
@@ -191,19 +208,6 @@ def save_checkpoint(root: Path, step: int, parts, optimizers) -> None:
         (root / "latest.tmp").write_text(final.name)
         os.replace(root / "latest.tmp", root / "latest")
     dist.barrier()
-
-
-def _maybe_fail(step: int) -> None:
-    """Fault injection for tests: PLANNER_FAULT_KILL_AT_CHECKPOINT=STEP[:RANK] makes that rank SIGKILL
-    itself after writing its shard of step STEP's checkpoint, before the checkpoint is committed (first
-    attempt only, so torchrun's restart can recover)."""
-    spec = os.environ.get("PLANNER_FAULT_KILL_AT_CHECKPOINT")
-    if not spec or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
-        return
-    at, _, who = spec.partition(":")
-    if int(at) == step and dist.get_rank() == int(who or 0):
-        print(f"rank {dist.get_rank()}: injected fault, SIGKILL before committing step-{step}", flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def latest_checkpoint(root: Path) -> Path | None:
@@ -237,17 +241,46 @@ def export(args) -> int:
     return 0
 
 
-def dump_grads(parts, mesh, out: Path) -> None:
-    """Full (unsharded) gradients by plain-model name, one file per pipeline rank."""
-    full = {}
-    for part in parts:
-        for name, p in rt.named_local_params(part):
-            g = p.grad
-            full[name] = (g.full_tensor() if hasattr(g, "full_tensor") else g).detach().cpu().clone()
-    others = [mesh[a].get_local_rank() for a in MESH_AXES if a != "pp"]
-    if not any(others):
-        out.mkdir(parents=True, exist_ok=True)
-        torch.save(full, out / f"grads-pp{mesh['pp'].get_local_rank()}.pt")
+class Diagnostics:
+    """The test hooks of --diagnose, in one place; none of them runs unless asked for."""
+
+    def __init__(self, checks: list[str]):
+        spec = dict(c.partition("=")[::2] for c in checks)
+        unknown = set(spec) - {"grads", "activations", "kill-at-checkpoint"}
+        if unknown:
+            sys.exit(f"--diagnose {sorted(unknown)[0]}: use grads=DIR, activations or kill-at-checkpoint=STEP[:RANK]")
+        self.grads = Path(spec["grads"]) if spec.get("grads") else None
+        self.activations = "activations" in spec
+        self.kill = spec.get("kill-at-checkpoint")
+
+    def meter(self, parts, step: int, first: int, last: int):
+        """The saved-activation meter for step 2 (step 1 if it is the only one): in step 1 torch's
+        pipelining infers shapes with one extra forward whose graph lives until the step ends."""
+        measured = first + 1 if last >= first + 1 else first
+        return rt.ActivationMeter(parts) if self.activations and step == measured else None
+
+    def after_clip(self, parts, mesh, step: int, first: int) -> None:
+        """Full (unsharded) gradients by plain-model name, one file per pipeline rank."""
+        if self.grads is None or step != first:
+            return
+        full = {}
+        for part in parts:
+            for name, p in rt.named_local_params(part):
+                g = p.grad
+                full[name] = (g.full_tensor() if hasattr(g, "full_tensor") else g).detach().cpu().clone()
+        if not any(mesh[a].get_local_rank() for a in MESH_AXES if a != "pp"):
+            self.grads.mkdir(parents=True, exist_ok=True)
+            torch.save(full, self.grads / f"grads-pp{mesh['pp'].get_local_rank()}.pt")
+
+    def before_commit(self, step: int) -> None:
+        """kill-at-checkpoint=STEP[:RANK]: that rank SIGKILLs itself after writing its shard of step
+        STEP's checkpoint, before it is committed (first attempt only, so torchrun's restart recovers)."""
+        if not self.kill or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+            return
+        at, _, who = self.kill.partition(":")
+        if int(at) == step and dist.get_rank() == int(who or 0):
+            print(f"rank {dist.get_rank()}: injected fault, SIGKILL before committing step-{step}", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def log(path: str, record: dict) -> None:
@@ -293,27 +326,30 @@ def main(argv=None) -> int:
         dist.destroy_process_group()
 
 
-def train(args, device) -> int:
+class Run:
+    """Everything one rank trains with, built once by `setup`."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def setup(args, device) -> Run:
+    """Mesh, model chunks, optimizers, the pipeline schedule, and the step to start from."""
     mf = load_model_file()
     loss_fn = getattr(mf, "loss", rt.default_loss)
     mesh = init_device_mesh(device.type, MESH_SIZES, mesh_dim_names=MESH_AXES)
     data = mf.dataset() if hasattr(mf, "dataset") else None  # built once, indexed by step
     before = resident_bytes()
     model, chunks, parts, tied = build(mf, mesh, device, args, data)
-    pp_rank, rank = mesh["pp"].get_local_rank(), dist.get_rank()
+    rank, pp_rank = dist.get_rank(), mesh["pp"].get_local_rank()
     log(args.metrics, {"rank": rank, "event": "built", "resident_bytes_added": resident_bytes() - before})
-    first, last = pp_rank == 0, pp_rank == PP - 1
-    dp_axes = [a for a in MESH_AXES if a.startswith("dp")]
     dp_index = 0
-    for a in dp_axes:
+    for a in (a for a in MESH_AXES if a.startswith("dp")):
         dp_index = dp_index * mesh[a].size() + mesh[a].get_local_rank()
-    manual_dp = ZERO == 0 and DP > 1 and TP > 1
-    dp_group = mesh[tuple(dp_axes)]._flatten().get_group() if len(dp_axes) > 1 else mesh[dp_axes[0]].get_group()
-    if ZERO == 0 and DP > 1 and not manual_dp:
-        parts = [rt.apply_ddp(p, dp_group) for p in parts]
     optimizers = [torch.optim.AdamW(p.parameters(), lr=args.lr, betas=(0.9, 0.95), eps=1e-8,
                                     weight_decay=args.weight_decay) for p in parts]
     pp_group = mesh["pp"].get_group() if PP > 1 else None
+    schedule = None
     if PP > 1:
         stages = [PipelineStage(p, c, PP * VPP, device, group=pp_group) for p, c in zip(parts, chunks)]
         if SCHEDULE == "interleaved":
@@ -321,68 +357,84 @@ def train(args, device) -> int:
         else:
             cls = ScheduleGPipe if SCHEDULE == "gpipe" else Schedule1F1B
             schedule = cls(stages[0], NUM_MICRO_BATCHES, loss_fn=loss_fn)
-    ckpt_root = Path(args.checkpoint_dir)
     start = 0
     restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0  # torchrun restarted us
-    latest = latest_checkpoint(ckpt_root) if args.resume or restarted else None
+    latest = latest_checkpoint(Path(args.checkpoint_dir)) if args.resume or restarted else None
     if latest is not None:
         start = load_checkpoint(latest, parts, optimizers)
         if rank == 0:
             print(f"resumed from {latest} at step {start}", flush=True)
-    autocast = torch.autocast("cuda", dtype=getattr(torch, DTYPE), enabled=device.type == "cuda"
-                              and ZERO == 0 and DTYPE != "float32")
+    return Run(mf=mf, model=model, data=data, loss_fn=loss_fn, mesh=mesh, device=device, parts=parts, tied=tied,
+               optimizers=optimizers, schedule=schedule, pp_group=pp_group, rank=rank, pp_rank=pp_rank,
+               first=pp_rank == 0, last=pp_rank == PP - 1, dp_index=dp_index, start=start,
+               manual_dp=ZERO == 0 and DP > 1 and TP > 1, dp_group=dp_group(mesh) if DP > 1 else None,
+               diagnostics=Diagnostics(args.diagnose))
+
+
+def train_step(run: Run, args, step: int, last_step: int) -> dict:
+    """One optimizer step on this rank's share of the global batch; the step's metrics."""
+    t0 = time.perf_counter()
+    x, y = make_batch(run.mf, run.model, GLOBAL_BATCH, step, args.seed, run.data)
+    tokens = x.numel() if x.dtype in (torch.int32, torch.int64) else x.shape[0]
     per_dp = GLOBAL_BATCH // DP
-    tokens_per_step = None
+    x, y = (t[run.dp_index * per_dp:(run.dp_index + 1) * per_dp].to(run.device) for t in (x, y))
+    for opt in run.optimizers:
+        opt.zero_grad(set_to_none=True)
+    meter = run.diagnostics.meter(run.parts, step, run.start + 1, last_step)
+    autocast = torch.autocast("cuda", dtype=getattr(torch, DTYPE), enabled=run.device.type == "cuda"
+                              and ZERO == 0 and DTYPE != "float32")
+    with autocast, (meter() if meter else contextlib.nullcontext()):
+        losses = run_step(run.parts, run.schedule, run.loss_fn, x, y, run.first, run.last)
+    if run.manual_dp:
+        rt.allreduce_grads(run.parts, run.dp_group)
+    run.tied.sum_grads()
+    norm = rt.clip_grad_norm(run.parts, args.clip, run.pp_group, run.tied.duplicates())
+    run.diagnostics.after_clip(run.parts, run.mesh, step, run.start + 1)
+    lr = rt.cosine_lr(step, lr=args.lr, min_lr=args.min_lr, warmup=args.warmup, total=args.steps)
+    for opt in run.optimizers:
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.step()
+    loss = torch.tensor(sum(losses) / len(losses) if run.last else 0.0, dtype=torch.float64, device=run.device)
+    dist.all_reduce(loss)
+    if run.device.type == "cuda":
+        torch.cuda.synchronize(run.device)
+    dt = time.perf_counter() - t0
+    return {"step": step, "loss": loss.item() / (DP * TP), "grad_norm": norm.item(), "lr": lr, "step_time_s": dt,
+            "tokens_per_s": tokens / dt, "activation_peak_bytes": meter.peak if meter else None}
+
+
+def log_step(run: Run, args, record: dict) -> None:
+    """Metrics of one step: the held bytes after the first step and the activation peak (per rank),
+    the step's line (rank 0) in metrics.jsonl and on stdout."""
+    step, dt = record["step"], record["step_time_s"]
+    ident = {"rank": run.rank, "pp_rank": run.pp_rank}
+    if step == run.start + 1:  # what this rank really holds, to compare with plan.json
+        log(args.metrics, {**ident, "event": "held", **rt.held_bytes(run.parts, run.optimizers),
+                           "peak_memory_bytes": peak_memory(run.device)})
+    activations = record.pop("activation_peak_bytes")
+    if activations is not None:
+        log(args.metrics, {**ident, "event": "activations", "step": step, "activation_peak_bytes": activations})
+    peak = torch.tensor(peak_memory(run.device), dtype=torch.float64, device=run.device)
+    dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+    record["peak_memory_bytes"] = int(peak.item())
+    if run.device.type == "cuda" and PEAK_FLOPS:
+        record["tflops_per_gpu"] = FLOPS_PER_STEP / dt / dist.get_world_size() / 1e12
+        record["mfu"] = FLOPS_PER_STEP / dt / dist.get_world_size() / PEAK_FLOPS
+    if run.rank == 0:
+        log(args.metrics, record)
+        print(f"step {step:>5}  loss {record['loss']:.6f}  {record['tokens_per_s']:,.0f} tokens/s  "
+              f"{dt * 1e3:.0f} ms  peak {record['peak_memory_bytes'] / 2**20:.0f} MiB", flush=True)
+
+
+def train(args, device) -> int:
+    run = setup(args, device)
     last_step = min(args.steps, args.stop_after or args.steps)
-    for step in range(start + 1, last_step + 1):
-        t0 = time.perf_counter()
-        x, y = make_batch(mf, model, GLOBAL_BATCH, step, args.seed, data)
-        tokens_per_step = tokens_per_step or (x.numel() if x.dtype in (torch.int32, torch.int64) else x.shape[0])
-        x, y = (t[dp_index * per_dp:(dp_index + 1) * per_dp].to(device) for t in (x, y))
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        # step 2: in step 1 torch's pipelining infers shapes with one extra forward whose graph lives
-        # until the step ends (one more micro-batch of activations on the first stage, once)
-        measured = start + 2 if last_step >= start + 2 else start + 1
-        meter = rt.ActivationMeter(parts) if args.measure_activations and step == measured else None
-        with autocast, (meter() if meter else contextlib.nullcontext()):
-            losses = run_step(parts, schedule if PP > 1 else None, loss_fn, x, y, first, last)
-        if manual_dp:
-            rt.allreduce_grads(parts, dp_group)
-        tied.sum_grads()
-        norm = rt.clip_grad_norm(parts, args.clip, pp_group, tied.duplicates())
-        if args.dump_grads and step == start + 1:
-            dump_grads(parts, mesh, Path(args.dump_grads))
-        lr = rt.cosine_lr(step, lr=args.lr, min_lr=args.min_lr, warmup=args.warmup, total=args.steps)
-        for opt in optimizers:
-            for group in opt.param_groups:
-                group["lr"] = lr
-            opt.step()
-        loss = torch.tensor(sum(losses) / len(losses) if last else 0.0, dtype=torch.float64, device=device)
-        dist.all_reduce(loss)
-        loss = loss.item() / (DP * TP)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        dt = time.perf_counter() - t0
-        if step == start + 1:  # what this rank really holds, to compare with plan.json
-            log(args.metrics, {"rank": rank, "pp_rank": pp_rank, "event": "held", **rt.held_bytes(parts, optimizers),
-                               "peak_memory_bytes": peak_memory(device)})
-        if meter:
-            log(args.metrics, {"rank": rank, "pp_rank": pp_rank, "event": "activations", "step": step,
-                               "activation_peak_bytes": meter.peak})
-        peak = torch.tensor(peak_memory(device), dtype=torch.float64, device=device)
-        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
-        record = {"step": step, "loss": loss, "grad_norm": norm.item(), "lr": lr, "step_time_s": dt,
-                  "tokens_per_s": tokens_per_step / dt, "peak_memory_bytes": int(peak.item())}
-        if device.type == "cuda" and PEAK_FLOPS:
-            record["tflops_per_gpu"] = FLOPS_PER_STEP / dt / dist.get_world_size() / 1e12
-            record["mfu"] = FLOPS_PER_STEP / dt / dist.get_world_size() / PEAK_FLOPS
-        if rank == 0:
-            log(args.metrics, record)
-            print(f"step {step:>5}  loss {loss:.6f}  {record['tokens_per_s']:,.0f} tokens/s  "
-                  f"{dt * 1e3:.0f} ms  peak {record['peak_memory_bytes'] / 2**20:.0f} MiB", flush=True)
+    for step in range(run.start + 1, last_step + 1):
+        log_step(run, args, train_step(run, args, step, last_step))
         if args.checkpoint_every and step % args.checkpoint_every == 0 or step == last_step:
-            save_checkpoint(ckpt_root, step, parts, optimizers)
+            save_checkpoint(Path(args.checkpoint_dir), step, run.parts, run.optimizers,
+                            run.diagnostics.before_commit)
     return 0
 
 
