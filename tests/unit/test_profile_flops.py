@@ -63,8 +63,8 @@ def test_block_flops_formula_holds_for_any_shape(tmp_path_factory, layers, heads
 def test_identical_blocks_are_profiled_once(monkeypatch):
     import planner.profiling.profiler as prof
     calls = []
-    real = prof._block_run
-    monkeypatch.setattr(prof, "_block_run", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = prof.block_run
+    monkeypatch.setattr(prof, "block_run", lambda *a, **k: calls.append(1) or real(*a, **k))
     p = profile(example("gpt.py:gpt3_175b"))
     assert len(p.blocks) == 96 and len(calls) == 2  # the block, and its TP-narrowed twin
     assert len({l.signature for l in p.blocks}) == 1
