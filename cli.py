@@ -18,6 +18,15 @@ from planner.api import DEFAULT_GPU, DTYPES, cluster_mesh
 __all__ = ["main"]
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default once: the help's own "(default: ...)" when it has one."""
+
+    def _get_help_string(self, action):
+        if "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -30,7 +39,7 @@ def _positive(text: str) -> int:
 
 def _profile_parser(sub) -> None:
     p = sub.add_parser("profile", help="profile a model's FLOPs and memory per layer (no weights allocated)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Help)
     p.add_argument("model", metavar="MODEL[:factory]", help="model file and factory (default factory: model)")
     p.add_argument("--micro-batch", type=_positive, default=1, help="samples per micro-batch")
     p.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="parameter and activation dtype")
@@ -50,7 +59,7 @@ def _run_profile(args) -> int:
 
 def _cluster_parser(sub) -> None:
     p = sub.add_parser("cluster", help="show a cluster: nodes, links, and the links each mesh axis uses",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Help)
     p.add_argument("--gpus", default="8", help="GPUSxNODES (8x6 = 8 GPUs per node, 6 nodes), GPUS, or a "
                    "cluster .toml file; a comma list shows several")
     p.add_argument("--gpu", default=DEFAULT_GPU, help="device profile for the GPUSxNODES shorthand")
@@ -76,7 +85,7 @@ def _run_cluster(args) -> int:
 
 def _plan_parser(sub) -> None:
     p = sub.add_parser("plan", help="plan MODEL on a cluster (the default command: `plan MODEL --gpus 8x6`)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Help)
     p.add_argument("model", metavar="MODEL[:factory]", help="model file and factory (default factory: model)")
     p.add_argument("--gpus", required=True, help="GPUSxNODES (8x6 = 8 GPUs per node, 6 nodes), GPUS, or a "
                    "cluster .toml file")
@@ -85,9 +94,10 @@ def _plan_parser(sub) -> None:
     p.add_argument("--time-limit", type=float, default=60.0, help="seconds for the search")
     for knob in ("tp", "pp", "dp", "vpp", "dp-shard"):
         p.add_argument(f"--{knob}", type=_positive, default=None, help=f"fix {knob} (default: searched)")
-    p.add_argument("--micro-batch", type=_positive, default=None, help="fix the micro-batch size")
-    p.add_argument("--schedule", choices=("gpipe", "1f1b", "interleaved"), default=None, help="fix the schedule")
-    p.add_argument("--zero", type=int, choices=(0, 2, 3), default=None, help="fix the sharding level")
+    p.add_argument("--micro-batch", type=_positive, default=None, help="fix the micro-batch size (default: searched)")
+    p.add_argument("--schedule", choices=("gpipe", "1f1b", "interleaved"), default=None,
+                   help="fix the schedule (default: searched)")
+    p.add_argument("--zero", type=int, choices=(0, 2, 3), default=None, help="fix the sharding level (default: searched)")
     p.add_argument("--recompute", choices=("none", "selective", "full"), default=None,
                    help="fix activation recomputation for every block (default: chosen per stage)")
     p.add_argument("--sequence-parallel", action=argparse.BooleanOptionalAction, default=None,
@@ -114,6 +124,10 @@ def _run_plan(args) -> int:
     knobs = {"tp": args.tp, "pp": args.pp, "dp": args.dp, "vpp": args.vpp, "dp_shard": args.dp_shard,
              "micro_batch": args.micro_batch, "schedule": args.schedule, "zero": args.zero,
              "recompute": args.recompute, "sequence_parallel": args.sequence_parallel}
+    if args.out:
+        planner.api.check_output(args.out, args.force)  # before the search, not after it
+    if args.emit:
+        planner.api.check_emit_target(args.emit, args.force)
     progress = report.Progress()
     try:
         if "," in args.gpus:  # several clusters: plan each, compare
@@ -142,13 +156,15 @@ def _run_plan(args) -> int:
         print(result.to_json())
     elif args.quiet:
         print(result.summary())
+        if result.comparison is not None:
+            c = result.comparison
+            print(f"compared {c.strategy.label()}: {c.why_not}")
     else:
         report.print_plan(result)
         if args.out:
             print(f"wrote {args.out}")
         if args.emit:
-            print(f"wrote the training program to {args.emit}/ (run it: plan run {args.emit}, or bash "
-                  f"{args.emit}/launch.sh)")
+            print(f"wrote the training program to {args.emit}/; run it: {report.run_hint(result, args.emit)}")
     return 0
 
 
@@ -167,7 +183,7 @@ def _run_scaling(args, plans) -> int:
 
 
 def _show_parser(sub) -> None:
-    p = sub.add_parser("show", help="print a saved plan.json", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("show", help="print a saved plan.json", formatter_class=_Help)
     p.add_argument("plan", metavar="PLAN.json")
     p.set_defaults(run=_run_show)
 
@@ -179,7 +195,7 @@ def _run_show(args) -> int:
 
 def _run_parser(sub) -> None:
     p = sub.add_parser("run", help="run an emitted program locally with torchrun (one process per rank)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Help)
     p.add_argument("dir", metavar="DIR", help="a directory written by --emit")
     p.add_argument("--cpu", action="store_true", help="simulate the plan on CPU with gloo, one process per rank")
     p.set_defaults(run=_run_run)

@@ -7,11 +7,18 @@ and attention reshapes with `view(B, S, -1, head_dim)` so the local head count f
 
 Factories (the planner calls them under the meta device): tiny, gpt2, gpt3_1_3b, gpt3_6_7b,
 gpt3_13b, gpt3_175b, gpt_1t (Megatron-LM's 1T: 128 layers, hidden 25600, 160 heads).
+
+Data: `dataset(model)` is real text that needs no download: the bytes of some of Python's own
+standard-library modules, as next-byte windows of the model's sequence length (so the tiny GPT's loss
+falls from ln 256 = 5.55 within a few dozen steps); `batch()` stays the synthetic shape sample the
+planner profiles with.
 """
 from __future__ import annotations
 
 import math
+import sysconfig
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -155,3 +162,38 @@ def batch(batch_size: int, model: GPT | None = None) -> tuple[torch.Tensor, torc
     cfg = model.config if model is not None else _GPT2
     tokens = torch.randint(0, cfg.vocab_size, (batch_size, cfg.seq_len + 1))
     return tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+
+
+CORPUS = ("textwrap.py", "string.py", "heapq.py", "bisect.py", "functools.py", "dataclasses.py", "argparse.py",
+          "inspect.py")
+"""Standard-library modules whose source makes the corpus (those present in this Python are used)."""
+
+
+class ByteCorpus:
+    """Next-byte samples: window i is (bytes [i*S, i*S+S), the same shifted by one), in a fixed shuffled
+    order, so sample k of the run is the same on every machine with this Python."""
+
+    def __init__(self, text: bytes, seq_len: int):
+        self.data = torch.tensor(list(text), dtype=torch.long)
+        self.seq_len = seq_len
+        windows = (len(self.data) - 1) // seq_len
+        self.order = torch.randperm(windows, generator=torch.Generator().manual_seed(0))
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = int(self.order[i]) * self.seq_len
+        chunk = self.data[start:start + self.seq_len + 1]
+        return chunk[:-1], chunk[1:]
+
+
+def dataset(model: GPT | None = None) -> ByteCorpus:
+    """Real text, no download: the bytes of `CORPUS` from this Python's standard library (byte ids fit
+    every vocabulary here), windows of the model's sequence length."""
+    cfg = model.config if model is not None else _GPT2
+    root = Path(sysconfig.get_paths()["stdlib"])
+    text = b"".join((root / name).read_bytes() for name in CORPUS if (root / name).is_file())
+    if len(text) <= cfg.seq_len:
+        raise RuntimeError(f"found too little standard-library source under {root} for a {cfg.seq_len}-byte window")
+    return ByteCorpus(text, cfg.seq_len)

@@ -16,7 +16,7 @@ from planner.errors import PlannerError
 from planner.types.plan import Plan
 from planner.types.strategy import parse_recompute
 
-__all__ = ["emit", "constants"]
+__all__ = ["emit", "constants", "check_target", "launch_lines"]
 
 _BLOCK = re.compile(r"(# --- plan constants \(written by planner\) ---\n)(.*?)(# --- end of plan constants ---)", re.S)
 _LINE = re.compile(r"^(?P<names>[A-Z_][A-Z_0-9, ]*?) = (?P<value>.*)$")
@@ -50,7 +50,7 @@ def constants(plan: Plan, model_file: str) -> dict[str, object]:
     }
 
 
-def _fill(template: str, values: dict[str, object], summary: str, world: int) -> str:
+def _fill(template: str, values: dict[str, object], summary: str, hint: str) -> str:
     m = _BLOCK.search(template)
     if m is None:
         raise RuntimeError("train.py template lost its constants block")
@@ -68,16 +68,42 @@ def _fill(template: str, values: dict[str, object], summary: str, world: int) ->
             text = pprint.pformat(values[names[0]], width=100 - len(head), compact=True, sort_dicts=False)
             lines.append(head + text.replace("\n", "\n" + " " * len(head)))
     body = template[:m.start(2)] + "\n".join(lines) + "\n" + template[m.end(2):]
-    return body.replace("PLAN_SUMMARY", summary, 1).replace("--nproc-per-node WORLD", f"--nproc-per-node {world}", 1)
+    return body.replace("PLAN_SUMMARY", summary, 1).replace("LAUNCH_HINT", hint, 1)
 
 
-def emit(plan: Plan, directory: str | Path, *, force: bool = False, model_path: str | Path | None = None) -> Path:
-    """Write the program for `plan` into `directory`; refuses a non-empty directory unless `force`."""
+def check_target(directory: str | Path, force: bool = False) -> Path:
+    """Refuse a file, or a non-empty directory unless `force` (checked before any search, too)."""
     out = Path(directory)
     if out.exists() and not out.is_dir():
         raise PlannerError(f"{out} is a file; give a directory to emit into")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise PlannerError(f"{out} is not empty; choose another directory or pass force=True to overwrite")
+    return out
+
+
+def shape(plan: Plan) -> tuple[int, int, bool]:
+    """(nodes, ranks per node, CPU plan) of the plan's world."""
+    world = plan.strategy.world
+    gpn = min(world, int(plan.cluster.gpus_per_node or world))
+    return max(1, world // gpn), gpn, plan.cluster.gpu == "cpu"
+
+
+def launch_lines(plan: Plan) -> list[str]:
+    """The commands that start the program: one line for one node, one line per node for several."""
+    nodes, _, cpu = shape(plan)
+    flag = " --cpu" if cpu else ""
+    if nodes == 1:
+        return [f"bash launch.sh{flag}"]
+    lines = [f"NNODES={nodes} NODE_RANK={i} MASTER_ADDR=<node 0's address> bash launch.sh{flag}   # on node {i}"
+             for i in range(min(nodes, 3))]
+    if nodes > 3:
+        lines.append(f"... and so on up to NODE_RANK={nodes - 1} (or: sbatch slurm.sbatch)")
+    return lines
+
+
+def emit(plan: Plan, directory: str | Path, *, force: bool = False, model_path: str | Path | None = None) -> Path:
+    """Write the program for `plan` into `directory`; refuses a non-empty directory unless `force`."""
+    out = check_target(directory, force)
     source = Path(model_path or plan.model.path)
     if not source.is_file():
         raise PlannerError(f"the plan's model file {source} is missing; emit where it exists")
@@ -85,18 +111,24 @@ def emit(plan: Plan, directory: str | Path, *, force: bool = False, model_path: 
     out.mkdir(parents=True, exist_ok=True)
     program = resources.files("planner.program")
     template = (program / "templates" / "train.py").read_text()
-    world = plan.strategy.world
-    (out / "train.py").write_text(_fill(template, constants(plan, model_file), plan.summary(), world))
+    nodes, gpn, cpu = shape(plan)
+    hint = launch_lines(plan)[0] if nodes == 1 else f"on node i of {nodes}: NNODES={nodes} NODE_RANK=i " \
+        f"MASTER_ADDR=<node 0> bash launch.sh{' --cpu' if cpu else ''}  (or sbatch slurm.sbatch)"
+    (out / "train.py").write_text(_fill(template, constants(plan, model_file), plan.summary(), hint))
     _copy_runtime(program / "runtime", out / "planner_runtime")
     shutil.copyfile(source, out / model_file)
     (out / "plan.json").write_text(plan.to_json() + "\n")
-    gpn = min(world, int(plan.cluster.gpus_per_node or world))
-    nodes = max(1, world // gpn)
+    values = {"@WORLD@": str(plan.strategy.world), "@GPUS_PER_NODE@": str(gpn), "@NODES@": str(nodes),
+              "@SUMMARY@": plan.summary(), "@MODEL@": plan.model.ref.rpartition("/")[2],
+              "@RUN@": "\n".join(f"    {line}" for line in launch_lines(plan)),
+              "@CPU_FLAG@": " --cpu" if cpu else "",
+              "@SLURM_GPUS@": "#SBATCH --ntasks-per-node=1" if cpu else
+              f"#SBATCH --ntasks-per-node=1\n#SBATCH --gpus-per-node={gpn}",
+              "@RANKS@": f"{gpn} CPU processes" if cpu else f"{gpn} GPUs"}
     for name in ("launch.sh", "slurm.sbatch", "README.md"):
         text = (program / "templates" / name).read_text()
-        text = (text.replace("@WORLD@", str(world)).replace("@GPUS_PER_NODE@", str(gpn))
-                .replace("@NODES@", str(nodes)).replace("@SUMMARY@", plan.summary())
-                .replace("@MODEL@", plan.model.ref.rpartition("/")[2]))
+        for key, value in values.items():
+            text = text.replace(key, value)
         (out / name).write_text(text)
     (out / "launch.sh").chmod(0o755)
     return out

@@ -13,28 +13,36 @@ from planner.types.plan import Plan
 __all__ = ["execute", "run_plan", "planned_world"]
 
 
-def planned_world(directory: Path) -> int:
-    """Ranks the directory's plan needs (pp x dp x tp)."""
+def _planned(directory: Path) -> tuple[int, bool]:
+    """(ranks the directory's plan needs, whether it was planned for CPUs)."""
     try:
-        s = json.loads((directory / "plan.json").read_text())["strategy"]
-        return int(s["pp"]) * int(s["dp"]) * int(s["tp"])
+        d = json.loads((directory / "plan.json").read_text())
+        s = d["strategy"]
+        return int(s["pp"]) * int(s["dp"]) * int(s["tp"]), d.get("cluster", {}).get("gpu") == "cpu"
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise PlannerError(f"{directory / 'plan.json'} is missing or unreadable ({e}); emit the plan again") from None
 
 
+def planned_world(directory: Path) -> int:
+    """Ranks the directory's plan needs (pp x dp x tp)."""
+    return _planned(directory)[0]
+
+
 def execute(directory: str | Path, *, cpu: bool = False, args: list[str] | tuple[str, ...] = ()) -> int:
-    """torchrun `train.py` in `directory` with one process per planned rank; returns its exit code.
-    Without `cpu`, the machine must have as many GPUs as the plan has ranks."""
+    """torchrun `train.py` in `directory` with one process per planned rank on this machine; returns its
+    exit code. A plan made for CPUs runs with gloo; otherwise, without `cpu`, the machine must have as
+    many GPUs as the plan has ranks (a multi-node plan runs with launch.sh on each node instead)."""
     d = Path(directory)
     if not (d / "train.py").is_file():
         raise PlannerError(f"{d} holds no train.py; emit a plan there first")
-    world = planned_world(d)
+    world, cpu_plan = _planned(d)
+    cpu = cpu or cpu_plan
     if not cpu:
         import torch
         have = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if have < world:
             raise PlannerError(f"the plan needs {world} GPUs and this machine has {have}; pass cpu=True to simulate "
-                               f"it with {world} gloo processes, or run launch.sh on the cluster")
+                               f"it with {world} gloo processes, or run launch.sh on each node of the cluster")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
            "--nproc-per-node", str(world), "train.py", *(["--cpu"] if cpu else []), *args]
     return subprocess.run(cmd, cwd=d).returncode

@@ -23,13 +23,14 @@ def print_cluster(cluster: Cluster, mesh: Mesh, out: TextIO | None = None) -> No
         rows.append([spec, str(count), f"{n.gpus_per_node} x {gpu}", gib(dev.memory_bytes),
                      f"{dev.peak('bf16') / 1e12:.0f}", f"{n.intra.kind}", f"{n.nic_count} x {n.nic.kind}"])
     table(["node type", "nodes", "GPUs", "memory", "bf16 TFLOP/s", "in node", "NICs"], rows, out=out)
-    links = {}
-    for _, _, d in cluster.graph.edges(data=True):
-        links.setdefault((d["kind"], d["bandwidth"]), d)
+    links: dict[tuple, tuple[dict, set]] = {}
+    for u, v, d in cluster.graph.edges(data=True):
+        entry = links.setdefault((d["kind"], d["bandwidth"]), (d, set()))
+        entry[1].update(_where(cluster, u, v))
     print(file=out)
-    table(["link class", "GB/s per direction", "achievable", "latency us"],
-          [[k, f"{bw / 1e9:.1f}", f"{d['efficiency']:.0%}", f"{d['latency'] * 1e6:.2f}"]
-           for (k, bw), d in sorted(links.items())], out=out)
+    table(["link class", "GB/s per direction", "achievable", "latency us", "where"],
+          [[k, f"{bw / 1e9:.1f}", f"{d['efficiency']:.0%}", _latency(d["latency"]), ", ".join(sorted(at))]
+           for (k, bw), (d, at) in sorted(links.items())], out=out)
     rows = []
     for axis, size in zip(mesh.axes, mesh.sizes):
         groups = mesh.groups(axis)
@@ -45,35 +46,76 @@ def print_cluster(cluster: Cluster, mesh: Mesh, out: TextIO | None = None) -> No
           title=f"mesh {' x '.join(f'{a}{s}' for a, s in zip(mesh.axes, mesh.sizes))} (outer to inner), all groups at once")
 
 
-def draw_cluster(cluster: Cluster, path: str) -> None:
-    """Draw GPUs, switches, NICs and the fabric, one column per node, with link classes as colours."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import networkx as nx
-    g = cluster.graph.to_undirected()
+def _where(cluster: Cluster, u: tuple, v: tuple) -> set[str]:
+    """The node types an edge lies in, or `fabric` between nodes."""
+    inside = {cluster.nodes[x[1]].name for x in (u, v) if x[0] in ("gpu", "switch", "nic")}
+    return {f"{n} {'GPU-NIC' if 'nic' in (u[0], v[0]) and 'gpu' in (u[0], v[0]) else 'in node'}" for n in inside} \
+        if u[0] != "leaf" and v[0] != "leaf" else {"fabric"}
+
+
+def _latency(seconds: float) -> str:
+    """Microseconds, or `-` where the hop's latency is counted on another edge of the path."""
+    return f"{seconds * 1e6:.2f}" if seconds else "-"
+
+
+MAX_DRAWN_NODES = 8
+"""Nodes drawn at most (the fabric of larger clusters is drawn for the first ones and said so)."""
+
+
+def _positions(cluster: Cluster, g) -> dict:
+    """One column block per node (GPUs, its switch, its NICs), leaf switches above, the spine on top."""
     pos = {}
+    width = 5.0
     for v in g.nodes:
-        if v[0] == "gpu":
-            pos[v] = (v[1] * 3 + 0.0, -v[2])
-        elif v[0] == "switch":
-            pos[v] = (v[1] * 3 + 1.0, -cluster.nodes[v[1]].gpus_per_node / 2)
-        elif v[0] == "nic":
-            pos[v] = (v[1] * 3 + 2.0, -v[2])
-        elif v[0] == "leaf":
-            pos[v] = ((v[1] + 0.5) * cluster.nodes_per_leaf * 3, 3.0)
+        kind = v[0]
+        if kind in ("gpu", "switch", "nic"):
+            gpn = cluster.nodes[v[1]].gpus_per_node
+            x0 = v[1] * width
+            if kind == "gpu":
+                pos[v] = (x0, -v[2])
+            elif kind == "switch":
+                pos[v] = (x0 + 1.5, -(gpn - 1) / 2)
+            else:
+                nics = cluster.nodes[v[1]].nic_count
+                pos[v] = (x0 + 3.0, -v[2] * (gpn - 1) / max(1, nics - 1))
+        elif kind == "leaf":
+            shown = min(len(cluster.nodes), MAX_DRAWN_NODES)
+            first = v[1] * cluster.nodes_per_leaf
+            last = min(first + cluster.nodes_per_leaf, shown) - 1
+            pos[v] = ((first + last) / 2 * width + 1.5, 3.0)
         else:
-            pos[v] = (len(cluster.nodes) * 1.5, 6.0)
+            pos[v] = ((min(len(cluster.nodes), MAX_DRAWN_NODES) - 1) / 2 * width + 1.5, 6.0)
+    return pos
+
+
+def draw_cluster(cluster: Cluster, path: str) -> None:
+    """Draw GPUs, node switches, NICs and the fabric, one labelled column per node (the first
+    `MAX_DRAWN_NODES` of a larger cluster), link classes as colours."""
+    import networkx as nx
+    from planner.report.figure import figure, save
+    shown = min(len(cluster.nodes), MAX_DRAWN_NODES)
+    keep = [v for v in cluster.graph.nodes
+            if (v[0] in ("gpu", "switch", "nic") and v[1] < shown)
+            or (v[0] == "leaf" and v[1] * cluster.nodes_per_leaf < shown) or v[0] not in ("gpu", "switch", "nic", "leaf")]
+    g = cluster.graph.subgraph(keep).to_undirected()
+    pos = _positions(cluster, g)
     kinds = sorted({d["kind"] for _, _, d in g.edges(data=True)})
+    plt, (fig, ax) = figure(min(40, 4 + 2.2 * shown), 8)
     colours = {k: plt.cm.tab10(i) for i, k in enumerate(kinds)}
-    fig, ax = plt.subplots(figsize=(min(40, 3 + 1.5 * len(cluster.nodes)), 7))
-    nx.draw_networkx_nodes(g, pos, ax=ax, node_size=60,
-                           node_color=["tab:green" if v[0] == "gpu" else "tab:gray" for v in g.nodes])
     for k in kinds:
-        nx.draw_networkx_edges(g, pos, ax=ax, edge_color=[colours[k]], label=k,
+        nx.draw_networkx_edges(g, pos, ax=ax, edge_color=[colours[k]], label=k, width=1.2,
                                edgelist=[(u, v) for u, v, d in g.edges(data=True) if d["kind"] == k])
-    ax.legend(loc="lower right")
-    ax.set_title(f"{cluster.name}: {cluster.summary()}")
+    style = {"gpu": ("tab:green", "s", 120), "switch": ("tab:blue", "D", 160), "nic": ("tab:orange", "o", 80)}
+    for kind, (colour, marker, size) in style.items():
+        nx.draw_networkx_nodes(g, pos, ax=ax, nodelist=[v for v in g.nodes if v[0] == kind], node_color=colour,
+                               node_shape=marker, node_size=size, label=kind.upper() if kind != "switch" else "node switch")
+    nx.draw_networkx_nodes(g, pos, ax=ax, nodelist=[v for v in g.nodes if v[0] in ("leaf", "spine")],
+                           node_color="tab:gray", node_shape="h", node_size=300, label="leaf / spine switch")
+    for j in range(shown):
+        n = cluster.nodes[j]
+        ax.text(j * 5.0 + 1.5, 1.0, f"node {j}\n{n.name}: {n.gpus_per_node} x {n.gpu}", ha="center", fontsize=7)
+    more = f" (first {shown} of {len(cluster.nodes)} nodes drawn)" if shown < len(cluster.nodes) else ""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
+    ax.set_title(f"{cluster.name}: {cluster.summary()}{more}", fontsize=9)
     ax.axis("off")
-    fig.savefig(path, format="svg" if path.endswith(".svg") else "png", bbox_inches="tight")
-    plt.close(fig)
+    save(plt, fig, path)

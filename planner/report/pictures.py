@@ -48,13 +48,22 @@ def memory_data(plan: Plan) -> dict:
             "capacity": plan.estimate.memory_capacity_bytes, "label": plan.strategy.label()}
 
 
-def draw_timeline(plan: Plan, path: str | Path) -> dict:
-    """Draw the schedule: a row per stage, forward (blue) and backward (orange) blocks labelled with
-    their micro-batch, sends as black ticks, the gradient sync and optimizer in grey; gaps are bubble."""
-    data = timeline_data(plan)
+def steady_cut(data: dict) -> tuple[float, float] | None:
+    """With many micro-batches the middle of the step is the same 1F1B pattern over and over: the
+    picture keeps the warm-up until micro-batch `pp + 2` leaves stage 0 and the cool-down from the
+    backward of micro-batch `n - pp - 2` there, and cuts the steady state between (None: no cut)."""
+    row0 = data["rows"][0]
+    n = 1 + max(b["micro_batch"] for b in row0)
+    keep = len(data["rows"]) + 2
+    if n < 3 * keep:
+        return None
+    t1 = max(b["end"] for b in row0 if b["kind"] == "F" and b["micro_batch"] == keep - 1)
+    t2 = min(b["start"] for b in row0 if b["kind"] == "B" and b["micro_batch"] == n - keep)
+    return (t1, t2) if t2 > t1 else None
+
+
+def _draw_rows(ax, data: dict, label_blocks: bool) -> None:
     pp = len(data["rows"])
-    plt, (fig, ax) = figure(12, 1.0 + 0.45 * pp)
-    label_blocks = sum(len(r) for r in data["rows"]) <= 400
     for r, row in enumerate(data["rows"]):
         y = pp - 1 - r
         for blk in row:
@@ -63,15 +72,37 @@ def draw_timeline(plan: Plan, path: str | Path) -> dict:
                     linewidth=0.3)
             if label_blocks:
                 ax.text((blk["start"] + blk["end"]) / 2, y, str(blk["micro_batch"]), ha="center", va="center",
-                        fontsize=6, color="white")
+                        fontsize=6, color="white", clip_on=True)
         if data["tail"] > 0:
             ax.barh(y, data["tail"], left=data["makespan"], height=0.8, color="#8c8c8c")
     for snd in data["sends"]:
         ax.plot([snd["start"], snd["end"]], [pp - 1 - snd["from"] - 0.45] * 2, color="black", linewidth=1.5)
-    ax.set_yticks(range(pp), [f"stage {pp - 1 - y}" for y in range(pp)])
     ax.set_xlabel("seconds")
-    ax.set_title(f"{data['label']}: forward (blue), backward (orange), sends (black), DP sync + optimizer (grey)",
-                 fontsize=9)
+
+
+def draw_timeline(plan: Plan, path: str | Path) -> dict:
+    """Draw the schedule: a row per stage, forward (blue) and backward (orange) blocks labelled with
+    their micro-batch, sends as black ticks, the gradient sync and optimizer in grey; gaps are bubble.
+    Hundreds of micro-batches are drawn as warm-up and cool-down with the steady state cut out."""
+    data = timeline_data(plan)
+    pp = len(data["rows"])
+    cut = steady_cut(data)
+    data["cut"] = cut
+    plt, (fig, ax) = figure(12, 1.0 + 0.45 * pp)
+    axes = [ax]
+    if cut:
+        fig.clf()
+        axes = list(fig.subplots(1, 2, sharey=True))
+        axes[0].set_xlim(0, cut[0])
+        axes[1].set_xlim(cut[1], data["makespan"] + data["tail"])
+    visible = sum(1 for row in data["rows"] for b in row
+                  if not cut or b["end"] <= cut[0] or b["start"] >= cut[1])
+    for a in axes:
+        _draw_rows(a, data, visible <= 400)
+    axes[0].set_yticks(range(pp), [f"stage {pp - 1 - y}" for y in range(pp)])
+    note = f"; {cut[1] - cut[0]:.3g} s of steady state cut" if cut else ""
+    fig.suptitle(f"{data['label']}: forward (blue), backward (orange), sends (black), DP sync + optimizer "
+                 f"(grey){note}", fontsize=9)
     save(plt, fig, path)
     return data
 

@@ -8,7 +8,7 @@ from typing import TextIO
 from planner.types.plan import Alternative, Plan
 from planner.report.text import WIDTH, gib, human, table
 
-__all__ = ["print_plan", "explain"]
+__all__ = ["print_plan", "explain", "run_hint"]
 
 
 def _stages(p: Plan) -> list[list[str]]:
@@ -39,8 +39,8 @@ def print_plan(p: Plan, out: TextIO | None = None) -> None:
     print(f"model    {m.ref}: {human(m.params)} parameters, {m.blocks} blocks, "
           f"{human(m.flops_per_step)}FLOP per step", file=out)
     if m.tp_degrees:
-        print(f"         splits: pipeline at block boundaries; tensor parallel {', '.join(map(str, m.tp_degrees))}",
-              file=out)
+        splits = f"splits: pipeline at block boundaries; tensor parallel {', '.join(map(str, m.tp_degrees))}"
+        print(textwrap.fill(splits, WIDTH, initial_indent=" " * 9, subsequent_indent=" " * 11), file=out)
     print(f"cluster  {c.gpus} x {c.gpu} ({c.nodes} node(s) of {c.gpus_per_node}), "
           f"global batch {p.global_batch}", file=out)
     print(f"plan     {s.label()}", file=out)
@@ -73,3 +73,14 @@ def explain(p: Plan) -> str:
     buf = io.StringIO()
     print_plan(p, buf)
     return buf.getvalue()
+
+
+def run_hint(p: Plan, directory: str) -> str:
+    """How to run the emitted program: `plan run DIR` on one node (a CPU plan runs with gloo), else
+    launch.sh on every node."""
+    world = p.strategy.world
+    nodes = max(1, world // min(world, p.cluster.gpus_per_node or world))
+    if nodes == 1:
+        return f"plan run {directory}"
+    return (f"on each of the {nodes} nodes, NNODES={nodes} NODE_RANK=i MASTER_ADDR=<node 0> bash "
+            f"{directory}/launch.sh (see {directory}/README.md)")

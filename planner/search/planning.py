@@ -60,8 +60,10 @@ def _explain(best: Candidate, res: SearchResult) -> str:
     parts = sorted(e.breakdown.items(), key=lambda kv: -kv[1])
     share = ", ".join(f"{k.replace('_', ' ')} {v / e.step_time_s:.0%}" for k, v in parts[:3] if v > 0)
     mem = max(e.memory_bytes_per_pp_rank) / e.memory_capacity_bytes
-    return (f"bound by {e.bound.replace('_', ' ')} ({share}); the fullest GPU uses {mem:.0%} of its memory; "
-            f"{res.stats.solved} of {res.stats.candidates} candidates solved, the rest pruned by lower bounds")
+    st = res.stats
+    solved = (f"all {st.candidates} candidates solved" if st.solved == st.candidates else
+              f"{st.solved} of {st.candidates} candidates solved, the rest pruned by lower bounds")
+    return f"bound by {e.bound.replace('_', ' ')} ({share}); the fullest GPU uses {mem:.0%} of its memory; {solved}"
 
 
 def _compare_note(best: Candidate, fixed: Candidate) -> str:

@@ -92,13 +92,17 @@ def test_launch_sh_runs_without_planner_and_resumes_exactly(program, hidden_env,
     assert not list(Path(ck).glob("*.tmp"))
 
 
-def test_plan_run_cpu_and_missing_gpus(program):
-    ok = subprocess.run([sys.executable, str(ROOT / "cli.py"), "run", str(program), "--cpu", "--",
+def test_plan_run_cpu_and_missing_gpus(program, tmp_path):
+    """A CPU plan runs with `plan run DIR` as its hint says (no --cpu needed); a GPU plan on this
+    GPU-less machine gets one line naming --cpu, before anything starts."""
+    ok = subprocess.run([sys.executable, str(ROOT / "cli.py"), "run", str(program), "--",
                          "--steps", "1", "--checkpoint-dir", str(program / "ck-run")],
                         capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr[-3000:]
-    assert "step     1" in ok.stdout
-    no_gpu = subprocess.run([sys.executable, str(ROOT / "cli.py"), "run", str(program)], capture_output=True,
-                            text=True, timeout=120)
+    assert "step     1" in ok.stdout and "done: loss" in ok.stdout
+    gpu_plan = planner.plan(f"{ROOT / 'examples' / 'gpt.py'}:tiny", "2", "a100-80gb", global_batch=8, dp=2)
+    emit(gpu_plan, tmp_path / "gpu")
+    no_gpu = subprocess.run([sys.executable, str(ROOT / "cli.py"), "run", str(tmp_path / "gpu")],
+                            capture_output=True, text=True, timeout=120)
     assert no_gpu.returncode == 2
     assert no_gpu.stderr.startswith("plan: error: the plan needs 2 GPUs") and "--cpu" in no_gpu.stderr

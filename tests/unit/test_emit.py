@@ -40,7 +40,7 @@ def test_directory_contents_and_verbatim_runtime(plan, tmp_path):
     for name in ["train.py", *(f"planner_runtime/{n}" for n in shipped)]:
         source = (d / name).read_text()
         assert not re.search(r"^\s*(import|from)\s+planner\b", source, re.M), name
-    assert "--nproc-per-node 8" in (d / "train.py").read_text()
+    assert "Launch:  bash launch.sh --cpu\n" in (d / "train.py").read_text()  # a CPU plan on one node
 
 
 def test_constants_block_is_the_plan(plan, tmp_path):
@@ -139,16 +139,20 @@ def test_data_is_a_function_of_the_step(plan, tmp_path):
     spec.loader.exec_module(train)
     items = [(torch.full((3,), float(i)), i % 2) for i in range(10)]
     with_dataset = types.SimpleNamespace(dataset=lambda: items)
-    x, y = train.make_batch(with_dataset, None, 4, step=3, seed=0)
+    assert train.load_dataset(with_dataset, None) is items
+    with_model = types.SimpleNamespace(dataset=lambda model: model)  # dataset(model) gets the meta model
+    assert train.load_dataset(with_model, "the model") == "the model"
+    x, y = train.make_batch(with_dataset, None, 4, step=3, seed=0, data=items)
     assert x[:, 0].tolist() == [8.0, 9.0, 0.0, 1.0] and y.tolist() == [0, 1, 0, 1]
     synthetic = types.SimpleNamespace(batch=lambda n: (torch.randint(0, 9, (n, 2)), torch.randint(0, 9, (n,))))
     a, b = train.make_batch(synthetic, None, 4, 7, 0), train.make_batch(synthetic, None, 4, 7, 0)
     assert torch.equal(a[0], b[0]) and not torch.equal(a[0], train.make_batch(synthetic, None, 4, 8, 0)[0])
 
 
-def test_plan_execute_emits_then_says_what_is_missing(plan, tmp_path):
+def test_plan_execute_emits_then_says_what_is_missing(tmp_path):
+    gpu_plan = planner.plan(f"{GPT}:tiny", "8", "a100-80gb", global_batch=8, dp=2, tp=2, pp=2)
     with pytest.raises(PlannerError, match="needs 8 GPUs and this machine has 0; pass cpu=True"):
-        planner.execute(plan, tmp_path / "prog")
+        planner.execute(gpu_plan, tmp_path / "prog")
     assert (tmp_path / "prog" / "train.py").is_file()
     with pytest.raises(PlannerError, match="holds no train.py"):
         from planner.program.execute import execute

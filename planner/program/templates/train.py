@@ -1,8 +1,7 @@
 """Train the model of plan.json with its plan, using plain torch.distributed.
 
-Launch (one node):   bash launch.sh                    (torchrun --nproc-per-node WORLD train.py)
-Many nodes:          NNODES=4 NODE_RANK=0 MASTER_ADDR=host0 bash launch.sh   (or sbatch slurm.sbatch)
-Plan:                PLAN_SUMMARY
+Launch:  LAUNCH_HINT
+Plan:    PLAN_SUMMARY
 
 Written by planner from plan.json; it needs only torch, the package `planner_runtime/` beside it and the model file.
 The constants below are the plan: to change the layout, plan again and re-emit.
@@ -82,7 +81,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=10, help="linear warm-up steps")
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping threshold")
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and synthetic data")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation (and of batch()'s synthetic data)")
     p.add_argument("--checkpoint-dir", default=str(HERE / "checkpoints"))
     p.add_argument("--checkpoint-every", type=int, default=0, help="save every N steps (0: only at the end)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
@@ -106,12 +105,17 @@ def load_model_file():
     return module
 
 
+def load_dataset(mf, model):
+    """The model file's dataset() (given the meta model when it takes an argument), or None."""
+    if not hasattr(mf, "dataset"):
+        return None
+    return mf.dataset(model) if len(inspect.signature(mf.dataset).parameters) >= 1 else mf.dataset()
+
+
 def make_batch(mf, model, n: int, step: int, seed: int, data=None):
     """The step's global batch, a function of (seed, step) only, so every layout and every restart
-    sees the same samples: the model file's dataset() if it has one (pass it as `data` to build it
-    once), else seeded synthetic batch()."""
-    if data is None and hasattr(mf, "dataset"):
-        data = mf.dataset()
+    sees the same samples: `data` (the model file's dataset(), built once) if there is one, else seeded
+    synthetic batch()."""
     if data is not None:
         items = [data[((step - 1) * n + i) % len(data)] for i in range(n)]
         return torch.stack([x for x, _ in items]), torch.stack([torch.as_tensor(y) for _, y in items])
@@ -161,10 +165,8 @@ def dp_group(mesh):
     return mesh[tuple(axes)]._flatten().get_group() if len(axes) > 1 else mesh[axes[0]].get_group()
 
 
-def build(mf, mesh, device, args, data):
-    """This rank's chunks of the model: split at the plan's stage boundaries, then parallelised."""
-    with torch.device("meta"):
-        model = getattr(mf, FACTORY)()
+def build(mf, model, mesh, device, args, data):
+    """This rank's chunks of the (meta) model: split at the plan's stage boundaries, then parallelised."""
     x, _ = make_batch(mf, model, MICRO_BATCH_SIZE, 1, args.seed, data)
     specs = [(tuple(x.shape), x.dtype)]
     pp_rank = mesh["pp"].get_local_rank()
@@ -176,7 +178,7 @@ def build(mf, mesh, device, args, data):
     tied.broadcast()
     if args.init_from:
         rt.load_full(parts, torch.load(args.init_from, map_location="cpu", weights_only=True))
-    return model, chunks, parts, tied
+    return chunks, parts, tied
 
 
 def state(parts, optimizers):
@@ -338,9 +340,11 @@ def setup(args, device) -> Run:
     mf = load_model_file()
     loss_fn = getattr(mf, "loss", rt.default_loss)
     mesh = init_device_mesh(device.type, MESH_SIZES, mesh_dim_names=MESH_AXES)
-    data = mf.dataset() if hasattr(mf, "dataset") else None  # built once, indexed by step
+    with torch.device("meta"):
+        model = getattr(mf, FACTORY)()
+    data = load_dataset(mf, model)  # built once, indexed by step
     before = resident_bytes()
-    model, chunks, parts, tied = build(mf, mesh, device, args, data)
+    chunks, parts, tied = build(mf, model, mesh, device, args, data)
     rank, pp_rank = dist.get_rank(), mesh["pp"].get_local_rank()
     log(args.metrics, {"rank": rank, "event": "built", "resident_bytes_added": resident_bytes() - before})
     dp_index = 0
@@ -401,6 +405,7 @@ def train_step(run: Run, args, step: int, last_step: int) -> dict:
         torch.cuda.synchronize(run.device)
     dt = time.perf_counter() - t0
     return {"step": step, "loss": loss.item() / (DP * TP), "grad_norm": norm.item(), "lr": lr, "step_time_s": dt,
+            "predicted_step_s": PREDICTED_STEP_S, "measured_over_predicted": dt / PREDICTED_STEP_S if PREDICTED_STEP_S else None,
             "tokens_per_s": tokens / dt, "activation_peak_bytes": meter.peak if meter else None}
 
 
@@ -427,14 +432,35 @@ def log_step(run: Run, args, record: dict) -> None:
               f"{dt * 1e3:.0f} ms  peak {record['peak_memory_bytes'] / 2**20:.0f} MiB", flush=True)
 
 
+def summarize(run: Run, args, records: list[dict]) -> None:
+    """The run in one line (rank 0), and a `summary` record: loss from first to last step, and the
+    median step time after the first (warm-up) step against the plan's prediction."""
+    if run.rank != 0 or not records:
+        return
+    times = sorted(r["step_time_s"] for r in (records[1:] or records))
+    median = times[len(times) // 2]
+    first, last = records[0]["loss"], records[-1]["loss"]
+    ratio = median / PREDICTED_STEP_S if PREDICTED_STEP_S else None
+    log(args.metrics, {"event": "summary", "steps": len(records), "first_loss": first, "last_loss": last,
+                       "median_step_time_s": median, "predicted_step_s": PREDICTED_STEP_S,
+                       "measured_over_predicted": ratio})
+    change = f"{last / first - 1:+.0%}" if first else "n/a"
+    versus = f", {ratio:.2f}x the predicted {PREDICTED_STEP_S:.3g} s" if ratio else ""
+    print(f"done: loss {first:.4f} -> {last:.4f} ({change}) over {len(records)} steps; median step "
+          f"{median:.3g} s{versus}", flush=True)
+
+
 def train(args, device) -> int:
     run = setup(args, device)
     last_step = min(args.steps, args.stop_after or args.steps)
+    records = []
     for step in range(run.start + 1, last_step + 1):
-        log_step(run, args, train_step(run, args, step, last_step))
+        records.append(train_step(run, args, step, last_step))
+        log_step(run, args, records[-1])
         if args.checkpoint_every and step % args.checkpoint_every == 0 or step == last_step:
             save_checkpoint(Path(args.checkpoint_dir), step, run.parts, run.optimizers,
                             run.diagnostics.before_commit)
+    summarize(run, args, records)
     return 0
 
 

@@ -30,7 +30,10 @@ def initial_state(path: Path, factory: str, seed: int = 1234) -> dict[str, torch
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def batch(mf, model, n: int, step: int, seed: int):
+def batch(mf, model, n: int, step: int, seed: int, data=None):
+    if data is not None:  # the model file's real data: sample i of step s is item (s-1)*n + i, wrapping
+        pairs = [data[((step - 1) * n + i) % len(data)] for i in range(n)]
+        return torch.stack([a for a, _ in pairs]), torch.stack([torch.as_tensor(b) for _, b in pairs])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed * 1_000_003 + step)
         return mf.batch(n, model) if len(inspect.signature(mf.batch).parameters) >= 2 else mf.batch(n)
@@ -53,9 +56,12 @@ def train(path: Path, factory: str, init: dict, *, steps: int, global_batch: int
     model.load_state_dict(init)
     loss_fn = getattr(mf, "loss", None) or (lambda o, t: F.cross_entropy(o.flatten(0, -2).float(), t.flatten()))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=weight_decay)
+    data = None
+    if hasattr(mf, "dataset"):
+        data = mf.dataset(meta) if len(inspect.signature(mf.dataset).parameters) else mf.dataset()
     losses, grads = [], {}
     for step in range(start_step + 1, steps + 1):
-        x, y = batch(mf, meta, global_batch, step, seed)
+        x, y = batch(mf, meta, global_batch, step, seed, data)
         opt.zero_grad(set_to_none=True)
         loss = 0.0
         for xm, ym in zip(x.chunk(micro_batches), y.chunk(micro_batches)):  # batch norm sees micro-batches
