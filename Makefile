@@ -21,7 +21,7 @@ demo: $(VENV)/.installed
 	$(BIN)/plan examples/gpt.py:gpt3_13b --gpus 8x4 --global-batch 512 --compare tp8-pp2-dp2
 	$(BIN)/plan examples/gpt.py:tiny --gpus 8 --gpu cpu --global-batch 16 --tp 2 --pp 2 --dp 2 \
 		--emit out/tiny-gpt --force
-	$(BIN)/plan run out/tiny-gpt --cpu -- --steps 20 --checkpoint-every 10
+	$(BIN)/plan run out/tiny-gpt -- --steps 40 --lr 3e-3 --warmup 5 --checkpoint-every 20
 
 test: $(VENV)/.installed
 	$(BIN)/lint-imports

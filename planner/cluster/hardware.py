@@ -36,6 +36,9 @@ class Device:
     matmul_max_efficiency: float
     matmul_half_dim: float
     default_node: str
+    op_overhead: float = 0.0
+    """Host seconds per dispatched operator that add to its compute: eager CPU execution runs dispatch
+    and kernel on one thread. 0 for GPUs, whose launches run ahead of (and hide behind) the kernels."""
     measured: tuple[tuple[int, int, int, str, float], ...] = field(default=())
     """Measured (m, n, k, dtype, FLOP/s) rows; when present they replace the fitted curve."""
 
@@ -140,7 +143,8 @@ def device(name: str) -> Device:
                   peak_flops={k: float(v) for k, v in _field(d, "peak_flops", where).items()},
                   matmul_max_efficiency=float(_field(mm, "max_efficiency", where)),
                   matmul_half_dim=float(_field(mm, "half_dim", where)),
-                  default_node=_field(d, "default_node", where), measured=measured)
+                  default_node=_field(d, "default_node", where), op_overhead=float(d.get("op_overhead", 0.0)),
+                  measured=measured)
 
 
 def _link(d: dict, where: str) -> LinkSpec:

@@ -21,6 +21,10 @@ ATTENTION_BWD_FACTOR = 2.5
 """Flash attention's backward does 2.5x the forward's matmul work (it recomputes QK^T; Dao 2023,
 FlashAttention-2 §3.1.2): hardware time, while MFU counts the model's 2x."""
 
+BWD_OPS_PER_FWD_OP = 2.0
+"""Autograd runs about two operators per forward operator (a matmul's two products, an elementwise
+op's gradient and its accumulation). An assumption, used only with a device's `op_overhead`."""
+
 ELEMENTWISE_BWD_FACTOR = 2.0
 """Memory-bound ops move about twice their forward bytes in backward (read the saved input and the
 incoming gradient, write the outgoing gradient). An assumption, not measured."""
@@ -148,6 +152,7 @@ def _one(profile: ModelProfile, layer: LayerProfile, device: Device, split: int,
     act = {m: activation_bytes(layer, m, scale, split, sp and split > 1, colwise_inputs=n_coll)
            for m in ("none", "selective", "full")}
     flops = (layer.fwd_flops + layer.bwd_flops) * scale / split
-    return LayerCost(fwd=g_f + a_f + elem, bwd=g_b + a_b + ELEMENTWISE_BWD_FACTOR * elem, tp_fwd=tp_f,
-                     tp_bwd=tp_b, elementwise=elem, act=act, out_bytes=int(msg), model_flops=flops,
+    host = layer.fwd_ops * device.op_overhead  # per micro-batch, whatever its size
+    return LayerCost(fwd=g_f + a_f + elem + host, bwd=g_b + a_b + ELEMENTWISE_BWD_FACTOR * elem + BWD_OPS_PER_FWD_OP * host,
+                     tp_fwd=tp_f, tp_bwd=tp_b, elementwise=elem, act=act, out_bytes=int(msg), model_flops=flops,
                      fwd_flops=layer.fwd_flops * scale / split)

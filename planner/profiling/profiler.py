@@ -140,7 +140,7 @@ def _edge_layer(name: str, units: list[tuple[str, nn.Module]], record: Record, f
         name=name, kind=name, modules=tuple(n for n, _ in units),
         params=sum(_numel(m) for _, m in units), param_bytes=sum(_nbytes(m, dtype) for _, m in units),
         fwd_flops=fwd, bwd_flops=total - fwd, gemms=tuple(record.gemms), attention=tuple(record.attention),
-        fwd_mem_bytes=record.mem_bytes, saved={m: saved for m in ("none", "selective", "full")},
+        fwd_mem_bytes=record.mem_bytes, fwd_ops=record.ops, saved={m: saved for m in ("none", "selective", "full")},
         output_bytes=tensor_bytes(output), tensors=_tensors(units))
 
 
@@ -197,7 +197,7 @@ def _block_layers(cut: _Cut, run: _ModelRun, block_keys: list[str], tokens: int,
         measured.append(dict(
             kind="block", params=_numel(block), param_bytes=_nbytes(block, torch_dtype), fwd_flops=fwd,
             bwd_flops=tot - fwd, gemms=tuple(main.record.gemms), attention=tuple(main.record.attention),
-            fwd_mem_bytes=main.record.mem_bytes, saved=block_saved(main, part, cut.t, tokens),
+            fwd_mem_bytes=main.record.mem_bytes, fwd_ops=main.record.ops, saved=block_saved(main, part, cut.t, tokens),
             output_bytes=tensor_bytes(main.output), signature=cut.sigs[i]))
     layers = []
     for i, sig in enumerate(cut.blocks.signatures):

@@ -54,6 +54,7 @@ class Record:
     gemms: list[Gemm] = field(default_factory=list)
     attention: list[Attention] = field(default_factory=list)
     mem_bytes: int = 0
+    ops: int = 0
     saved: dict[int, torch.Tensor] = field(default_factory=dict)  # storage -> first saved view
     must_save: dict[int, torch.Tensor] = field(default_factory=dict)  # selective policy's cache
 
@@ -75,6 +76,7 @@ class Recorder(TorchDispatchMode):
         outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
         self.keep.append(outs)
         name = func.overloadpacket.__name__
+        self.layer.ops += 1
         fresh = {storage_id(t) for t in outs} - {storage_id(t) for t in ins}
         for t in outs:  # credit new storages, and in-place writers (dropout's bernoulli_), not views
             if storage_id(t) in fresh or name.endswith("_"):

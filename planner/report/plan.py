@@ -50,7 +50,7 @@ def print_plan(p: Plan, out: TextIO | None = None) -> None:
     if links:
         print("         links: " + "; ".join(f"{a} over {'+'.join(k)}" for a, k in links.items()), file=out)
     print(f"predict  {e.step_time_s:.4g} s/step, {e.tokens_per_s:,.0f} tokens/s, MFU {e.mfu:.1%}, HFU {e.hfu:.1%}, "
-          f"{e.model_tflops_per_gpu:.1f} TFLOP/s per GPU", file=out)
+          f"{human(e.model_tflops_per_gpu * 1e12)}FLOP/s per GPU", file=out)
     print(textwrap.fill(p.explanation, WIDTH, initial_indent="why      ", subsequent_indent=" " * 9), file=out)
     parts = [[k.replace("_", " "), f"{v:.4g}", f"{v / e.step_time_s:.1%}"] for k, v in e.breakdown.items()]
     table(["step time (busiest rank)", "seconds", "share"], parts, out)

@@ -105,6 +105,8 @@ class LayerProfile:
     """Block structure hash: blocks with equal signatures share one measurement."""
     tensors: tuple[ParamTensor, ...] = ()
     """The parameters this layer holds (tied ones listed in every layer that uses them)."""
+    fwd_ops: int = 0
+    """Operators the forward dispatches (views included): what a host-bound device pays per op."""
 
     def saved_bytes(self, mode: str = "none", shard: str | None = None) -> int:
         return sum(t.nbytes for t in self.saved[mode] if shard is None or t.shard == shard)

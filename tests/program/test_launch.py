@@ -106,3 +106,61 @@ def test_plan_run_cpu_and_missing_gpus(program, tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert no_gpu.returncode == 2
     assert no_gpu.stderr.startswith("plan: error: the plan needs 2 GPUs") and "--cpu" in no_gpu.stderr
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_node_cpu_plan_runs_as_two_launch_processes(tmp_path, hidden_env):
+    """A 2-node CPU plan (2 x 2 ranks) started as its README says, one launch.sh per "node" with
+    NODE_RANK 0 and 1 over loopback, trains the same losses as the whole plan on one machine."""
+    plan = planner.plan(f"{ROOT / 'examples' / 'gpt.py'}:tiny", "2x2", "cpu", global_batch=8, pp=2, dp=2, tp=1,
+                        schedule="1f1b", micro_batch=2)
+    d = emit(plan, tmp_path / "prog")
+    readme = (d / "README.md").read_text()
+    assert "NNODES=2 NODE_RANK=0 MASTER_ADDR=" in readme and "NNODES=2 NODE_RANK=1 MASTER_ADDR=" in readme
+    assert "--gpus-per-node" not in (d / "slurm.sbatch").read_text()  # a CPU plan asks for no GPUs
+    port = _free_port()
+    procs = []
+    for node in (0, 1):
+        env = {**hidden_env, "NNODES": "2", "NODE_RANK": str(node), "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "MAX_RESTARTS": "0"}
+        procs.append(subprocess.Popen(["bash", str(d / "launch.sh"), "--cpu", "--steps", "3", "--warmup", "0",
+                                       "--checkpoint-dir", str(d / "ck2"), "--metrics", str(d / "two.jsonl")],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/"))
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    one = launch(d, {**hidden_env, "NNODES": "1"}, "--steps", "3", "--checkpoint-dir", str(d / "ck1"))  # all 4 here
+    two = [json.loads(x) for x in (d / "two.jsonl").read_text().splitlines() if '"step"' in x]
+    assert [s["loss"] for s in two] == pytest.approx([s["loss"] for s in one], rel=1e-6)
+
+
+def test_gpu_plan_of_two_nodes_names_two_nodes_everywhere(tmp_path):
+    plan = planner.plan(f"{ROOT / 'examples' / 'gpt.py'}:tiny", "8x2", "a100-80gb", global_batch=64, time_limit=20)
+    d = emit(plan, tmp_path / "prog")
+    sbatch, launch_sh = (d / "slurm.sbatch").read_text(), (d / "launch.sh").read_text()
+    assert "#SBATCH --nodes=2" in sbatch and "#SBATCH --gpus-per-node=8" in sbatch and "--cpu" not in sbatch
+    assert "WORLD=16" in launch_sh and "NNODES=${NNODES:-2}" in launch_sh
+    readme, train = (d / "README.md").read_text(), (d / "train.py").read_text()
+    assert "16 ranks: 2 node(s) x 8 GPUs" in readme and "NNODES=2 NODE_RANK=1 MASTER_ADDR=" in readme
+    assert "on node i of 2: NNODES=2 NODE_RANK=i" in train and "--nproc-per-node 16" not in train
+    alone = subprocess.run(["bash", str(d / "launch.sh")], capture_output=True, text=True, timeout=60)
+    assert alone.returncode == 2 and "spans 2 nodes; set MASTER_ADDR" in alone.stderr
+
+
+def test_existing_output_is_refused_before_any_search(tmp_path):
+    """--emit into a non-empty directory and --out onto a file fail at once, not after the search."""
+    import time
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("x")
+    (tmp_path / "p.json").write_text("x")
+    for extra in (["--emit", str(tmp_path / "out")], ["--out", str(tmp_path / "p.json")]):
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), f"{ROOT / 'examples' / 'gpt.py'}:gpt3_175b",
+                               "--gpus", "8x16", *extra], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert time.perf_counter() - t0 < 10 and "--force" in proc.stderr

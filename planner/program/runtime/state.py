@@ -3,6 +3,7 @@ state dict by the plain model's names."""
 from __future__ import annotations
 
 import re
+import warnings
 import weakref
 from typing import Callable, Iterable
 
@@ -20,7 +21,11 @@ def materialise(part: nn.Module, device: torch.device, init: Callable[[nn.Module
     then make copies that must be equal (replicated across TP or DP ranks) equal by broadcasting from
     the first rank of each such axis. Seeds differ per rank so shards of one tensor differ."""
     _to_empty(part, device)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # DTensor's random ops on a CPU mesh draw the same values on every rank (torch warns that they
+        # "may not have complete support"): the per-rank seed above makes shards differ, and the
+        # broadcasts below make replicated copies equal, so the warning does not apply here
+        warnings.filterwarnings("ignore", message="DTensor random operators may not have complete support")
         torch.manual_seed(seed * 1_000_003 + dist.get_rank())
         with torch.no_grad():
             init(part)

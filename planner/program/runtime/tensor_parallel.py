@@ -77,5 +77,8 @@ def _gather_output(mesh, Shard, Replicate):
     from torch.distributed.tensor import DTensor
 
     def hook(module, args, out):
-        return DTensor.from_local(out, mesh, [Shard(1)], run_check=False).redistribute(mesh, [Replicate()]).to_local()
+        full = DTensor.from_local(out, mesh, [Shard(1)], run_check=False).redistribute(mesh, [Replicate()])
+        # to_local() is a view; FSDP registers its pre-backward hook on the block's output, and an in-place
+        # op on a view would drop it (FSDP2 warns): hand on a tensor of its own (one copy per micro-batch)
+        return full.to_local().clone()
     return hook
