@@ -193,6 +193,26 @@ def _run_show(args) -> int:
     return 0
 
 
+def _calibrate_parser(sub) -> None:
+    p = sub.add_parser("calibrate", help="measure this machine's device and links; write a device profile",
+                       formatter_class=_Help)
+    p.add_argument("--out", metavar="FILE", default="calibrated.toml",
+                   help="device profile file to write (plan with it: --gpu FILE)")
+    p.add_argument("--ranks", type=_positive, default=2, help="processes measuring at once, as in training")
+    p.add_argument("--quick", action="store_true", help="fewer shapes and sizes (under a minute)")
+    p.add_argument("--cpu", action="store_true", help="measure the CPU even if GPUs exist")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    p.set_defaults(run=_run_calibrate)
+
+
+def _run_calibrate(args) -> int:
+    if sys.stderr.isatty():
+        print(f"plan: calibrate: measuring with {args.ranks} rank(s) ...", file=sys.stderr, flush=True)
+    path = planner.calibrate(args.out, ranks=args.ranks, quick=args.quick, cpu=args.cpu, overwrite=args.force)
+    print(f"wrote {path}; plan with it: plan MODEL --gpus {args.ranks} --gpu {path}")
+    return 0
+
+
 def _run_parser(sub) -> None:
     p = sub.add_parser("run", help="run an emitted program locally with torchrun (one process per rank)",
                        formatter_class=_Help)
@@ -206,12 +226,12 @@ def _run_run(args) -> int:
     return planner.run(args.dir, cpu=args.cpu, args=args.train_args)
 
 
-COMMANDS = ("plan", "profile", "cluster", "show", "run")
+COMMANDS = ("plan", "profile", "cluster", "show", "run", "calibrate")
 
 FLAGS = {"tp": "--tp", "pp": "--pp", "dp": "--dp", "vpp": "--vpp", "dp_shard": "--dp-shard", "zero": "--zero",
          "micro_batch": "--micro-batch", "global_batch": "--global-batch", "schedule": "--schedule",
          "recompute": "--recompute", "time_limit": "--time-limit", "compare": "--compare", "gpus": "--gpus",
-         "gpu": "--gpu", "cpu": "--cpu", "force": "--force", "overwrite": "--force", "directory": "--emit"}
+         "gpu": "--gpu", "cpu": "--cpu", "ranks": "--ranks", "force": "--force", "overwrite": "--force", "directory": "--emit"}
 """The library's parameter names and the flags that set them."""
 _PARAM = re.compile(r"\b(%s)=(True\b|(?=[\w'\".-]))?" % "|".join(sorted(FLAGS, key=len, reverse=True)))
 
@@ -242,6 +262,7 @@ def parser() -> argparse.ArgumentParser:
     _cluster_parser(sub)
     _show_parser(sub)
     _run_parser(sub)
+    _calibrate_parser(sub)
     return p
 
 

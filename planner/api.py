@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from planner.calibration.run import calibrate
 from planner.cluster.detect import detect
 from planner.cluster.graph import Cluster, parse_gpus
 from planner.cluster.hardware import DEFAULT_GPU
@@ -19,7 +20,7 @@ from planner.search.space import Constraints, default_global_batch
 from planner.types.plan import Plan
 from planner.types.profile import ModelProfile
 
-__all__ = ["profile", "plan", "plan_many", "clusters", "cluster_mesh", "run", "emit", "execute", "detect", "check_output", "check_emit_target", "DTYPES", "DEFAULT_GPU"]
+__all__ = ["profile", "plan", "plan_many", "clusters", "cluster_mesh", "run", "emit", "execute", "detect", "calibrate", "check_output", "check_emit_target", "DTYPES", "DEFAULT_GPU"]
 
 DTYPES = ("bfloat16", "float16", "float32")
 

@@ -54,7 +54,8 @@ class Cluster:
 
     @property
     def devices(self) -> tuple[str, ...]:
-        return tuple(n.gpu for n in self.nodes)
+        """Each node's device name (a measured profile's name, not its file path)."""
+        return tuple(self.graph.nodes[("gpu", j, 0)]["device"].name for j in range(len(self.nodes)))
 
     def device_of(self, rank: int) -> Device:
         return self.graph.nodes[self.gpu(rank)]["device"]
@@ -144,7 +145,7 @@ def _shorthand(spec: str, gpu: str) -> Cluster:
         what = "GPUs per node" if per_node < 1 else "number of nodes"
         raise PlannerError(f"gpus={spec}: the {what} must be at least 1 (8x6 = 8 GPUs per node, 6 nodes)")
     dev = device(gpu)
-    spec_node = node_preset(dev.default_node, {"gpu": dev.name, "gpus_per_node": per_node})
+    spec_node = node_preset(dev.default_node, {"gpu": gpu, "gpus_per_node": per_node}, table=dev.node)
     return build_cluster(spec, [spec_node] * nodes)
 
 

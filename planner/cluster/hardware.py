@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.resources
 import math
 import tomllib
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from planner.errors import PlannerError
@@ -36,7 +37,14 @@ class Device:
     matmul_max_efficiency: float
     matmul_half_dim: float
     default_node: str
+    source: str = ""
+    """Where the numbers come from: `datasheet` or `measured DATE ...` (a `plan calibrate` file)."""
+    node: dict | None = field(default=None, compare=False)
+    """A node preset carried in the device's own file (what `plan calibrate` writes), else None."""
     op_overhead: float = 0.0
+    tp_op_overhead: float = 0.0
+    """Host seconds a tensor-parallel (DTensor) projection adds per forward + backward on a host-bound
+    device (its sharding propagation and redistribution bookkeeping); 0 for GPUs, where it overlaps."""
     """Host seconds per dispatched operator that add to its compute: eager CPU execution runs dispatch
     and kernel on one thread. 0 for GPUs, whose launches run ahead of (and hide behind) the kernels."""
     measured: tuple[tuple[int, int, int, str, float], ...] = field(default=())
@@ -127,14 +135,20 @@ def _field(data: dict, key: str, where: str):
 
 
 def device(name: str) -> Device:
-    """The device profile `name` (see `known_devices()`), with its measured table if one exists."""
-    d = _read("gpus", name.lower(), "GPU", known_devices())
-    where = f"profiles/gpus/{name}.toml"
-    measured = ()
-    table = _data_dir("measured").joinpath(f"{name.lower()}.toml")
-    if table.is_file():
-        rows = tomllib.loads(table.read_text()).get("gemm", [])
-        measured = tuple((r["m"], r["n"], r["k"], r["dtype"], float(r["flops"])) for r in rows)
+    """The device profile `name` (see `known_devices()`) with its measured table if one exists, or a
+    device file (`plan calibrate` writes one) given by its path."""
+    if name.endswith(".toml"):
+        path = Path(name)
+        if not path.is_file():
+            raise PlannerError(f"gpu={name}: no such device profile file; write one with `plan calibrate`")
+        d, where, rows = tomllib.loads(path.read_text()), str(path), None
+        rows = d.get("gemm", [])
+    else:
+        d = _read("gpus", name.lower(), "GPU", known_devices())
+        where = f"profiles/gpus/{name}.toml"
+        table = _data_dir("measured").joinpath(f"{name.lower()}.toml")
+        rows = tomllib.loads(table.read_text()).get("gemm", []) if table.is_file() else []
+    measured = tuple((r["m"], r["n"], r["k"], r["dtype"], float(r["flops"])) for r in rows)
     mm = _field(d, "matmul", where)
     return Device(name=d["name"], description=d.get("description", d["name"]),
                   memory_bytes=int(_field(d, "memory_bytes", where)),
@@ -144,7 +158,8 @@ def device(name: str) -> Device:
                   matmul_max_efficiency=float(_field(mm, "max_efficiency", where)),
                   matmul_half_dim=float(_field(mm, "half_dim", where)),
                   default_node=_field(d, "default_node", where), op_overhead=float(d.get("op_overhead", 0.0)),
-                  measured=measured)
+                  tp_op_overhead=float(d.get("tp_op_overhead", 0.0)),
+                  source=str(d.get("source", f"datasheet ({where})")), node=d.get("node"), measured=measured)
 
 
 def _link(d: dict, where: str) -> LinkSpec:
@@ -152,9 +167,11 @@ def _link(d: dict, where: str) -> LinkSpec:
                     latency=float(_field(d, "latency", where)), efficiency=float(_field(d, "efficiency", where)))
 
 
-def node_preset(name: str, overrides: dict | None = None, where: str | None = None) -> NodeSpec:
-    """A node preset from `profiles/clusters/`, with fields a cluster file overrides."""
-    d = _read("clusters", name, "node preset", known_presets())
+def node_preset(name: str, overrides: dict | None = None, where: str | None = None,
+                table: dict | None = None) -> NodeSpec:
+    """A node preset from `profiles/clusters/` (or the `table` a device file carries), with fields a
+    cluster file overrides."""
+    d = table if table is not None else _read("clusters", name, "node preset", known_presets())
     o = overrides or {}
     where = where or f"profiles/clusters/{name}.toml"
     fabric = {**d.get("fabric", {}), **o.get("fabric", {})}

@@ -153,6 +153,8 @@ def _one(profile: ModelProfile, layer: LayerProfile, device: Device, split: int,
            for m in ("none", "selective", "full")}
     flops = (layer.fwd_flops + layer.bwd_flops) * scale / split
     host = layer.fwd_ops * device.op_overhead  # per micro-batch, whatever its size
-    return LayerCost(fwd=g_f + a_f + elem + host, bwd=g_b + a_b + ELEMENTWISE_BWD_FACTOR * elem + BWD_OPS_PER_FWD_OP * host,
+    tp_host = sum(1 for g in layer.gemms if g.tp) * device.tp_op_overhead if split > 1 else 0.0
+    host_fwd, host_bwd = host + tp_host / 3, BWD_OPS_PER_FWD_OP * host + 2 * tp_host / 3
+    return LayerCost(fwd=g_f + a_f + elem + host_fwd, bwd=g_b + a_b + ELEMENTWISE_BWD_FACTOR * elem + host_bwd,
                      tp_fwd=tp_f, tp_bwd=tp_b, elementwise=elem, act=act, out_bytes=int(msg), model_flops=flops,
                      fwd_flops=layer.fwd_flops * scale / split)

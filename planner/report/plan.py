@@ -43,6 +43,9 @@ def print_plan(p: Plan, out: TextIO | None = None) -> None:
         print(textwrap.fill(splits, WIDTH, initial_indent=" " * 9, subsequent_indent=" " * 11), file=out)
     print(f"cluster  {c.gpus} x {c.gpu} ({c.nodes} node(s) of {c.gpus_per_node}), "
           f"global batch {p.global_batch}", file=out)
+    if c.device_profile.startswith("measured"):
+        print(textwrap.fill(f"device profile {c.device_profile}", WIDTH, initial_indent=" " * 9,
+                            subsequent_indent=" " * 11), file=out)
     print(f"plan     {s.label()}", file=out)
     print(f"         mesh {' x '.join(f'{a}{n}' for a, n in zip(p.layout.mesh_axes, p.layout.mesh_sizes))}"
           f" (outer to inner), dtype {p.layout.dtype}", file=out)

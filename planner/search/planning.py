@@ -42,9 +42,10 @@ def _model(prof: ModelProfile, batch: int) -> ModelSummary:
 
 def _cluster(cluster: Cluster) -> ClusterSummary:
     devices = tuple(cluster.devices)
+    sources = dict.fromkeys(cluster.device_of(r).source for r in cluster.first_ranks)
     return ClusterSummary(name=cluster.name, gpu=devices[0], gpus_per_node=cluster.gpus_per_node,
                           nodes=len(cluster.nodes), gpus=cluster.num_gpus,
-                          node_gpus=devices if len(set(devices)) > 1 else ())
+                          node_gpus=devices if len(set(devices)) > 1 else (), device_profile="; ".join(sources))
 
 
 def _layout(prof: ModelProfile, cm: CostModel, s: Strategy) -> Layout:

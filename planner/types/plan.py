@@ -60,6 +60,9 @@ class ClusterSummary:
     gpus: int
     node_gpus: tuple[str, ...] = ()
     """Per-node device names, only when the nodes differ."""
+    device_profile: str = ""
+    """Where the device numbers come from: `datasheet (profiles/gpus/NAME.toml)`, or `measured DATE by
+    plan calibrate ...` for a measured profile file (one entry per distinct device, `; `-joined)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -125,8 +128,8 @@ def _record(cls, d: dict):
 
 
 def _json(record) -> dict:
-    """A summary record as JSON, empty optional tuples left out."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(record).items() if v != ()}
+    """A summary record as JSON, empty optional tuples and strings left out."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(record).items() if v not in ((), "")}
 
 
 @dataclass(frozen=True)
