@@ -95,10 +95,20 @@ def profile_toml(raw: dict, *, base_node: str, command: str) -> str:
         "max_efficiency = 1.0",
         f"half_dim = {fit_half_dim(rows, peak):.4g}",
         "",
+        *_node_lines(raw, base, base_node, latency, bandwidth),
+        "",
+        *_tables(raw),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _node_lines(raw: dict, base: NodeSpec, base_node: str, latency: float, bandwidth: float) -> list[str]:
+    """This host as a node of `ranks` devices: the fitted link inside, the preset's NIC and fabric."""
+    return [
         "[node]                            # this host as a node of `ranks` devices",
-        f'description = "this host, {ranks} rank(s)"',
+        f'description = "this host, {raw["ranks"]} rank(s)"',
         f'gpu = "{raw["device"]}"',
-        f"gpus_per_node = {ranks}",
+        f"gpus_per_node = {raw['ranks']}",
         "[node.intra]",
         f'kind = "{base.intra.kind}"',
         f"bandwidth = {bandwidth:.6g}      # fitted to the measured all-reduces (efficiency folded in)",
@@ -115,11 +125,15 @@ def profile_toml(raw: dict, *, base_node: str, command: str) -> str:
         "[node.fabric]",
         f"nodes_per_leaf = {base.nodes_per_leaf}",
         f"oversubscription = {base.oversubscription:.6g}",
-        "",
-        *[f'[[gemm]]\nm = {m}\nn = {n}\nk = {k}\ndtype = "{dt}"\nflops = {f:.6g}' for m, n, k, dt, f in rows],
+    ]
+
+
+def _tables(raw: dict) -> list[str]:
+    """The raw measurements: GEMMs (which the planner reads), attention and collectives (for reference)."""
+    return [
+        *[f'[[gemm]]\nm = {m}\nn = {n}\nk = {k}\ndtype = "{dt}"\nflops = {f:.6g}' for m, n, k, dt, f in raw["gemm"]],
         *[f'[[attention]]\nq_len = {q}\nkv_len = {kv}\nhead_dim = {hd}\ndtype = "{dt}"\nflops = {f:.6g}'
           for q, kv, hd, dt, f in raw["attention"]],
         *[f'[[collective]]\nop = "{op}"\nbytes = {b}\nseconds = {t:.6g}'
           for op, pts in raw.get("collectives", {}).items() for b, t in pts],
     ]
-    return "\n".join(lines) + "\n"
