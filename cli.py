@@ -183,13 +183,19 @@ def _run_scaling(args, plans) -> int:
 
 
 def _show_parser(sub) -> None:
-    p = sub.add_parser("show", help="print a saved plan.json", formatter_class=_Help)
-    p.add_argument("plan", metavar="PLAN.json")
+    p = sub.add_parser("show", help="print a saved plan.json, or a program directory's plan beside what its "
+                       "run measured", formatter_class=_Help)
+    p.add_argument("plan", metavar="PLAN.json|RUN_DIR")
     p.set_defaults(run=_run_show)
 
 
 def _run_show(args) -> int:
-    report.print_plan(planner.Plan.load(args.plan))
+    from pathlib import Path
+    path = Path(args.plan)
+    plan = planner.Plan.load(path / "plan.json" if path.is_dir() else path)
+    report.print_plan(plan)
+    if path.is_dir() and (path / "metrics.jsonl").is_file():
+        report.print_run(plan, report.read_metrics(path / "metrics.jsonl"))
     return 0
 
 

@@ -100,6 +100,11 @@ def test_plan_run_cpu_and_missing_gpus(program, tmp_path):
                         capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert "step     1" in ok.stdout and "done: loss" in ok.stdout
+    shown = subprocess.run([sys.executable, str(ROOT / "cli.py"), "show", str(program)], capture_output=True,
+                           text=True, timeout=120)
+    assert shown.returncode == 0 and "run (1 steps in metrics.jsonl)" in shown.stdout, shown.stderr
+    held = [ln for ln in shown.stdout.splitlines() if ln.startswith("held bytes, pipeline rank")]
+    assert len(held) == 2 and all(ln.endswith("1.000") for ln in held)  # the plan's bytes, to the byte
     gpu_plan = planner.plan(f"{ROOT / 'examples' / 'gpt.py'}:tiny", "2", "a100-80gb", global_batch=8, dp=2)
     emit(gpu_plan, tmp_path / "gpu")
     no_gpu = subprocess.run([sys.executable, str(ROOT / "cli.py"), "run", str(tmp_path / "gpu")],

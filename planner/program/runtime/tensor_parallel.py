@@ -41,8 +41,10 @@ def apply_tp(part: nn.Module, tp_mesh, tp_plan: dict[str, str], *, blocks: str, 
             for attr in _HEAD_ATTRS:
                 if isinstance(getattr(parent, attr, None), int):
                     setattr(parent, attr, getattr(parent, attr) // tp)
-            if sequence_parallel:
-                parent.register_forward_pre_hook(_gather_sequence(tp_mesh, Shard, Replicate))
+            # one replicated DTensor input per parent: its colwise children's input gradients add up as
+            # one partial sum, reduced once in backward (not once per q/k/v projection)
+            hook = _gather_sequence if sequence_parallel else _replicate_input
+            parent.register_forward_pre_hook(hook(tp_mesh, Shard, Replicate))
         if sequence_parallel and int(key) == first_block:
             block.register_forward_pre_hook(_scatter_sequence(tp_mesh, Shard, Replicate))
         if sequence_parallel and int(key) == last_block:
@@ -59,6 +61,19 @@ def _gather_sequence(mesh, Shard, Replicate):
         if not isinstance(x, DTensor):
             x = DTensor.from_local(x, mesh, [Shard(1)], run_check=False)
         return (x.redistribute(mesh, [Replicate()]), *args[1:])
+    return hook
+
+
+def _replicate_input(mesh, Shard, Replicate):
+    """Pre-hook of a module holding colwise projections (no sequence parallel): its input as one
+    replicated DTensor, so the backward all-reduces the input gradient once for all the projections."""
+    from torch.distributed.tensor import DTensor
+
+    def hook(module, args):
+        x = args[0]
+        if not isinstance(x, DTensor):
+            x = DTensor.from_local(x, mesh, [Replicate()], run_check=False)
+        return (x, *args[1:])
     return hook
 
 
