@@ -6,10 +6,12 @@ the prediction made with the measured profile and with the datasheet `cpu` profi
 Run: python benchmarks/fidelity_cpu.py [--steps 8]   (never more ranks than this machine's cores: 2)
 
 Measured 2026-12-01 on the 2-core build machine (ratio = measured / predicted with the measured profile;
-the datasheet `cpu` profile, written for 8 ranks sharing 2 cores, predicts 8-16x too slow for 2 ranks):
-1 rank 0.80 / 0.62 (GPT / Llama), dp2 1.26 / 1.02, tp2 2.58 / 2.15, pp2 1.42 / 0.92. Tensor parallel on CPU
-costs more host time than the calibrated per-projection DTensor overhead explains, and the per-operator
-overhead over-predicts the single-rank runs: the 25% target is not met yet.
+the datasheet `cpu` profile, written for 8 ranks sharing 2 cores, predicts 5-16x too slow for 2 ranks).
+GPT / Llama: 1 rank 0.86 / 0.91, dp2 1.75 / 1.06, tp2 1.27 / 0.82, pp2 1.93 / 1.08 (after TP's backward
+went to one all-reduce per colwise group). An earlier run of the same code before that change: 1 rank
+0.80 / 0.62, dp2 1.26 / 1.02, tp2 2.58 / 2.15, pp2 1.42 / 0.92. Run to run, the measured step times of
+the same layout move by up to 40% on this loaded 2-core machine. The 25% target is not met yet: the
+pipeline and DP layouts of the GPT lose time the model does not price (gloo ranks out of step).
 """
 from __future__ import annotations
 
