@@ -2,9 +2,10 @@
 ranks running at once (so cores, memory bandwidth and links are shared as in training).
 
 Run by torchrun (`python -m torch.distributed.run --nproc-per-node N -m planner.calibration.worker
---out FILE`); depends on torch only. Rank 0 writes the raw measurements as JSON: GEMM throughput over a
-grid of shapes, fused attention at a few sequence lengths, memory bandwidth, the host time per
-operator, and all-reduce / all-gather / reduce-scatter / point-to-point times over message sizes.
+--out FILE`); it picks its device as the training program does (`runtime.pick_device`). Rank 0 writes
+the raw measurements as JSON: GEMM throughput over a grid of shapes, fused attention at a few sequence
+lengths, memory bandwidth, the host time per operator and per tensor-parallel projection, and
+all-reduce / all-gather / reduce-scatter / point-to-point times over message sizes.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import time
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+
+from planner.program.runtime.distributed import pick_device
 
 GEMM_FULL = [(m, n, k) for m in (64, 256, 1024, 4096) for n in (64, 256, 1024) for k in (64, 256, 1024)]
 GEMM_QUICK = [(64, 64, 64), (256, 256, 256), (1024, 256, 64), (128, 1024, 256), (1024, 1024, 1024), (4096, 256, 256)]
@@ -165,13 +168,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--cpu", action="store_true")
     args = p.parse_args(argv)
-    cuda = torch.cuda.is_available() and not args.cpu
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device("cuda", local) if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    else:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    device = pick_device(cpu=args.cpu)  # as the training program picks it (threads per rank included)
+    cuda = device.type == "cuda"
     dist.init_process_group("nccl" if cuda else "gloo")
     dtype = torch.bfloat16 if cuda else torch.float32
     quick = args.quick

@@ -10,14 +10,14 @@ default loss), so a profile never disagrees with the program that runs.
 from __future__ import annotations
 
 from .data_parallel import allreduce_grads, apply_ddp, apply_fsdp, apply_recompute
-from .distributed import init_distributed
+from .distributed import init_distributed, pick_device
 from .pipeline import attach_chunk_hooks, split_chunk
 from .policy import SELECTIVE_SAVE_OPS, cosine_lr, default_loss, selective_context, selective_policy
 from .state import (ActivationMeter, TiedWeights, clean_name, clip_grad_norm, held_bytes, load_full, materialise,
                     named_local_params)
 from .tensor_parallel import apply_tp
 
-__all__ = ["init_distributed", "SELECTIVE_SAVE_OPS", "selective_policy", "selective_context", "default_loss",
+__all__ = ["init_distributed", "pick_device", "SELECTIVE_SAVE_OPS", "selective_policy", "selective_context", "default_loss",
            "cosine_lr", "split_chunk", "attach_chunk_hooks", "apply_tp", "apply_recompute", "apply_fsdp",
            "apply_ddp", "allreduce_grads", "materialise", "TiedWeights", "clip_grad_norm", "held_bytes",
            "ActivationMeter", "clean_name", "named_local_params", "load_full"]

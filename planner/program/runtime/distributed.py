@@ -6,7 +6,18 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_distributed"]
+__all__ = ["init_distributed", "pick_device"]
+
+
+def pick_device(cpu: bool = False) -> torch.device:
+    """This rank's device: its local GPU (made current), or the CPU with the cores shared evenly among
+    the ranks of this machine (one definition for training and for `plan calibrate`'s measurements)."""
+    if torch.cuda.is_available() and not cpu:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+        return device
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    return torch.device("cpu")
 
 
 def init_distributed(backend: str, device: torch.device | None = None) -> None:

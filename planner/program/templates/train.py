@@ -314,14 +314,8 @@ def main(argv=None) -> int:
     if world != planned:
         sys.exit(f"this plan needs {planned} processes (pp{PP} x dp{DP} x tp{TP}), got WORLD_SIZE={world}; "
                  f"launch with --nproc-per-node {planned} (or NNODES x GPUS = {planned})")
-    use_cuda = torch.cuda.is_available() and not args.cpu
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    else:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-    rt.init_distributed("nccl" if use_cuda else "gloo", device)
+    device = rt.pick_device(cpu=args.cpu)
+    rt.init_distributed("nccl" if device.type == "cuda" else "gloo", device)
     try:
         return train(args, device)
     finally:
