@@ -15,5 +15,5 @@ from planner.types.plan import Plan
 from planner.types.profile import LayerProfile, ModelProfile
 
 __all__ = ["plan", "plan_many", "profile", "load", "clusters", "emit", "execute", "run", "calibrate", "Cluster", "Plan", "ModelSource",
-           "ModelProfile", "LayerProfile", "PlannerError"]
+           "ModelProfile", "LayerProfile", "PlannerError", "report"]
 __version__ = "0.1.0"

@@ -10,8 +10,10 @@ from planner.cluster.graph import Cluster, parse_gpus
 from planner.cluster.hardware import DEFAULT_GPU
 from planner.cluster.placement import Mesh, place
 from planner.errors import PlannerError
+from planner.errors import refuse_overwrite as check_output  # what Plan.save checks, checked up front
 from planner.load.model_file import ModelSource, load
-from planner.program.emit import check_target, emit
+from planner.program.emit import check_target as check_emit_target  # what emit checks, up front
+from planner.program.emit import emit
 from planner.program.execute import execute as _execute_dir, run_plan
 from planner.profiling.cache import load_cached, profile_key, store
 from planner.profiling.profiler import profile_model
@@ -99,13 +101,3 @@ def execute(plan: Plan, directory: str | Path, *, cpu: bool = False, args: tuple
     """Emit `plan` into `directory` (unless a program is there already) and run it; its exit code."""
     return run_plan(plan, directory, cpu=cpu, args=args)
 
-
-def check_output(path: str | Path, overwrite: bool = False) -> None:
-    """Refuse an existing plan file unless `overwrite` (what `Plan.save` would do, checked up front)."""
-    if Path(path).exists() and not overwrite:
-        raise PlannerError(f"{path} exists; choose another file or pass overwrite=True")
-
-
-def check_emit_target(directory: str | Path, force: bool = False) -> None:
-    """Refuse a file or a non-empty directory unless `force` (what `emit` would do, checked up front)."""
-    check_target(directory, force)

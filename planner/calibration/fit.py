@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import platform
+from dataclasses import replace
 from datetime import date
 
 from planner.cluster.collectives import collective_model
@@ -46,7 +47,7 @@ def fit_link(base: NodeSpec, ranks: int, measured: list[list]) -> tuple[float, f
     `ranks` GPUs of one `base` node match `measured` [[bytes, seconds], ...]."""
     def model(latency: float, bandwidth: float) -> tuple[float, float]:
         link = LinkSpec(kind=base.intra.kind, bandwidth=bandwidth, latency=latency, efficiency=1.0)
-        node = NodeSpec(**{**{f: getattr(base, f) for f in base.__slots__}, "intra": link, "gpus_per_node": ranks})
+        node = replace(base, intra=link, gpus_per_node=ranks)
         return collective_model(build_cluster("calibration", [node]), "all_reduce", [list(range(ranks))])
     _, fixed = model(1.0, 1e30)  # seconds per unit of latency
     per_byte, _ = model(0.0, 1.0)  # seconds per byte at unit bandwidth

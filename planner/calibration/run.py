@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from planner.calibration.fit import profile_toml
-from planner.errors import PlannerError
+from planner.errors import PlannerError, refuse_overwrite
 
 __all__ = ["calibrate"]
 
@@ -17,9 +17,7 @@ def calibrate(out: str | Path, *, ranks: int = 2, quick: bool = False, cpu: bool
               overwrite: bool = False) -> Path:
     """Measure this machine with `ranks` processes at once (gloo on CPU, NCCL on GPUs) and write the
     device profile to `out`; returns its path. `quick` measures fewer shapes and sizes (under a minute)."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise PlannerError(f"{out} exists; choose another file or pass overwrite=True")
+    out = refuse_overwrite(out, overwrite)
     if ranks < 1:
         raise PlannerError(f"ranks={ranks}: give at least 1")
     with tempfile.TemporaryDirectory() as tmp:

@@ -42,11 +42,11 @@ class Device:
     node: dict | None = field(default=None, compare=False)
     """A node preset carried in the device's own file (what `plan calibrate` writes), else None."""
     op_overhead: float = 0.0
+    """Host seconds per dispatched operator that add to its compute: eager CPU execution runs dispatch
+    and kernel on one thread. 0 for GPUs, whose launches run ahead of (and hide behind) the kernels."""
     tp_op_overhead: float = 0.0
     """Host seconds a tensor-parallel (DTensor) projection adds per forward + backward on a host-bound
     device (its sharding propagation and redistribution bookkeeping); 0 for GPUs, where it overlaps."""
-    """Host seconds per dispatched operator that add to its compute: eager CPU execution runs dispatch
-    and kernel on one thread. 0 for GPUs, whose launches run ahead of (and hide behind) the kernels."""
     measured: tuple[tuple[int, int, int, str, float], ...] = field(default=())
     """Measured (m, n, k, dtype, FLOP/s) rows; when present they replace the fitted curve."""
 
@@ -141,7 +141,7 @@ def device(name: str) -> Device:
         path = Path(name)
         if not path.is_file():
             raise PlannerError(f"gpu={name}: no such device profile file; write one with `plan calibrate`")
-        d, where, rows = tomllib.loads(path.read_text()), str(path), None
+        d, where = tomllib.loads(path.read_text()), str(path)
         rows = d.get("gemm", [])
     else:
         d = _read("gpus", name.lower(), "GPU", known_devices())

@@ -81,17 +81,10 @@ def check_target(directory: str | Path, force: bool = False) -> Path:
     return out
 
 
-def shape(plan: Plan) -> tuple[int, int, bool]:
-    """(nodes, ranks per node, CPU plan) of the plan's world."""
-    world = plan.strategy.world
-    gpn = min(world, int(plan.cluster.gpus_per_node or world))
-    return max(1, world // gpn), gpn, plan.cluster.gpu == "cpu"
-
-
 def launch_lines(plan: Plan) -> list[str]:
     """The commands that start the program: one line for one node, one line per node for several."""
-    nodes, _, cpu = shape(plan)
-    flag = " --cpu" if cpu else ""
+    nodes, _ = plan.node_shape()
+    flag = " --cpu" if plan.on_cpu else ""
     if nodes == 1:
         return [f"bash launch.sh{flag}"]
     lines = [f"NNODES={nodes} NODE_RANK={i} MASTER_ADDR=<node 0's address> bash launch.sh{flag}   # on node {i}"
@@ -111,7 +104,7 @@ def emit(plan: Plan, directory: str | Path, *, force: bool = False, model_path: 
     out.mkdir(parents=True, exist_ok=True)
     program = resources.files("planner.program")
     template = (program / "templates" / "train.py").read_text()
-    nodes, gpn, cpu = shape(plan)
+    (nodes, gpn), cpu = plan.node_shape(), plan.on_cpu
     hint = launch_lines(plan)[0] if nodes == 1 else f"on node i of {nodes}: NNODES={nodes} NODE_RANK=i " \
         f"MASTER_ADDR=<node 0> bash launch.sh{' --cpu' if cpu else ''}  (or sbatch slurm.sbatch)"
     (out / "train.py").write_text(_fill(template, constants(plan, model_file), plan.summary(), hint))

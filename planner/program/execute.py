@@ -1,7 +1,6 @@
 """Run an emitted program directory locally with torchrun, streaming its output."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,22 +9,7 @@ from planner.errors import PlannerError
 from planner.program.emit import emit
 from planner.types.plan import Plan
 
-__all__ = ["execute", "run_plan", "planned_world"]
-
-
-def _planned(directory: Path) -> tuple[int, bool]:
-    """(ranks the directory's plan needs, whether it was planned for CPUs)."""
-    try:
-        d = json.loads((directory / "plan.json").read_text())
-        s = d["strategy"]
-        return int(s["pp"]) * int(s["dp"]) * int(s["tp"]), d.get("cluster", {}).get("gpu") == "cpu"
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise PlannerError(f"{directory / 'plan.json'} is missing or unreadable ({e}); emit the plan again") from None
-
-
-def planned_world(directory: Path) -> int:
-    """Ranks the directory's plan needs (pp x dp x tp)."""
-    return _planned(directory)[0]
+__all__ = ["execute", "run_plan"]
 
 
 def execute(directory: str | Path, *, cpu: bool = False, args: list[str] | tuple[str, ...] = ()) -> int:
@@ -35,8 +19,8 @@ def execute(directory: str | Path, *, cpu: bool = False, args: list[str] | tuple
     d = Path(directory)
     if not (d / "train.py").is_file():
         raise PlannerError(f"{d} holds no train.py; emit a plan there first")
-    world, cpu_plan = _planned(d)
-    cpu = cpu or cpu_plan
+    plan = Plan.load(d / "plan.json")
+    world, cpu = plan.strategy.world, cpu or plan.on_cpu
     if not cpu:
         import torch
         have = torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -81,8 +81,7 @@ def explain(p: Plan) -> str:
 def run_hint(p: Plan, directory: str) -> str:
     """How to run the emitted program: `plan run DIR` on one node (a CPU plan runs with gloo), else
     launch.sh on every node."""
-    world = p.strategy.world
-    nodes = max(1, world // min(world, p.cluster.gpus_per_node or world))
+    nodes, _ = p.node_shape()
     if nodes == 1:
         return f"plan run {directory}"
     return (f"on each of the {nodes} nodes, NNODES={nodes} NODE_RANK=i MASTER_ADDR=<node 0> bash "

@@ -47,7 +47,7 @@ def run_rows(plan: Plan, records: list[dict]) -> list[list[str]]:
             ["tokens/s", f"{e.tokens_per_s:,.0f}", f"{statistics.median(r['tokens_per_s'] for r in steps):,.0f}", ""]]
     peak = max(r.get("peak_memory_bytes", 0) for r in steps)
     predicted = max(e.memory_bytes_per_pp_rank)
-    if plan.cluster.gpu == "cpu":  # a CPU run reports its processes' resident memory, interpreter included
+    if plan.on_cpu:  # a CPU run reports its processes' resident memory, interpreter included
         rows.append(["peak memory (CPU: resident, not comparable)", gib(predicted), gib(peak), ""])
     else:
         rows.append(["peak memory, fullest GPU", gib(predicted), gib(peak), f"{peak / predicted:.2f}" if predicted else ""])

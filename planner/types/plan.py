@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from planner.errors import PlannerError
+from planner.errors import PlannerError, refuse_overwrite
 from planner.types.estimate import Estimate
 from planner.types.strategy import Strategy
 
@@ -166,6 +166,17 @@ class Plan:
     comparison: Alternative | None = None
     """A layout the user asked to compare against (e.g. the hand-tuned one), priced by the same model."""
 
+    @property
+    def on_cpu(self) -> bool:
+        """Planned for CPU processes (gloo), not GPUs."""
+        return self.cluster.gpu == "cpu"
+
+    def node_shape(self) -> tuple[int, int]:
+        """(nodes, ranks per node) the plan's ranks occupy."""
+        world = self.strategy.world
+        per_node = min(world, self.cluster.gpus_per_node or world)
+        return max(1, world // per_node), per_node
+
     def summary(self) -> str:
         """One line, e.g. `tp8-pp64-dp6 mbs1x512 1f1b zero0 full: 98.9 s/step, 41.0% MFU`."""
         e = self.estimate
@@ -216,9 +227,7 @@ class Plan:
         return cls.from_dict(data)
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise PlannerError(f"{path} exists; choose another file or pass overwrite=True")
+        path = refuse_overwrite(path, overwrite)
         path.write_text(self.to_json() + "\n")
         return path
 

@@ -148,8 +148,8 @@ def parallelize(part, c: int, mesh, device, mf, seed: int):
         rt.apply_tp(part, mesh["tp"], TP_PLAN, blocks=BLOCKS, sequence_parallel=SEQUENCE_PARALLEL,
                     first_block=0, last_block=NUM_BLOCKS - 1)
     rt.apply_recompute(part, BLOCKS, *RECOMPUTE[c])
-    dp_mesh = mesh[tuple(a for a in MESH_AXES if a.startswith("dp"))]
     if ZERO and DP > 1:
+        dp_mesh = mesh[tuple(a for a in MESH_AXES if a.startswith("dp"))]
         param_dtype = getattr(torch, DTYPE) if device.type == "cuda" and DTYPE != "float32" else None
         rt.apply_fsdp(part, dp_mesh, blocks=BLOCKS, reshard_after_forward=ZERO == 3, param_dtype=param_dtype)
     rt.attach_chunk_hooks(part)
@@ -366,7 +366,9 @@ def setup(args, device) -> Run:
                optimizers=optimizers, schedule=schedule, pp_group=pp_group, rank=rank, pp_rank=pp_rank,
                first=pp_rank == 0, last=pp_rank == PP - 1, dp_index=dp_index, start=start,
                manual_dp=ZERO == 0 and DP > 1 and TP > 1, dp_group=dp_group(mesh) if DP > 1 else None,
-               diagnostics=Diagnostics(args.diagnose))
+               diagnostics=Diagnostics(args.diagnose),
+               autocast=torch.autocast("cuda", dtype=getattr(torch, DTYPE), enabled=device.type == "cuda"
+                                       and ZERO == 0 and DTYPE != "float32"))
 
 
 def train_step(run: Run, args, step: int, last_step: int) -> dict:
@@ -379,9 +381,7 @@ def train_step(run: Run, args, step: int, last_step: int) -> dict:
     for opt in run.optimizers:
         opt.zero_grad(set_to_none=True)
     meter = run.diagnostics.meter(run.parts, step, run.start + 1, last_step)
-    autocast = torch.autocast("cuda", dtype=getattr(torch, DTYPE), enabled=run.device.type == "cuda"
-                              and ZERO == 0 and DTYPE != "float32")
-    with autocast, (meter() if meter else contextlib.nullcontext()):
+    with run.autocast, (meter() if meter else contextlib.nullcontext()):
         losses = run_step(run.parts, run.schedule, run.loss_fn, x, y, run.first, run.last)
     if run.manual_dp:
         rt.allreduce_grads(run.parts, run.dp_group)
