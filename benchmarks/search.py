@@ -10,7 +10,8 @@ from pathlib import Path
 import planner
 from planner.cluster.graph import parse_gpus
 from planner.cost.model import CostModel
-from planner.search.search import Constraints, search
+from planner.search.search import search
+from planner.search.space import Constraints
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,8 +23,8 @@ def bench(ref: str, gpus: str, batch: int) -> None:
     res = search(cm, Constraints(global_batch=batch, tp_across_nodes=True, time_limit=300))
     wall = time.perf_counter() - t
     s = res.stats
-    print(f"{ref} on {gpus}: search {wall:.1f} s, {s['candidates']} candidates, {s['pruned']} pruned, "
-          f"{s['solved']} solved, status {s['status']}; best {res.best.strategy.label()} "
+    print(f"{ref} on {gpus}: search {wall:.1f} s, {s.candidates} candidates, {s.pruned} pruned, "
+          f"{s.solved} solved, status {s.status}; best {res.best.strategy.label()} "
           f"{res.best.estimate.step_time_s:.3g} s/step, MFU {res.best.estimate.mfu:.1%}")
 
 
