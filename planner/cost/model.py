@@ -19,18 +19,16 @@ from planner.cluster.placement import Mesh, link_classes, place
 from planner.cost.layer import LayerCost, layer_costs
 from planner.cost.memory import DTYPE_BYTES, StateBytes, held_after_step, local_numel, state_bytes
 from planner.cost.schedule import in_flight, rank_orders, simulate
+from planner.cost.terms import ALLOCATOR_DIVISOR, DpModel, LayerTerms, dp_exposed
 from planner.types.estimate import ChunkTime, Estimate, HeldBytes
 from planner.types.profile import ModelProfile
 from planner.types.strategy import Strategy, parse_recompute
 
-__all__ = ["CostModel", "ChunkCost", "RankCost", "even_split", "RUNTIME_RESERVE", "ALLOCATOR_OVERHEAD", "DDP_BUCKET"]
+__all__ = ["CostModel", "ChunkCost", "RankCost", "even_split", "RUNTIME_RESERVE", "DDP_BUCKET", "ADAM_BYTES_PER_ELEMENT"]
 
 RUNTIME_RESERVE = 1 << 30
 """Bytes of a GPU taken before the first tensor: CUDA context (~0.3-0.5 GiB on A100/H100), cuBLAS
 workspaces and NCCL's channel buffers. An assumption, rounded up; 0 for the `cpu` device."""
-ALLOCATOR_OVERHEAD = 0.05
-"""Fraction added to activations and transient buffers for the caching allocator's fragmentation
-(assumption; torch's expandable segments keep it near a few percent)."""
 DDP_BUCKET = 25 * 2**20
 """DDP's default `bucket_cap_mb` (25 MiB): the last bucket's all-reduce cannot hide behind backward."""
 ADAM_BYTES_PER_ELEMENT = 28
@@ -49,6 +47,19 @@ def even_split(profile: ModelProfile, chunks: int) -> tuple[int, ...]:
     counts[0] += lead
     counts[-1] += tail
     return tuple(counts)
+
+
+def _first_holder(layers, tied, tp: int, zero: int, shard: int, dtype: str, acc: bool) -> list[StateBytes]:
+    """Per-layer state with a tied group counted once, in the first layer that holds it."""
+    seen: set[str] = set()
+    alias = {name: group[0] for group in tied for name in group}
+    out = []
+    for layer in layers:
+        own = [t for t in layer.tensors if alias.get(t.name, t.name) not in seen]
+        seen |= {alias.get(t.name, t.name) for t in layer.tensors}
+        out.append(state_bytes([replace(layer, tensors=tuple(own))], (), tp=tp, zero=zero, dp_shard=shard,
+                               dtype=dtype, accumulating=acc))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +143,7 @@ class CostModel:
         self._state = lru_cache(maxsize=None)(self._state_uncached)
         self._states = lru_cache(maxsize=None)(self._states_uncached)
         self._state_sum = lru_cache(maxsize=None)(self._state_sum_uncached)
+        self._terms = lru_cache(maxsize=None)(self._terms_uncached)
         self.shape_keys = [tuple((t.shape, t.tp_dim) for t in l.tensors) for l in profile.layers]
 
     # -- shared pieces -------------------------------------------------------------------------
@@ -247,76 +259,80 @@ class CostModel:
     def _rank(self, s: Strategy, r: int, chunks: list[ChunkCost], order, finish: float) -> RankCost:
         mine = [c for c in range(s.chunks) if c % s.pp == r]
         layer_ids = self.rank_layers(s, r)
+        terms = self.terms(s)
         peak_act = max(sum(chunks[mine[i]].act * n for i, n in enumerate(v)) for v in in_flight(order, s.vpp, s.pp))
         st = self.state(s, r, layer_ids)
-        dp_exposed, dp_total = self._dp_time(s, st, chunks, mine, len(layer_ids))
-        opt = self.device.memory_time(ADAM_BYTES_PER_ELEMENT * st.optimizer / 8)
-        buffers = self.buffers(s, layer_ids, sum(chunks[c].out_bytes for c in mine),
-                               max(chunks[c].transient_bytes for c in mine), peak_act)
+        first = terms[layer_ids[0]]
+        dp = dp_exposed(self.dp_model(s), sum(terms[i].sync for i in layer_ids),
+                        sum(terms[i].gather for i in layer_ids), first.sync + first.gather,
+                        sum(chunks[c].fwd for c in mine), sum(chunks[c].bwd for c in mine), chunks[mine[0]].bwd)
+        opt = sum(terms[i].opt for i in layer_ids)
+        buffers = self.buffers(s, max(terms[i].comm_buffer for i in layer_ids),
+                               sum(chunks[c].out_bytes for c in mine), max(chunks[c].transient_bytes for c in mine),
+                               peak_act)
         mem = {"weights": st.weights, "grads": st.grads, "optimizer": st.optimizer, "activations": peak_act,
                "buffers": buffers}
-        return RankCost(end=finish + dp_exposed + opt, dp=dp_exposed, opt=opt, mem=mem, chunks=mine)
+        return RankCost(end=finish + dp + opt, dp=dp, opt=opt, mem=mem, chunks=mine)
 
-    def _dp_time(self, s: Strategy, st: StateBytes, chunks: list[ChunkCost], mine: list[int],
-                 n_layers: int) -> tuple[float, float]:
-        """(exposed, total) seconds of gradient reduction and FSDP gathers on one pipeline rank.
-
-        DDP: the all-reduce runs during the rank's last backward (its first chunk's, last micro-batch)
-        and only what outlasts it shows, never less than the last bucket. With TP, DDP cannot take
-        DTensor parameters, so the emitted program all-reduces after the backward: nothing hides. FSDP, pass by pass (prefetch
-        runs one layer ahead, so a pass can hide only its own communication): the first micro-batch's
-        forward gathers every weight; with ZeRO 3 each backward gathers them again (forward resharded
-        them; torch's pipelining keeps them unsharded after backward); the gradient reduce-scatter
-        runs in the last backward. What a pass's compute cannot cover shows, plus one layer's share of
-        the first gather and the last reduction, which nothing can hide."""
-        if s.dp == 1:
-            return 0.0, 0.0
-        last_bwd = chunks[mine[0]].bwd
-        elems = st.optimizer // 8  # fp32 elements this rank updates
-        if s.zero == 0:
-            grad = 4 * elems
-            sync = self.collective(s, "dp", "all_reduce", grad)
-            if s.tp > 1:  # DDP cannot wrap DTensors: the program all-reduces after the last backward
-                return sync, sync
-            floor = sync * min(1.0, DDP_BUCKET / max(grad, 1))
-            return max(sync - last_bwd, floor), sync
-        full_grad = 4 * elems * s.dp_shard  # unsharded fp32 gradients (padded)
-        shard_axis = "dp_shard" if s.dp_shard < s.dp else "dp"
-        sync = self.collective(s, shard_axis, "reduce_scatter", full_grad)
-        if s.dp_shard < s.dp:
-            sync += self.collective(s, "dp_replicate", "all_reduce", 4 * elems)
-        n_layers = max(1, n_layers)
-        gather = self.collective(s, shard_axis, "all_gather", DTYPE_BYTES.get(self.dtype, 4) * elems * s.dp_shard)
+    def dp_model(self, s: Strategy) -> DpModel:
+        """How `s`'s data-parallel communication shows (see `terms.py`)."""
         n = s.num_micro_batches
-        fwd_window = sum(chunks[c].fwd for c in mine)  # the first micro-batch's forward gathers
-        bwd_window = n * sum(chunks[c].bwd for c in mine)
-        bwd_comm = (n * gather if s.zero == 3 else 0.0) + sync
-        exposed = (max(0.0, gather - fwd_window) + max(0.0, bwd_comm - bwd_window, sync - last_bwd)
-                   + (gather + sync) / n_layers)
-        return exposed, gather + bwd_comm
+        if s.dp == 1:
+            return DpModel("none", n)
+        if s.zero:
+            return DpModel("fsdp", n, zero3=s.zero == 3)
+        per_byte, fixed = self._coll(tuple(sorted(s.sizes().items())), "dp", "all_reduce")
+        return DpModel("ddp_tp" if s.tp > 1 else "ddp", n, fixed=fixed, bucket=per_byte * DDP_BUCKET,
+                       buffer=2 * DDP_BUCKET)
 
-    def _largest_layer(self, s: Strategy, layers) -> int:
-        """Elements of the largest layer's parameters on one TP rank (unsharded by FSDP)."""
-        return max((sum(local_numel(t, s.tp) for t in self.profile.layers[i].tensors) for i in layers), default=0)
+    def terms(self, s: Strategy) -> list[LayerTerms]:
+        """Per layer: its state, optimizer step, data-parallel communication and buffers on one rank.
+        Tied copies count in every layer that holds one when pp > 1 (they sit on different ranks), once
+        (in the first holder) when one rank holds the whole model."""
+        return self._terms(tuple(sorted(s.sizes().items())), s.tp, s.sharding, s.dp_shard, s.accumulating, s.pp == 1)
 
-    def buffers(self, s: Strategy, layers, out_bytes: int, transient: int, act: int) -> int:
+    def _terms_uncached(self, sizes: tuple, tp: int, zero: int, shard: int, acc: bool, one_rank: bool) -> list[LayerTerms]:
+        layers = self.profile.layers
+        states = (_first_holder(layers, self.profile.tied, tp, zero, shard, self.dtype, acc) if one_rank
+                  else self._states(tp, zero, shard, acc))
+        compute = DTYPE_BYTES.get(self.dtype, 4)
+        out = []
+        for layer, st in zip(layers, states):
+            elems = st.optimizer // 8
+            opt = self.device.memory_time(ADAM_BYTES_PER_ELEMENT * elems)
+            if dict(sizes).get("dp", 1) == 1 and "dp_shard" not in dict(sizes):
+                out.append(LayerTerms(st.total, elems, opt, 0.0, 0.0, 0))
+                continue
+            if zero == 0:
+                per_byte, _ = self._coll(sizes, "dp", "all_reduce")
+                out.append(LayerTerms(st.total, elems, opt, per_byte * 4 * elems, 0.0, 0))
+                continue
+            axis = "dp_shard" if "dp_replicate" in dict(sizes) else "dp"
+            sync = self._coll_time(sizes, axis, "reduce_scatter", 4 * elems * shard)
+            sync += self._coll_time(sizes, "dp_replicate", "all_reduce", 4 * elems)
+            gather = self._coll_time(sizes, axis, "all_gather", compute * elems * shard)
+            big = sum(local_numel(t, tp) for t in layer.tensors)
+            buf = 4 * big + (2 * big * compute if zero == 3 and not acc else 0)
+            out.append(LayerTerms(st.total, elems, opt, sync, gather, buf))
+        return out
+
+    def _coll_time(self, sizes: tuple, axis: str, op: str, nbytes: float) -> float:
+        if nbytes <= 0:
+            return 0.0
+        per_byte, fixed = self._coll(sizes, axis, op)
+        return fixed + per_byte * nbytes
+
+    def buffers(self, s: Strategy, comm_buffer: int, out_bytes: int, transient: int, act: int) -> int:
         """Runtime reserve + communication buffers + transient backward memory + allocator overhead.
 
         Communication: DDP's last two buckets in flight; FSDP's reduce-scatter input (fp32) for the
-        largest layer and, for ZeRO 3 without accumulation, two layers' gathered weights (current +
-        prefetch); pipeline receive buffers (one activation and one gradient per local chunk, given as
-        `out_bytes`). `transient` is the largest layer's transient backward memory."""
-        if s.dp == 1:
-            comm = 0.0
-        elif s.zero == 0:
-            comm = 2 * DDP_BUCKET
-        else:
-            big = self._largest_layer(s, layers)
-            comm = 4 * big
-            if s.zero == 3 and not s.accumulating:
-                comm += 2 * big * DTYPE_BYTES.get(self.dtype, 4)
+        rank's largest layer and, for ZeRO 3 without accumulation, two layers' gathered weights (current
+        + prefetch), given as `comm_buffer`; pipeline receive buffers (one activation and one gradient
+        per local chunk, given as `out_bytes`). `transient` is the largest layer's transient backward
+        memory; the allocator's share is 1/ALLOCATOR_DIVISOR of activations and transient bytes."""
+        comm = self.dp_model(s).buffer if s.zero == 0 else comm_buffer
         pp_bufs = 2 * out_bytes if s.pp > 1 else 0
-        return int(self.reserve + comm + pp_bufs + transient + ALLOCATOR_OVERHEAD * (act + transient))
+        return int(self.reserve + comm + pp_bufs + transient + (act + transient) // ALLOCATOR_DIVISOR)
 
     def _finish(self, s: Strategy, chunks: list[ChunkCost], per_rank: list[RankCost], crit: int, step: float,
                 pp_comm: float, global_batch: int | None) -> Estimate:

@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from planner.cost.memory import state_bytes
-from planner.cost.model import ADAM_BYTES_PER_ELEMENT, ALLOCATOR_OVERHEAD, CostModel, even_split
-from planner.cost.schedule import in_flight, rank_orders
-from planner.search.partition import Problem, Solution, evaluate, solve
+from planner.cost.model import CostModel
+from planner.search.master import solve
+from planner.search.partition import Problem
 from planner.search.space import Constraints, default_global_batch, skeletons
 from planner.types.estimate import Estimate
 from planner.types.plan import SolverStats
@@ -27,10 +27,8 @@ __all__ = ["Candidate", "SearchResult", "search", "evaluate_fixed", "lower_bound
 
 RUNNER_UP_MARGIN = 1.25
 """A new layout family is evaluated for the runner-up table only if its bound is within 25% of the best."""
-TIME_UNIT = 1e-7
-"""Solver time unit (0.1 µs): integer costs keep CP-SAT exact."""
-MEM_UNIT = 1024
-"""Solver memory unit (KiB); activations and state round up, capacity rounds down."""
+TIME_UNIT = 1e-8
+"""Solver time unit (10 ns): integer costs keep CP-SAT exact; memory is in bytes."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +66,7 @@ def lower_bound(cm: CostModel, s: Strategy) -> float:
     w = sum(x.fwd + x.bwd + x.tp_fwd + x.tp_bwd for x in costs)
     n, pp = s.num_micro_batches, s.pp
     if pp == 1:  # one rank: its optimizer step is known exactly
-        opt = cm.device.memory_time(ADAM_BYTES_PER_ELEMENT * cm.state(s, 0).optimizer / 8)
-        return n * w + opt
+        return n * w + sum(x.opt for x in cm.terms(s))
     if s.vpp == 1:
         return w / (1 - (1 - 1 / n) ** pp) if n > 1 else w
     return max(n * w / pp, w)
@@ -83,63 +80,42 @@ def _memory_floor(cm: CostModel, s: Strategy) -> float:
     return (state + act) / s.pp + cm.reserve
 
 
-def _problem(cm: CostModel, s: Strategy, recompute: str | None, bounds: tuple[int, ...] = ()) -> Problem:
-    """The partition instance of `s` in integer units."""
-    costs = cm.layer_costs(s)
-    kinds = cm.kinds
+def problem(cm: CostModel, s: Strategy, recompute: str | None = None, bounds: tuple[int, ...] = ()) -> Problem:
+    """The partition instance of `s` in integer units: the cost model's own per-layer numbers."""
+    costs, terms = cm.layer_costs(s), cm.terms(s)
 
     def t(x: float) -> int:
         return int(math.ceil(x / TIME_UNIT))
-
-    def b(x: float) -> int:
-        return int(math.ceil(x / MEM_UNIT))
-    work, act = [], []
-    for k, x in zip(kinds, costs):
-        base = x.fwd + x.tp_fwd + x.bwd + x.tp_bwd
-        if k == "block":
-            work.append((t(base), t(base + x.elementwise), t(base + x.fwd + x.tp_fwd)))
-            act.append(tuple(b(x.act[m] * (1 + ALLOCATOR_OVERHEAD)) for m in ("none", "selective", "full")))
-        else:
-            work.append((t(base),) * 3)
-            act.append((b(x.act["none"] * (1 + ALLOCATOR_OVERHEAD)),) * 3)
-    static = tuple(b(x.total) for x in cm.layer_states(s))
-    orders = rank_orders(s.schedule, s.pp, s.vpp, s.num_micro_batches)
-    flight = tuple(tuple(in_flight(orders[r], s.vpp, s.pp)) for r in range(s.pp))
-    work_max = max(x.act["none"] - x.act["full"] + 2 * x.out_bytes for x in costs)
-    out_max = max(x.out_bytes for x in costs)
-    buf = cm.buffers(s, range(len(kinds)), s.vpp * out_max, work_max, 0)
-    cap = tuple(int((cm.capacity - buf) // MEM_UNIT) for _ in range(s.pp))
-    chunks = s.chunks
-    sizes = sorted({x.out_bytes for x in costs})
+    fwd, bwd, act, transient = [], [], [], []
+    for k, x in zip(cm.kinds, costs):
+        fwd.append(t(x.fwd + x.tp_fwd))
+        base = x.bwd + x.tp_bwd
+        modes = ("none", "selective", "full") if k == "block" else ("none",) * 3
+        bwd.append((t(base), t(base + x.elementwise), t(base + x.fwd + x.tp_fwd)) if k == "block" else (t(base),) * 3)
+        act.append(tuple(x.act[m] for m in modes))
+        transient.append(tuple(x.act["none"] - x.act[m] + 2 * x.out_bytes for m in modes))
     send = ()
     if s.pp > 1:
-        per_chunk = [{n: 0 if c == chunks - 1 else t(cm.send(s, c % s.pp, (c + 1) % s.pp, n)) for n in sizes}
-                     for c in range(chunks)]
-        send = tuple(tuple(per_chunk[c][x.out_bytes] for x in costs) for c in range(chunks))
-    return Problem(work=tuple(work), act=tuple(act), static=static, is_block=tuple(k == "block" for k in kinds),
-                   pp=s.pp, vpp=s.vpp, micro_batches=s.num_micro_batches, in_flight=flight, cap=cap, send=send,
+        sizes = {x.out_bytes for x in costs}
+        per_chunk = [{n: t(cm.send(s, c % s.pp, (c + 1) % s.pp, n)) for n in sizes} for c in range(s.chunks - 1)]
+        send = tuple(tuple(per_chunk[c][x.out_bytes] for x in costs) for c in range(s.chunks - 1)) + ((0,) * len(costs),)
+    dpm = cm.dp_model(s)
+    dp = replace(dpm, fixed=t(dpm.fixed), bucket=t(dpm.bucket))
+    cap = cm.capacity - cm.reserve - (dpm.buffer if s.zero == 0 else 0)
+    return Problem(fwd=tuple(fwd), bwd=tuple(bwd), act=tuple(act), transient=tuple(transient),
+                   static=tuple(x.state for x in terms), out=tuple(x.out_bytes for x in costs),
+                   is_block=tuple(k == "block" for k in cm.kinds), pp=s.pp, vpp=s.vpp,
+                   micro_batches=s.num_micro_batches, schedule=s.schedule, cap=(int(cap),) * s.pp, send=send, dp=dp,
+                   opt=tuple(t(x.opt) for x in terms), sync=tuple(t(x.sync) for x in terms),
+                   gather=tuple(t(x.gather) for x in terms), comm_buffer=tuple(x.comm_buffer for x in terms),
                    recompute=recompute, fixed_bounds=bounds)
-
-
-def _hint(p: Problem, bounds: tuple[int, ...]) -> Solution | None:
-    """The even split with one uniform recompute mode, the cheapest that fits (a CP-SAT hint)."""
-    starts = [sum(bounds[:c]) for c in range(len(bounds) + 1)]
-    blocks = [sum(p.is_block[starts[c]:starts[c + 1]]) for c in range(len(bounds))]
-    modes = [p.recompute] if p.recompute else ["none", "selective", "full"]
-    for mode in modes:
-        full = tuple(n if mode == "full" else 0 for n in blocks)
-        sel = tuple(n if mode == "selective" else 0 for n in blocks)
-        obj, fits = evaluate(p, bounds, full, sel)
-        if fits:
-            return Solution(bounds, full, sel, obj)
-    return None
 
 
 def _place(cm: CostModel, s: Strategy, recompute: str | None, limit: float,
            bounds: tuple[int, ...] = ()) -> tuple[Strategy, str, float] | None:
     """Solve `s`'s stage bounds and recompute; None when nothing fits."""
-    p = _problem(cm, s, recompute, bounds)
-    sol = solve(p, time_limit=limit, hint=_hint(p, bounds or even_split(cm.profile, s.chunks)))
+    p = problem(cm, s, recompute, bounds)
+    sol = solve(p, time_limit=limit)
     if sol is None:
         return None
     starts = [sum(sol.bounds[:c]) for c in range(s.chunks)]
