@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
+from typing import Callable
 
 from ortools.sat.python import cp_model
 
@@ -286,9 +287,12 @@ def _seed_paths(p: Problem, orders) -> list[tuple[int, Counter]]:
     return out
 
 
-def solve(p: Problem, time_limit: float = 10.0, hint: Solution | None = None) -> Solution | None:
+def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
+          tick: Callable[[], None] | None = None) -> Solution | None:
     """The assignment with the least simulated step time (None if nothing fits). Status OPTIMAL when
-    proved; TIME_LIMIT with the gap to the master's bound when the wall-clock limit ran out first."""
+    proved; TIME_LIMIT with the gap to the master's bound when the wall-clock limit ran out first;
+    CUTOFF (no assignment, `objective` = the proved bound) when nothing can be below `cutoff`.
+    `tick` is called after every round (progress reports)."""
     t0 = time.perf_counter()
     orders = p.orders()
     vectors = [in_flight(o, p.vpp, p.pp) for o in orders]
@@ -296,6 +300,8 @@ def solve(p: Problem, time_limit: float = 10.0, hint: Solution | None = None) ->
     for r, counts in _seed_paths(p, orders):
         master.add_path(r, counts)
     master.m.minimize(master.T)
+    if cutoff is not None:
+        master.m.add(master.T <= cutoff - 1)
     best: Solution | None = None
     bound, rounds = 0, 0
     status_name = "OPTIMAL"
@@ -310,8 +316,10 @@ def solve(p: Problem, time_limit: float = 10.0, hint: Solution | None = None) ->
         solver.parameters.max_time_in_seconds = left
         status = solver.solve(master.m)
         rounds += 1
+        if tick:
+            tick()
         if status == cp_model.INFEASIBLE:
-            break  # nothing fits, or nothing beats the incumbent: it is optimal
+            break  # nothing fits, or nothing beats the incumbent (or the cutoff)
         if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             status_name = "TIME_LIMIT"
             break
@@ -329,8 +337,10 @@ def solve(p: Problem, time_limit: float = 10.0, hint: Solution | None = None) ->
             master.add_path(r, score.paths[r])
         master.m.clear_hints()
         _hint(master, best, p)
-    if best is None:
-        return None
+    if best is None:  # no assignment: unresolved (bound known), none below the cutoff, or none fits
+        if status_name == "TIME_LIMIT":
+            return Solution((), (), (), bound, "UNRESOLVED")
+        return Solution((), (), (), cutoff, "CUTOFF") if cutoff is not None else None
     gap = 0.0 if status_name == "OPTIMAL" else max(0.0, (best.objective - bound) / max(best.objective, 1))
     return Solution(best.bounds, best.full, best.selective, best.objective, status_name, gap,
                     {"rounds": rounds, "paths": master.paths, "wall_s": time.perf_counter() - t0})

@@ -26,7 +26,7 @@ def plan_on(prof: ModelProfile, cluster: Cluster, c: Constraints, compare: str |
     best = res.best
     other = None
     if compare:
-        fixed = evaluate_fixed(cm, parse_layout(compare, prof, cluster.num_gpus, batch), batch)
+        fixed = evaluate_fixed(cm, parse_layout(compare, prof, cluster.num_gpus, batch), batch, limit=c.time_limit)
         other = Alternative(fixed.strategy, fixed.estimate, _compare_note(best, fixed))
     return Plan(model=_model(prof, batch), cluster=_cluster(cluster), global_batch=batch, strategy=best.strategy,
                 estimate=cm.with_details(best.strategy, best.estimate), layout=_layout(prof, cm, best.strategy),

@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from planner.cost.memory import state_bytes
-from planner.cost.model import CostModel
+from planner.cost.model import CostModel, even_split
+from planner.search.bounds import fits_at_all, lower_bound
 from planner.search.master import solve
 from planner.search.partition import Problem
 from planner.search.space import Constraints, default_global_batch, skeletons
@@ -27,6 +28,11 @@ __all__ = ["Candidate", "SearchResult", "search", "evaluate_fixed", "lower_bound
 
 RUNNER_UP_MARGIN = 1.25
 """A new layout family is evaluated for the runner-up table only if its bound is within 25% of the best."""
+WARM_START = 20
+"""Candidates (best lower bounds first) whose even split prices the first ceiling."""
+PER_SOLVE = 5.0
+"""Seconds one candidate may take while more than 4x that is left (a quarter of what is left after):
+one hard candidate cannot use up the whole limit; one stopped early marks the search TIME_LIMIT."""
 TIME_UNIT = 1e-8
 """Solver time unit (10 ns): integer costs keep CP-SAT exact; memory is in bytes."""
 
@@ -52,32 +58,6 @@ class SearchResult:
     stats: SolverStats
     global_batch: int
     infeasible_reason: str = ""
-
-
-def lower_bound(cm: CostModel, s: Strategy) -> float:
-    """A step time no partition or recompute choice can beat. With W = the per-micro-batch work of all
-    layers at their fastest (no recompute, TP collectives included): for one chunk per rank, every rank
-    r waits for micro-batch 0's forward through the ranks before it and for the last backward through
-    them after, so T >= Σ_{r'<r} W_r' + n·W_r for every r; the convex combination that makes every
-    W_r's coefficient equal gives T >= W / (1 - (1 - 1/n)^pp). With interleaving, T >= max(n·W/pp, W)
-    (the busiest rank does at least the mean; one micro-batch's chain runs through every chunk).
-    Without a pipeline the one rank's n·W and its optimizer step are exact."""
-    costs = cm.layer_costs(s)
-    w = sum(x.fwd + x.bwd + x.tp_fwd + x.tp_bwd for x in costs)
-    n, pp = s.num_micro_batches, s.pp
-    if pp == 1:  # one rank: its optimizer step is known exactly
-        return n * w + sum(x.opt for x in cm.terms(s))
-    if s.vpp == 1:
-        return w / (1 - (1 - 1 / n) ** pp) if n > 1 else w
-    return max(n * w / pp, w)
-
-
-def _memory_floor(cm: CostModel, s: Strategy) -> float:
-    """Bytes the average pipeline rank must hold however the layers are split (full recompute, one
-    micro-batch in flight): if the average exceeds capacity, so does the largest."""
-    state = cm.state_total(s)
-    act = sum(x.act["full"] for x in cm.layer_costs(s))
-    return (state + act) / s.pp + cm.reserve
 
 
 def problem(cm: CostModel, s: Strategy, recompute: str | None = None, bounds: tuple[int, ...] = ()) -> Problem:
@@ -111,78 +91,133 @@ def problem(cm: CostModel, s: Strategy, recompute: str | None = None, bounds: tu
                    recompute=recompute, fixed_bounds=bounds)
 
 
-def _place(cm: CostModel, s: Strategy, recompute: str | None, limit: float,
-           bounds: tuple[int, ...] = ()) -> tuple[Strategy, str, float] | None:
-    """Solve `s`'s stage bounds and recompute; None when nothing fits."""
+def _place(cm: CostModel, s: Strategy, recompute: str | None, limit: float, bounds: tuple[int, ...] = (),
+           cutoff: float | None = None, tick=None) -> tuple[Strategy | None, str, float, float]:
+    """Solve `s`'s stage bounds and recompute: (placed strategy or None, status, gap, proved bound in
+    seconds). Status OPTIMAL / TIME_LIMIT with a strategy; NO_FIT, CUTOFF (nothing below `cutoff`
+    seconds) or UNRESOLVED (limit hit before any assignment) without one."""
     p = problem(cm, s, recompute, bounds)
-    sol = solve(p, time_limit=limit)
+    sol = solve(p, time_limit=limit, cutoff=None if cutoff is None else int(cutoff / TIME_UNIT), tick=tick)
     if sol is None:
-        return None
+        return None, "NO_FIT", 0.0, math.inf
+    if not sol.bounds:
+        return None, sol.status, 0.0, sol.objective * TIME_UNIT
     starts = [sum(sol.bounds[:c]) for c in range(s.chunks)]
     names = tuple(recompute_name(sol.full[c], sol.selective[c], sum(p.is_block[starts[c]:starts[c] + sol.bounds[c]]))
                   for c in range(s.chunks))
-    return replace(s, layers_per_chunk=sol.bounds, recompute=names), sol.status, sol.gap
+    return replace(s, layers_per_chunk=sol.bounds, recompute=names), sol.status, sol.gap, sol.objective * TIME_UNIT
 
 
 def evaluate_fixed(cm: CostModel, s: Strategy, global_batch: int, recompute: str | None = None,
-                   solve_bounds: bool = True, limit: float = 10.0) -> Candidate:
-    """Price one strategy: its own bounds and recompute if it has them, else the solver's."""
+                   solve_bounds: bool = True, limit: float = 60.0, cutoff: float | None = None,
+                   tick=None) -> Candidate:
+    """Price one strategy: its own bounds and recompute if it has them, else the solver's (the best
+    under the cost model's step time). With `cutoff`, a strategy that cannot beat it comes back
+    without an estimate, status CUTOFF."""
+    lb = lower_bound(cm, s)
     if not solve_bounds:
-        return Candidate(s, cm.estimate(s, global_batch), lower_bound(cm, s))
-    placed = _place(cm, s, recompute, limit=limit, bounds=s.layers_per_chunk)
+        return Candidate(s, cm.estimate(s, global_batch), lb)
+    placed, status, gap, bound = _place(cm, s, recompute, limit, s.layers_per_chunk, cutoff, tick)
     if placed is None:
-        return Candidate(s, None, lower_bound(cm, s), why_not="does not fit in memory with any recompute")
-    strat, status, gap = placed
-    return Candidate(strat, cm.estimate(strat, global_batch), lower_bound(cm, s), status, gap)
+        why = {"NO_FIT": "does not fit in memory with any recompute", "CUTOFF": "cannot beat the best plan",
+               "UNRESOLVED": "not solved within the time limit"}[status]
+        return Candidate(s, None, max(lb, bound) if status != "NO_FIT" else lb, status, why_not=why)
+    return Candidate(placed, cm.estimate(placed, global_batch), lb, status, gap)
 
 
 def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], None] | None = None) -> SearchResult:
-    """The best strategy under `c`, the top runner-ups, and the solver statistics."""
+    """The best strategy under `c`, the best of each other layout family (the runner-ups), and the
+    solver statistics. Candidates are visited in order of their lower bounds; each solve is told the
+    step time it must beat (the best so far, or within RUNNER_UP_MARGIN of it for a family not yet
+    shown), so one that cannot win stops as soon as that is proved."""
     t0 = time.perf_counter()
     batch = c.global_batch or default_global_batch(cm.world)
     excluded: dict[str, int] = {}
     bounded = []
     too_big = 0
     for s in skeletons(cm, c, batch, excluded):
-        if _memory_floor(cm, s) > cm.capacity:
+        if not fits_at_all(cm, s):
             too_big += 1
             continue
         bounded.append((lower_bound(cm, s), s.label(), s))
     bounded.sort(key=lambda x: (x[0], x[1]))
-    top: list[Candidate] = []
+    top: list[Candidate] = _ceiling(cm, bounded[:WARM_START], batch, c.recompute)
+    ceiling = top[0].estimate.step_time_s if top else math.inf
     families: set[tuple] = set()
     solved = pruned = no_fit = 0
-    worst_gap, status = 0.0, "OPTIMAL"
+    open_bounds: list[float] = []  # proved bounds of candidates left unresolved by the time limit
+    status = "OPTIMAL"
+    last_tick = [0.0]
     for i, (lb, _, s) in enumerate(bounded):
         best = top[0].estimate.step_time_s if top else math.inf
-        if lb >= best and (len(top) > c.top_k or _family(s) in families or lb > RUNNER_UP_MARGIN * best):
+        shown = _family(s) in families or len(top) > c.top_k
+        cutoff = min(best if shown else RUNNER_UP_MARGIN * best, RUNNER_UP_MARGIN * ceiling)
+        if lb >= cutoff:
             pruned += 1  # cannot beat the best, and its family is shown, the table full, or it is far off
             continue
-        if top and time.perf_counter() - t0 > c.time_limit:  # never stop before a plan exists
-            pruned, status = pruned + len(bounded) - i, "TIME_LIMIT"
-            worst_gap = max(worst_gap, (best - lb) / best)  # no unexplored candidate can beat best by more
+        left = c.time_limit - (time.perf_counter() - t0)
+        if top and left <= 0:  # never stop before a plan exists
+            status = "TIME_LIMIT"
+            open_bounds += [x[0] for x in bounded[i:]]
+            pruned += len(bounded) - i
             break
+
+        def tick(i=i):
+            if progress and time.perf_counter() - last_tick[0] >= 1.0:
+                last_tick[0] = time.perf_counter()
+                progress("search", i, len(bounded))
         if progress:
             progress("search", i, len(bounded))
-        left = c.time_limit - (time.perf_counter() - t0)
-        cand = evaluate_fixed(cm, s, batch, c.recompute, limit=max(0.05, min(10.0, left)))
+        cand = evaluate_fixed(cm, s, batch, c.recompute, limit=max(0.05, min(left, max(PER_SOLVE, left / 4))),
+                              cutoff=None if math.isinf(cutoff) else cutoff * (1 + 1e-9) + TIME_UNIT,
+                              tick=tick)
         solved += 1
+        if cand.solver_status in ("CUTOFF", "UNRESOLVED"):
+            if cand.solver_status == "UNRESOLVED":
+                status = "TIME_LIMIT"
+                open_bounds.append(cand.lower_bound)
+            continue
         families.add(_family(s))
         if cand.estimate is None or not cand.estimate.feasible:
             no_fit += 1
             continue
-        worst_gap = max(worst_gap, cand.gap)
         if cand.solver_status != "OPTIMAL":
-            status = "FEASIBLE"
+            status = "TIME_LIMIT"
+            open_bounds.append(cand.estimate.step_time_s * (1 - cand.gap))
         _keep(top, cand, c.top_k + 1)
-    stats = SolverStats(wall_s=time.perf_counter() - t0, status=status if top else "INFEASIBLE", gap=worst_gap,
-                        candidates=len(bounded) + too_big, pruned=pruned + too_big, solved=solved,
-                        did_not_fit=no_fit + too_big, excluded=dict(sorted(excluded.items())),
-                        not_searched=dict(EXCLUDED))
+    counts = dict(candidates=len(bounded) + too_big, pruned=pruned + too_big, solved=solved,
+                  did_not_fit=no_fit + too_big)
+    return _result(cm, c, batch, top, status, open_bounds, counts, excluded, time.perf_counter() - t0)
+
+
+def _result(cm: CostModel, c: Constraints, batch: int, top: list[Candidate], status: str, open_bounds: list[float],
+            counts: dict, excluded: dict, wall: float) -> SearchResult:
+    gap = 0.0
+    if top and open_bounds:
+        best = top[0].estimate.step_time_s
+        gap = max(0.0, (best - min(open_bounds)) / best)  # no unexplored candidate beats best by more
+    stats = SolverStats(wall_s=wall, status=status if top else "INFEASIBLE", gap=gap, **counts,
+                        excluded=dict(sorted(excluded.items())), not_searched=dict(EXCLUDED))
     if not top:
-        return SearchResult(None, [], stats, batch, _why_nothing(cm, c, batch, bool(bounded) or too_big > 0))
+        return SearchResult(None, [], stats, batch, _why_nothing(cm, c, batch, counts["candidates"] > 0))
     best, rest = top[0], top[1:]
     return SearchResult(best, [replace(r, why_not=_why_not(best, r)) for r in rest], stats, batch)
+
+
+def _ceiling(cm: CostModel, bounded: list[tuple], batch: int, fixed: str | None) -> list[Candidate]:
+    """A plan to start from (and to return if the time limit comes first): the best even split with one
+    recompute mode everywhere among the first candidates (cheap: no solver). Solves are told they must
+    beat it (within the runner-up margin), so the hopeless ones stop at once."""
+    best: Candidate | None = None
+    for lb, _, s in bounded:
+        for mode in (fixed,) if fixed else ("none", "selective", "full"):
+            t = replace(s, recompute=(mode,) * s.chunks)
+            e = cm.estimate(t, batch)
+            if e.feasible:
+                if best is None or e.step_time_s < best.estimate.step_time_s:
+                    best = Candidate(replace(t, layers_per_chunk=even_split(cm.profile, s.chunks)), e, lb, "HEURISTIC")
+                break
+    return [best] if best else []
 
 
 def _family(s: Strategy) -> tuple:

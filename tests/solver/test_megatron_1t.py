@@ -11,7 +11,7 @@ from planner.report.plan import print_plan
 @pytest.mark.slow
 def test_gpt_1t_on_3072_a100(capsys):
     p = plan(example("gpt.py:gpt_1t"), "8x384", "a100-80gb", global_batch=3072, tp_across_nodes=True,
-             compare="tp8-pp64-dp6", time_limit=120)
+             compare="tp8-pp64-dp6", time_limit=60)
     assert p.strategy.tp <= 8  # inside a node
     fixed = p.comparison.estimate
     assert fixed is not None and fixed.feasible

@@ -98,11 +98,12 @@ def test_bad_plan_json(text, message):
 
 def test_time_limit_returns_the_best_found_with_its_gap(tiny):
     """A limit hit before the search ends still gives a plan, flagged TIME_LIMIT with a gap bounded by
-    the first unexplored candidate's lower bound; a limit too short for even one solve still solves one."""
+    the first unexplored candidate's lower bound; a limit too short for any solve returns the even-split
+    plan the search starts from."""
     cm = CostModel(tiny, parse_gpus("4x2", "cpu")[0])
     res = search(cm, Constraints(global_batch=16, time_limit=1e-9))
     assert res.best is not None and res.stats.status == "TIME_LIMIT"
-    assert 0 <= res.stats.gap < 1 and res.stats.solved >= 1
+    assert 0 <= res.stats.gap < 1 and res.best.estimate.feasible
     full = search(cm, Constraints(global_batch=16))
     assert full.stats.status == "OPTIMAL"
     lower = full.best.estimate.step_time_s

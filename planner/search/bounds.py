@@ -1,0 +1,109 @@
+"""Lower bounds that hold for every partition and recompute choice of a strategy: the search visits
+candidates in their order and skips those that cannot beat the best plan (or cannot fit at all)."""
+from __future__ import annotations
+
+import math
+
+from planner.cost.model import CostModel
+from planner.cost.schedule import in_flight, rank_orders
+from planner.cost.terms import dp_exposed
+from planner.types.strategy import Strategy
+
+__all__ = ["lower_bound", "fits_at_all"]
+
+
+def _room(cm: CostModel, s: Strategy) -> float:
+    """Bytes of activations all pipeline ranks together can hold at most (one chunk per rank): rank r
+    keeps k_r micro-batches in flight, so sum(act_r) <= sum((cap - state_r) / k_r), and state counted at
+    the largest k is the least it can take away. -inf when the state alone cannot fit."""
+    cap = cm.capacity - cm.reserve - cm.dp_model(s).buffer
+    ks = [max(sum(v) for v in in_flight(o, s.vpp, s.pp)) for o in rank_orders(s.schedule, s.pp, s.vpp,
+                                                                               s.num_micro_batches)]
+    state = cm.state_total(s)
+    if state > cap * s.pp:
+        return -math.inf
+    return sum(cap / k for k in ks) - state / max(ks)
+
+
+def _forced_recompute(cm: CostModel, s: Strategy) -> float:
+    """Seconds per micro-batch (summed over ranks) of recompute that memory forces at least: the bytes
+    that must go, at the cheapest seconds per byte any block's recompute offers. inf when even full
+    recompute everywhere cannot fit."""
+    if s.vpp > 1:  # in-flight counts differ per chunk: no simple room, no forced recompute
+        return 0.0
+    costs = cm.layer_costs(s)
+    need = sum(x.act["none"] for x in costs) - _room(cm, s)
+    if need <= 0:
+        return 0.0
+    blocks = [x for k, x in zip(cm.kinds, costs) if k == "block"]
+    most = sum(x.act["none"] - x.act["full"] for x in blocks)
+    if need > most or not blocks:
+        return math.inf
+    rates = [r for x in blocks for r in (x.elementwise / max(1, x.act["none"] - x.act["selective"]),
+                                         (x.fwd + x.tp_fwd) / max(1, x.act["none"] - x.act["full"]))]
+    return need * min(rates)
+
+
+def fits_at_all(cm: CostModel, s: Strategy) -> bool:
+    """False only when no partition and recompute can fit `s` (a necessary condition)."""
+    if s.vpp > 1:
+        state = cm.state_total(s)
+        act = sum(x.act["full"] for x in cm.layer_costs(s))
+        return (state + act) / s.pp + cm.reserve <= cm.capacity
+    return _forced_recompute(cm, s) < math.inf
+
+
+def _end_floor(cm: CostModel, s: Strategy) -> float:
+    """The least optimizer + exposed data-parallel time any rank ends with: exact inputs for one rank,
+    one block's share (each rank holds one at least, with every window as large as it can be) else."""
+    terms, costs = cm.terms(s), cm.layer_costs(s)
+    dpm = cm.dp_model(s)
+    if s.pp == 1:
+        fwd = sum(x.fwd + x.tp_fwd for x in costs)
+        slow = sum(x.bwd + x.tp_bwd + (x.fwd + x.tp_fwd if k == "block" else 0) for k, x in zip(cm.kinds, costs))
+        first = terms[0].sync + terms[0].gather
+        return sum(t.opt for t in terms) + dp_exposed(dpm, sum(t.sync for t in terms), sum(t.gather for t in terms),
+                                                      first, fwd, slow, slow)
+    blocks = [t for k, t in zip(cm.kinds, terms) if k == "block"] or terms
+    first = min(t.sync + t.gather for t in [terms[0], *blocks])
+    big = math.inf
+    return min(t.opt for t in blocks) + dp_exposed(dpm, min(t.sync for t in blocks), min(t.gather for t in blocks),
+                                                   first, big, big, big)
+
+
+def lower_bound(cm: CostModel, s: Strategy) -> float:
+    """A step time no partition or recompute choice can beat. With W = the per-micro-batch work of all
+    layers at their fastest (no recompute, TP collectives included) plus the recompute memory forces:
+    for one chunk per rank, every rank r waits for micro-batch 0's forward through the ranks before it
+    and for the last backward through them after, so T >= sum_{r'<r} W_r' + n W_r for every r; the
+    convex combination that makes every W_r's coefficient equal gives T >= W / (1 - (1 - 1/n)^pp).
+    With interleaving, see `_fill_and_work`. Rank 0 then adds its optimizer step and exposed
+    data-parallel time, at least `_end_floor`."""
+    costs = cm.layer_costs(s)
+    w = sum(x.fwd + x.bwd + x.tp_fwd + x.tp_bwd for x in costs) + _forced_recompute(cm, s)
+    n, pp = s.num_micro_batches, s.pp
+    if pp == 1:
+        body = n * w
+    elif s.vpp == 1:
+        body = w / (1 - (1 - 1 / n) ** pp) if n > 1 else w
+    else:
+        body = max(_fill_and_work(w, n, pp, _block_work(cm, s)), w)
+    return body + _end_floor(cm, s)
+
+
+def _block_work(cm: CostModel, s: Strategy) -> float:
+    return min(x.fwd + x.bwd + x.tp_fwd + x.tp_bwd for k, x in zip(cm.kinds, cm.layer_costs(s)) if k == "block")
+
+
+def _fill_and_work(w: float, n: int, pp: int, w_min: float) -> float:
+    """Interleaved: rank r starts after micro-batch 0's forward through chunks 0..r-1 and its last
+    backward (chunk r's) is followed by the backwards of chunks r-1..0, each at least one block, so
+    T >= r w_min + n W_r with sum W_r = W; the least such T fills the ranks like water (bisection)."""
+    lo, hi = w / pp * n, w / pp * n + pp * w_min
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if sum(max(0.0, (mid - r * w_min) / n) for r in range(pp)) >= w:
+            hi = mid
+        else:
+            lo = mid
+    return lo
