@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 from planner.cost.model import CostModel
-from planner.cost.schedule import in_flight, rank_orders
 from planner.cost.terms import dp_exposed
 from planner.types.strategy import Strategy
 
@@ -17,8 +16,8 @@ def _room(cm: CostModel, s: Strategy) -> float:
     keeps k_r micro-batches in flight, so sum(act_r) <= sum((cap - state_r) / k_r), and state counted at
     the largest k is the least it can take away. -inf when the state alone cannot fit."""
     cap = cm.capacity - cm.reserve - cm.dp_model(s).buffer
-    ks = [max(sum(v) for v in in_flight(o, s.vpp, s.pp)) for o in rank_orders(s.schedule, s.pp, s.vpp,
-                                                                               s.num_micro_batches)]
+    n = s.num_micro_batches  # torch's orders (schedule.py): GPipe holds all n, 1F1B min(n, pp - r)
+    ks = [n if s.schedule == "gpipe" else min(n, s.pp - r) for r in range(s.pp)]
     state = cm.state_total(s)
     if state > cap * s.pp:
         return -math.inf

@@ -55,3 +55,13 @@ def test_sends_delay_the_pipeline():
     base = simulate(orders, [1.0, 1.0], [2.0, 2.0]).makespan
     slow = simulate(orders, [1.0, 1.0], [2.0, 2.0], [0.5, 0.0], [0.0, 0.5]).makespan
     assert slow == pytest.approx(base + 1.0)
+
+
+def test_in_flight_closed_forms_used_by_the_bounds():
+    """bounds._room uses GPipe's n and 1F1B's min(n, pp - r) instead of walking the orders."""
+    from planner.cost.schedule import in_flight, rank_orders
+    for pp in (1, 2, 5):
+        for n in (pp, pp + 3, 4 * pp):
+            for sched, k in (("gpipe", lambda r: n), ("1f1b", lambda r: min(n, pp - r))):
+                orders = rank_orders(sched, pp, 1, n)
+                assert [max(sum(v) for v in in_flight(o, 1, pp)) for o in orders] == [k(r) for r in range(pp)]
