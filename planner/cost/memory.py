@@ -25,7 +25,7 @@ from typing import Iterable, Iterator
 
 from planner.types.profile import LayerProfile, ParamTensor
 
-__all__ = ["StateBytes", "local_numel", "state_bytes", "held_after_step", "DTYPE_BYTES"]
+__all__ = ["StateBytes", "local_numel", "state_bytes", "state_bytes_by_layer", "held_after_step", "DTYPE_BYTES"]
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 MASTER = 4
@@ -60,9 +60,24 @@ def local_numel(t: ParamTensor, tp: int, shard: int = 1) -> int:
 def state_bytes(layers: Iterable[LayerProfile], tied: tuple[tuple[str, ...], ...], *, tp: int, zero: int,
                 dp_shard: int, dtype: str, accumulating: bool) -> StateBytes:
     """Weights, gradients and optimizer bytes one rank holds for `layers` (tied tensors once)."""
+    return _tensor_state(_unique_tensors(layers, tied), tp=tp, zero=zero, dp_shard=dp_shard, dtype=dtype,
+                         accumulating=accumulating)
+
+
+def state_bytes_by_layer(layers: Iterable[LayerProfile], tied: tuple[tuple[str, ...], ...], *, tp: int, zero: int,
+                         dp_shard: int, dtype: str, accumulating: bool) -> list[StateBytes]:
+    """`state_bytes` of each layer, a tied group counted once, in the first layer that holds it: they sum
+    to `state_bytes` of all the layers (one rank holding the whole model)."""
+    seen: set[str] = set()
+    return [_tensor_state(_unique_tensors([layer], tied, seen), tp=tp, zero=zero, dp_shard=dp_shard, dtype=dtype,
+                          accumulating=accumulating) for layer in layers]
+
+
+def _tensor_state(tensors: Iterable[ParamTensor], *, tp: int, zero: int, dp_shard: int, dtype: str,
+                  accumulating: bool) -> StateBytes:
     compute = DTYPE_BYTES.get(dtype, 4)
     total = StateBytes()
-    for t in _unique_tensors(layers, tied):
+    for t in tensors:
         full = local_numel(t, tp)
         if zero == 0:
             copy = compute * full if compute < MASTER else 0
@@ -85,10 +100,12 @@ def held_after_step(layers: Iterable[LayerProfile], tied: tuple[tuple[str, ...],
     return StateBytes(MASTER * total, MASTER * total, 2 * MASTER * total)
 
 
-def _unique_tensors(layers: Iterable[LayerProfile], tied: tuple[tuple[str, ...], ...]) -> Iterator[ParamTensor]:
-    """The parameter tensors of `layers`, a tied group's copies once."""
+def _unique_tensors(layers: Iterable[LayerProfile], tied: tuple[tuple[str, ...], ...],
+                    seen: set[str] | None = None) -> Iterator[ParamTensor]:
+    """The parameter tensors of `layers`, a tied group's copies once (and none already in `seen`, which
+    is updated)."""
     alias = {name: group[0] for group in tied for name in group}
-    seen: set[str] = set()
+    seen = set() if seen is None else seen
     for layer in layers:
         for t in layer.tensors:
             key = alias.get(t.name, t.name)

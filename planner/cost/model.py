@@ -17,7 +17,8 @@ from planner.cluster.graph import Cluster
 from planner.cluster.hardware import Device
 from planner.cluster.placement import Mesh, link_classes, place
 from planner.cost.layer import LayerCost, layer_costs
-from planner.cost.memory import DTYPE_BYTES, StateBytes, held_after_step, local_numel, state_bytes
+from planner.cost.memory import (DTYPE_BYTES, StateBytes, held_after_step, local_numel, state_bytes,
+                                 state_bytes_by_layer)
 from planner.cost.schedule import in_flight, rank_orders, simulate
 from planner.cost.terms import ALLOCATOR_DIVISOR, DpModel, LayerTerms, dp_exposed
 from planner.types.estimate import ChunkTime, Estimate, HeldBytes
@@ -47,19 +48,6 @@ def even_split(profile: ModelProfile, chunks: int) -> tuple[int, ...]:
     counts[0] += lead
     counts[-1] += tail
     return tuple(counts)
-
-
-def _first_holder(layers, tied, tp: int, zero: int, shard: int, dtype: str, acc: bool) -> list[StateBytes]:
-    """Per-layer state with a tied group counted once, in the first layer that holds it."""
-    seen: set[str] = set()
-    alias = {name: group[0] for group in tied for name in group}
-    out = []
-    for layer in layers:
-        own = [t for t in layer.tensors if alias.get(t.name, t.name) not in seen]
-        seen |= {alias.get(t.name, t.name) for t in layer.tensors}
-        out.append(state_bytes([replace(layer, tensors=tuple(own))], (), tp=tp, zero=zero, dp_shard=shard,
-                               dtype=dtype, accumulating=acc))
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,12 +147,6 @@ class CostModel:
             return 0.0, 0.0
         return collective_model(self.cluster, op, mesh.groups(axis))
 
-    def collective(self, s: Strategy, axis: str, op: str, nbytes: float) -> float:
-        if nbytes <= 0:
-            return 0.0
-        per_byte, fixed = self._coll(tuple(sorted(s.sizes().items())), axis, op)
-        return 0.0 if per_byte == fixed == 0.0 else fixed + per_byte * nbytes
-
     def _p2p_uncached(self, sizes: tuple, src: int, dst: int) -> tuple[float, float]:
         mesh = self._mesh(sizes)
         pairs = []
@@ -217,11 +199,6 @@ class CostModel:
         return state_bytes([self.profile.layers[i]], (), tp=tp, zero=zero, dp_shard=shard, dtype=self.dtype,
                            accumulating=acc)
 
-    def layer_states(self, s: Strategy) -> list[StateBytes]:
-        """Each layer's training state on one rank, tied copies counted in every layer that holds one
-        (exact whenever the two holders sit on different ranks, i.e. whenever pp > 1)."""
-        return self._states(s.tp, s.sharding, s.dp_shard, s.accumulating)
-
     def state_total(self, s: Strategy) -> int:
         """All layers' training state (tied copies counted per holder) on one rank of each stage."""
         return self._state_sum(s.tp, s.sharding, s.dp_shard, s.accumulating)
@@ -263,11 +240,12 @@ class CostModel:
         peak_act = max(sum(chunks[mine[i]].act * n for i, n in enumerate(v)) for v in in_flight(order, s.vpp, s.pp))
         st = self.state(s, r, layer_ids)
         first = terms[layer_ids[0]]
-        dp = dp_exposed(self.dp_model(s), sum(terms[i].sync for i in layer_ids),
+        dpm = self.dp_model(s)
+        dp = dp_exposed(dpm, sum(terms[i].sync for i in layer_ids),
                         sum(terms[i].gather for i in layer_ids), first.sync + first.gather,
                         sum(chunks[c].fwd for c in mine), sum(chunks[c].bwd for c in mine), chunks[mine[0]].bwd)
         opt = sum(terms[i].opt for i in layer_ids)
-        buffers = self.buffers(s, max(terms[i].comm_buffer for i in layer_ids),
+        buffers = self.buffers(s, dpm.buffer + max(terms[i].comm_buffer for i in layer_ids),
                                sum(chunks[c].out_bytes for c in mine), max(chunks[c].transient_bytes for c in mine),
                                peak_act)
         mem = {"weights": st.weights, "grads": st.grads, "optimizer": st.optimizer, "activations": peak_act,
@@ -293,21 +271,20 @@ class CostModel:
 
     def _terms_uncached(self, sizes: tuple, tp: int, zero: int, shard: int, acc: bool, one_rank: bool) -> list[LayerTerms]:
         layers = self.profile.layers
-        states = (_first_holder(layers, self.profile.tied, tp, zero, shard, self.dtype, acc) if one_rank
-                  else self._states(tp, zero, shard, acc))
+        states = (state_bytes_by_layer(layers, self.profile.tied, tp=tp, zero=zero, dp_shard=shard, dtype=self.dtype,
+                                       accumulating=acc) if one_rank else self._states(tp, zero, shard, acc))
+        axes = dict(sizes)
         compute = DTYPE_BYTES.get(self.dtype, 4)
+        replicated = axes.get("dp", 1) == 1 and "dp_shard" not in axes
+        ddp_per_byte = self._coll(sizes, "dp", "all_reduce")[0] if zero == 0 and not replicated else 0.0
+        axis = "dp_shard" if "dp_replicate" in axes else "dp"
         out = []
         for layer, st in zip(layers, states):
             elems = st.optimizer // 8
             opt = self.device.memory_time(ADAM_BYTES_PER_ELEMENT * elems)
-            if dict(sizes).get("dp", 1) == 1 and "dp_shard" not in dict(sizes):
-                out.append(LayerTerms(st.total, elems, opt, 0.0, 0.0, 0))
+            if replicated or zero == 0:
+                out.append(LayerTerms(st.total, elems, opt, ddp_per_byte * 4 * elems, 0.0, 0))
                 continue
-            if zero == 0:
-                per_byte, _ = self._coll(sizes, "dp", "all_reduce")
-                out.append(LayerTerms(st.total, elems, opt, per_byte * 4 * elems, 0.0, 0))
-                continue
-            axis = "dp_shard" if "dp_replicate" in dict(sizes) else "dp"
             sync = self._coll_time(sizes, axis, "reduce_scatter", 4 * elems * shard)
             sync += self._coll_time(sizes, "dp_replicate", "all_reduce", 4 * elems)
             gather = self._coll_time(sizes, axis, "all_gather", compute * elems * shard)
@@ -322,15 +299,14 @@ class CostModel:
         per_byte, fixed = self._coll(sizes, axis, op)
         return fixed + per_byte * nbytes
 
-    def buffers(self, s: Strategy, comm_buffer: int, out_bytes: int, transient: int, act: int) -> int:
+    def buffers(self, s: Strategy, comm: int, out_bytes: int, transient: int, act: int) -> int:
         """Runtime reserve + communication buffers + transient backward memory + allocator overhead.
 
-        Communication: DDP's last two buckets in flight; FSDP's reduce-scatter input (fp32) for the
-        rank's largest layer and, for ZeRO 3 without accumulation, two layers' gathered weights (current
-        + prefetch), given as `comm_buffer`; pipeline receive buffers (one activation and one gradient
+        Communication, given as `comm`: DDP's last two buckets in flight; FSDP's reduce-scatter input
+        (fp32) for the rank's largest layer and, for ZeRO 3 without accumulation, two layers' gathered
+        weights (current + prefetch); pipeline receive buffers (one activation and one gradient
         per local chunk, given as `out_bytes`). `transient` is the largest layer's transient backward
         memory; the allocator's share is 1/ALLOCATOR_DIVISOR of activations and transient bytes."""
-        comm = self.dp_model(s).buffer if s.zero == 0 else comm_buffer
         pp_bufs = 2 * out_bytes if s.pp > 1 else 0
         return int(self.reserve + comm + pp_bufs + transient + (act + transient) // ALLOCATOR_DIVISOR)
 

@@ -74,12 +74,8 @@ class _Chunks:
         total = sum(p.is_block)
         b = p.is_block.index(True)
         head, tail = list(range(p.lead)), list(range(p.layers - p.tail, p.layers))
-        starts = _prefix(p.fixed_bounds) if p.fixed_bounds else None
-        for c in range(p.chunks):
-            if starts:
-                n = m.new_constant(sum(p.is_block[starts[c]:starts[c + 1]]))
-            else:
-                n = m.new_int_var(1, total, f"n{c}")
+        for c in range(p.chunks):  # fixed bounds take the general encoding
+            n = m.new_int_var(1, total, f"n{c}")
             f, g = m.new_int_var(0, total, f"f{c}"), m.new_int_var(0, total, f"g{c}")
             self.limits(n, f, g)
             edge = (head if c == 0 else []) + (tail if c == p.chunks - 1 else [])

@@ -81,7 +81,7 @@ def problem(cm: CostModel, s: Strategy, recompute: str | None = None, bounds: tu
         send = tuple(tuple(per_chunk[c][x.out_bytes] for x in costs) for c in range(s.chunks - 1)) + ((0,) * len(costs),)
     dpm = cm.dp_model(s)
     dp = replace(dpm, fixed=t(dpm.fixed), bucket=t(dpm.bucket))
-    cap = cm.capacity - cm.reserve - (dpm.buffer if s.zero == 0 else 0)
+    cap = cm.capacity - cm.reserve - dpm.buffer
     return Problem(fwd=tuple(fwd), bwd=tuple(bwd), act=tuple(act), transient=tuple(transient),
                    static=tuple(x.state for x in terms), out=tuple(x.out_bytes for x in costs),
                    is_block=tuple(k == "block" for k in cm.kinds), pp=s.pp, vpp=s.vpp,
