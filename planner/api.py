@@ -11,7 +11,8 @@ from planner.cluster.hardware import DEFAULT_GPU
 from planner.cluster.placement import Mesh, place
 from planner.errors import PlannerError
 from planner.errors import refuse_overwrite as check_output  # what Plan.save checks, checked up front
-from planner.load.model_file import ModelSource, load
+from planner.load.fingerprint import model_fingerprint
+from planner.load.model_file import ModelSource, build_meta, load
 from planner.program.emit import check_target as check_emit_target  # what emit checks, up front
 from planner.program.emit import emit
 from planner.program.execute import execute as _execute_dir, run_plan
@@ -35,7 +36,8 @@ def profile(model: str | ModelSource, micro_batch: int = 1, dtype: str = "bfloat
     if dtype not in DTYPES:
         raise PlannerError(f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")
     source = load(model) if isinstance(model, str) else model
-    key = profile_key(source.file_sha256, source.factory, micro_batch, dtype)
+    built = model_fingerprint(source, build_meta(source), micro_batch)
+    key = profile_key(source.file_sha256, built, source.factory, micro_batch, dtype)
     cached = load_cached(key) if use_cache else None
     if cached is not None and cached.ref == source.ref:
         return cached

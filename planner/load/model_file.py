@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from planner.errors import PlannerError
-from planner.program.runtime.policy import default_loss  # one definition, shared with the emitted program
+from planner.program.runtime.policy import batch_leaves, default_loss  # shared with the emitted program
 
 __all__ = ["ModelSource", "load", "build_meta", "sample_batch", "default_loss", "split_ref"]
 
@@ -50,6 +50,11 @@ class ModelSource:
     @property
     def loss(self) -> Callable[[Any, Any], torch.Tensor]:
         return getattr(self.module, "loss", default_loss)
+
+    @property
+    def has_loss(self) -> bool:
+        """Whether the file defines its own `loss(outputs, targets)`."""
+        return callable(getattr(self.module, "loss", None))
 
 
 def split_ref(ref: str) -> tuple[Path, str]:
@@ -133,7 +138,8 @@ def build_meta(source: ModelSource) -> nn.Module:
 
 
 def sample_batch(source: ModelSource, batch_size: int, model: nn.Module | None = None) -> tuple[Any, Any]:
-    """Call the file's `batch(batch_size[, model])` and check it returns (inputs, targets) tensors."""
+    """Call the file's `batch(batch_size[, model])` and check it returns (inputs, targets): inputs a
+    tensor, a tuple of tensors or a dict of them (keyword arguments); targets a tensor or None."""
     fn = source.module.batch
     takes_model = len(inspect.signature(fn).parameters) >= 2
     try:
@@ -141,12 +147,21 @@ def sample_batch(source: ModelSource, batch_size: int, model: nn.Module | None =
     except Exception as e:
         raise PlannerError(f"{source.path}{_where(e, source.path)}: batch({batch_size}) raised "
                            f"{type(e).__name__}: {e}") from None
-    if not (isinstance(out, (tuple, list)) and len(out) == 2
-            and all(isinstance(t, torch.Tensor) for t in out)):
-        raise PlannerError(f"{source.path}: batch({batch_size}) must return a pair (inputs, targets) of "
-                           f"tensors, got {type(out).__name__}")
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise PlannerError(f"{source.path}: batch({batch_size}) must return a pair (inputs, targets), got "
+                           f"{type(out).__name__}")
     inputs, targets = out
-    if inputs.shape[0] != batch_size:
-        raise PlannerError(f"{source.path}: batch({batch_size}) returned inputs with first dimension "
-                           f"{inputs.shape[0]}; the first dimension must be the batch size")
+    shape_ok = isinstance(inputs, torch.Tensor) or (
+        isinstance(inputs, (tuple, list, dict)) and batch_leaves(inputs)
+        and all(isinstance(v, torch.Tensor) or v is None for v in (inputs.values() if isinstance(inputs, dict) else inputs)))
+    if not shape_ok:
+        raise PlannerError(f"{source.path}: batch({batch_size}) must return inputs as a tensor, a tuple of tensors "
+                           f"or a dict of tensors (keyword arguments), got {type(inputs).__name__}")
+    if targets is not None and not isinstance(targets, torch.Tensor):
+        raise PlannerError(f"{source.path}: batch({batch_size}) must return targets as a tensor or None (when the "
+                           f"model computes its own loss), got {type(targets).__name__}")
+    for t in batch_leaves((inputs, targets)):
+        if t.dim() == 0 or t.shape[0] != batch_size:
+            raise PlannerError(f"{source.path}: batch({batch_size}) returned a tensor of shape {tuple(t.shape)}; "
+                               "the first dimension of every input and target must be the batch size")
     return inputs, targets

@@ -11,21 +11,24 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-__all__ = ["Blocks", "TPStructure", "find_blocks", "block_signature", "detect_tp", "COLWISE_NAMES",
-           "ROWWISE_NAMES"]
+__all__ = ["Blocks", "TPStructure", "find_blocks", "block_signature", "detect_tp", "model_tp_plan", "COLWISE_NAMES",
+           "ROWWISE_NAMES", "FUSED_NAMES"]
 
 # Projection names that tensor parallel splits by output features (colwise) and by input features
 # (rowwise), as in Megatron-LM, Hugging Face `base_model_tp_plan`s and torchtitan's Llama plan.
 COLWISE_NAMES = frozenset({"q_proj", "k_proj", "v_proj", "wq", "wk", "wv", "query", "key", "value",
-                           "qkv_proj", "fc1", "c_fc", "up_proj", "gate_proj", "w1", "w3", "fc_in",
-                           "dense_h_to_4h"})
+                           "fc1", "c_fc", "up_proj", "gate_proj", "w1", "w3", "fc_in", "dense_h_to_4h"})
+# Projections that hold several tensor-parallel splits in one weight (q, k and v; gate and up): a
+# column-wise split of the fused weight would give rank 0 all of q and part of k. Refused with the name.
+FUSED_NAMES = frozenset({"c_attn", "qkv", "qkv_proj", "Wqkv", "query_key_value", "in_proj", "gate_up_proj",
+                         "W_pack"})
 ROWWISE_NAMES = frozenset({"o_proj", "wo", "out_proj", "c_proj", "dense", "fc2", "down_proj", "w2",
                            "fc_out", "dense_4h_to_h"})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Blocks:
-    """The longest `nn.ModuleList` of same-class modules: the unit of pipeline stages."""
+    """The longest `nn.ModuleList` or `nn.Sequential` of same-class modules: the unit of pipeline stages."""
 
     path: str
     """Module path of the list, e.g. `blocks` or `transformer.h`; empty when the model has none."""
@@ -33,6 +36,8 @@ class Blocks:
     """Number of blocks."""
     signatures: tuple[str, ...]
     """Per block, a short hash of its structure: equal hashes are profiled once."""
+    names: tuple[str, ...] = ()
+    """Per block, its name in the container (`0`, `1`, ... or an `nn.Sequential`'s own keys)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -49,11 +54,14 @@ class TPStructure:
     """Why no tensor parallelism, when `degrees == (1,)`."""
 
 
-def block_signature(module: nn.Module) -> str:
-    """Class + parameter/buffer shapes and dtypes + every submodule's repr and plain attributes."""
+def block_signature(module: nn.Module, index: int | None = None) -> str:
+    """Class + parameter/buffer shapes and dtypes + every submodule's repr and plain attributes. An
+    integer attribute equal to the block's own `index` (Hugging Face's `layer_idx`) reads as the same
+    in every block, so identical layers are profiled once."""
     parts = []
     for name, sub in module.named_modules():
-        plain = sorted((k, v) for k, v in vars(sub).items()
+        plain = sorted((k, "<index>" if type(v) is int and v == index else v)
+                       for k, v in vars(sub).items()
                        if not k.startswith("_") and isinstance(v, (int, float, str, bool, tuple)))
         parts.append(f"{name}:{type(sub).__qualname__}({sub.extra_repr()}){plain}")
     for name, t in list(module.named_parameters()) + list(module.named_buffers()):
@@ -62,23 +70,49 @@ def block_signature(module: nn.Module) -> str:
 
 
 def find_blocks(model: nn.Module) -> Blocks:
-    """Pick the `nn.ModuleList` with the most children of one class (ties: the first found)."""
-    best: tuple[int, str, nn.ModuleList] | None = None
+    """Pick the `nn.ModuleList` or `nn.Sequential` with the most children of one class (ties: the first
+    found), wherever it sits in the module tree."""
+    best: tuple[int, str, nn.Module] | None = None
     for name, mod in model.named_modules():
-        if isinstance(mod, nn.ModuleList) and len(mod) >= 2:
+        if isinstance(mod, (nn.ModuleList, nn.Sequential)) and len(mod) >= 2:
             classes = {type(c) for c in mod}
             if len(classes) == 1 and (best is None or len(mod) > best[0]):
                 best = (len(mod), name, mod)
     if best is None:
         return Blocks(path="", count=0, signatures=())
     count, path, mod = best
-    sigs = tuple(block_signature(c) for c in mod)
-    return Blocks(path=path, count=count, signatures=sigs)
+    names = tuple(n for n, _ in mod.named_children())
+    sigs = tuple(block_signature(c, i) for i, c in enumerate(mod))
+    return Blocks(path=path, count=count, signatures=sigs, names=names)
 
 
 def _head_dim(parent: nn.Module) -> int:
     hd = getattr(parent, "head_dim", None)
     return hd if isinstance(hd, int) and hd > 0 else 1
+
+
+def model_tp_plan(model: nn.Module) -> dict[str, str] | None:
+    """A Hugging Face model's own tensor-parallel plan (`config.base_model_tp_plan`, relative to the base
+    model at `base_model_prefix`), as patterns of the whole model; None when the model has none."""
+    plan = getattr(getattr(model, "config", None), "base_model_tp_plan", None)
+    if not isinstance(plan, dict) or not plan:
+        return None
+    base = getattr(model, "base_model_prefix", "")
+    prefix = f"{base}." if base and hasattr(model, base) else ""
+    return {prefix + k: v for k, v in plan.items()}
+
+
+def _fused(block: nn.Module, blocks_path: str) -> str:
+    """A one-line reason naming the block's first fused projection, or ''."""
+    for name, mod in block.named_modules():
+        leaf = name.rpartition(".")[2]
+        if leaf in FUSED_NAMES or isinstance(mod, nn.MultiheadAttention):
+            what = "nn.MultiheadAttention (one in_proj weight for q, k, v)" if isinstance(mod, nn.MultiheadAttention) \
+                else f"{type(mod).__name__} holding several projections in one weight"
+            return (f"fused projection {blocks_path}.*.{name} ({what}): tensor parallel unavailable, data and "
+                    "pipeline parallel are; to split it, use separate q/k/v (or gate/up) projections, or declare "
+                    "TP_PLAN for projections the model has")
+    return ""
 
 
 def _recognise(block: nn.Module) -> dict[str, str]:
@@ -109,14 +143,26 @@ def detect_tp(model: nn.Module, blocks: Blocks, declared: dict[str, str] | None 
     """Recognise attention/MLP projection pairs in the first block (or use the file's TP_PLAN)."""
     if not blocks.count:
         return TPStructure(plan={}, degrees=(1,), source="none", reason="the model has no repeated blocks")
-    block = model.get_submodule(blocks.path)[0]
+    block = next(iter(model.get_submodule(blocks.path)))
     prefix = f"{blocks.path}.*."
-    if declared:
-        rel = {n: s for n, _ in block.named_modules() for p, s in declared.items()
-               if fnmatch.fnmatchcase(f"{blocks.path}.0.{n}", p.replace("*", "0", 1))}
-        source = "TP_PLAN"
+    first = blocks.names[0] if blocks.names else "0"
+    own = model_tp_plan(model)
+    if declared or own:
+        styles = {"colwise": "colwise", "rowwise": "rowwise", "colwise_rep": "colwise", "rowwise_rep": "rowwise"}
+        rel, source = {}, "TP_PLAN" if declared else "the model's base_model_tp_plan"
+        for n, _ in block.named_modules():
+            for p, s in (declared or own).items():
+                if fnmatch.fnmatchcase(f"{blocks.path}.{first}.{n}", p.replace("*", first, 1)):
+                    if s not in styles:
+                        return TPStructure(plan={}, degrees=(1,), source="none", reason=(
+                            f"{source} splits {blocks.path}.*.{n} as '{s}', which the planner does not emit; "
+                            "declare TP_PLAN with colwise/rowwise only"))
+                    rel[n] = styles[s]
     else:
         rel, source = _recognise(block), "recognised"
+        fused = _fused(block, blocks.path)
+        if fused:
+            return TPStructure(plan={}, degrees=(1,), source="none", reason=fused)
     reason = _check_pairs(block, rel) if rel else "no attention or MLP projections were recognised"
     if reason:
         return TPStructure(plan={}, degrees=(1,), source="none", reason=reason + "; declare TP_PLAN")

@@ -23,9 +23,12 @@ import torch
 import torch.nn as nn
 import torch.utils.flop_counter as flop_counter
 from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
 
 from planner.load.model_file import ModelSource, build_meta, sample_batch
 from planner.load.structure import TPStructure, detect_tp, find_blocks
+from planner.program.runtime.policy import batch_map, forward_loss, takes_targets, token_count
 from planner.profiling.blocks import block_run, block_saved, hook_tp, narrow
 from planner.profiling.recorder import FLOP_MAP, Record, Recorder, fakeify, first_tensor, saved_records, storage_id, tensor_bytes
 from planner.types.profile import LayerProfile, ModelProfile, ParamTensor
@@ -33,9 +36,21 @@ from planner.types.profile import LayerProfile, ModelProfile, ParamTensor
 __all__ = ["profile_model"]
 
 
+class _Loose(nn.Module):
+    """Holds a parameter that sits directly on the root or on an ancestor of the blocks (a ViT's class
+    token and position embedding), so it can be a unit of the prefix or suffix like a module."""
+
+    def __init__(self, param: nn.Parameter):
+        super().__init__()
+        self.value = param
+
+
 def _units(model: nn.Module, blocks_path: str) -> Iterator[tuple[str, nn.Module]]:
-    """Modules outside the blocks, as coarse as possible: the candidates for the prefix and suffix."""
+    """Modules outside the blocks, as coarse as possible, and parameters held directly by the root or an
+    ancestor of the blocks: the candidates for the prefix and suffix."""
     def walk(mod: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
+        for name, p in mod.named_parameters(recurse=False):
+            yield f"{prefix}{name}", _Loose(p)
         for name, child in mod.named_children():
             path = f"{prefix}{name}"
             if path == blocks_path:
@@ -63,7 +78,8 @@ def _tensors(units: list[tuple[str, nn.Module]], rel_plan: dict[str, str] | None
             owner, _, leaf = name.rpartition(".")
             style = (rel_plan or {}).get(owner)
             dim = -1 if style is None else 0 if style == "colwise" else 1 if leaf == "weight" else -1
-            out.append(ParamTensor(name=f"{prefix}.{name}", shape=tuple(p.shape), tp_dim=dim))
+            full = prefix if isinstance(mod, _Loose) else f"{prefix}.{name}"
+            out.append(ParamTensor(name=full, shape=tuple(p.shape), tp_dim=dim))
     return tuple(out)
 
 
@@ -95,7 +111,7 @@ class _ModelRun:
 
 
 def _run_model(model: nn.Module, reps: nn.ModuleList, units: list[tuple[str, nn.Module]], batch: tuple,
-               loss_fn: Any, mode: FakeTensorMode, tp_plan: dict[str, str]) -> _ModelRun:
+               source: ModelSource, mode: FakeTensorMode, tp_plan: dict[str, str]) -> _ModelRun:
     rec = Recorder({storage_id(p) for p in [*model.parameters(), *model.buffers()]})
     prefix, suffix = Record(), Record()
     rec.layer = prefix
@@ -119,11 +135,13 @@ def _run_model(model: nn.Module, reps: nn.ModuleList, units: list[tuple[str, nn.
     for name, unit in units:
         handles.append(unit.register_forward_pre_hook(
             lambda *_, n=name: ran_before.append(n) if rec.layer is prefix else None))
+    loose = {id(u.value): n for n, u in units if isinstance(u, _Loose)}
     try:
-        with mode, flop_counter.FlopCounterMode(display=False, custom_mapping=FLOP_MAP) as fc:
-            inputs, targets = (mode.from_tensor(t) for t in batch)
+        with mode, _UsedBefore(loose, lambda: rec.layer is prefix, ran_before), \
+                flop_counter.FlopCounterMode(display=False, custom_mapping=FLOP_MAP) as fc:
+            inputs, targets = (batch_map(mode.from_tensor, t) for t in batch)
             with rec, torch.autograd.graph.saved_tensors_hooks(rec.pack, lambda t: t):
-                loss = loss_fn(model(inputs), targets)
+                loss, _ = forward_loss(model, inputs, targets, source.loss, takes_targets(model, source.has_loss))
             fwd = {k: dict(v) for k, v in fc.get_flop_counts().items()}
             loss.backward()
             total = {k: dict(v) for k, v in fc.get_flop_counts().items()}
@@ -131,6 +149,22 @@ def _run_model(model: nn.Module, reps: nn.ModuleList, units: list[tuple[str, nn.
         for h in handles:
             h.remove()
     return _ModelRun(fwd, total, prefix, suffix, rec.producer, captured, ran_before, rec.keep)
+
+
+class _UsedBefore(TorchFunctionMode):
+    """Notes which loose parameters (by id) an op reads while the prefix runs (before the first block)."""
+
+    def __init__(self, loose: dict[int, str], in_prefix, found: list[str]):
+        super().__init__()
+        self.loose, self.in_prefix, self.found = loose, in_prefix, found
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if self.loose and self.in_prefix():
+            for t in tree_flatten((args, kwargs or {}))[0]:
+                name = self.loose.get(id(t))
+                if name is not None and name not in self.found:
+                    self.found.append(name)
+        return func(*args, **(kwargs or {}))
 
 
 def _edge_layer(name: str, units: list[tuple[str, nn.Module]], record: Record, fwd: int, total: int,
@@ -173,7 +207,9 @@ def _cut(source: ModelSource, torch_dtype: torch.dtype) -> _Cut:
     rel_plan = {k.removeprefix(f"{blocks.path}.*."): v for k, v in tp.plan.items()}
     sigs = list(dict.fromkeys(blocks.signatures))
     full_list = model.get_submodule(blocks.path) if blocks.count else nn.ModuleList()
-    reps = nn.ModuleList(full_list[blocks.signatures.index(s)] for s in sigs)
+    container = nn.Sequential if isinstance(full_list, nn.Sequential) else nn.ModuleList  # called whole, or iterated
+    reps = container(*[full_list[blocks.signatures.index(s)] for s in sigs]) if container is nn.Sequential \
+        else nn.ModuleList(full_list[blocks.signatures.index(s)] for s in sigs)
     t = next((d for d in tp.degrees if d > 1), 1)
     narrowed = [narrow(b, rel_plan, t) for b in reps] if t > 1 else []
     if blocks.count:
@@ -201,7 +237,7 @@ def _block_layers(cut: _Cut, run: _ModelRun, block_keys: list[str], tokens: int,
             output_bytes=tensor_bytes(main.output), signature=cut.sigs[i]))
     layers = []
     for i, sig in enumerate(cut.blocks.signatures):
-        name = f"{cut.blocks.path}.{i}"
+        name = f"{cut.blocks.path}.{cut.blocks.names[i]}"
         layers.append(LayerProfile(name=name, modules=(name,), tensors=_tensors([(name, cut.full_list[i])], cut.rel_plan),
                                    **measured[cut.sigs.index(sig)]))
     return layers
@@ -223,12 +259,11 @@ def profile_model(source: ModelSource, micro_batch: int = 1, dtype: str = "bfloa
     cut = _cut(source, torch_dtype)
     model = cut.model
     batch = sample_batch(source, micro_batch, model)
-    batch = tuple(t.to(torch_dtype) if t.is_floating_point() else t for t in batch)
-    inputs = batch[0]
-    seq_len = inputs.shape[1] if inputs.dim() >= 2 and not inputs.is_floating_point() else 1
+    batch = batch_map(lambda t: (t.to(torch_dtype) if t.is_floating_point() else t).contiguous(), batch)
+    seq_len = token_count(batch[0]) // micro_batch
     tokens = micro_batch * seq_len if seq_len > 1 else 0
     units = list(_units(model, cut.blocks.path))
-    run = _run_model(model, cut.reps, units, batch, source.loss, cut.mode, cut.rel_plan)
+    run = _run_model(model, cut.reps, units, batch, source, cut.mode, cut.rel_plan)
     root = type(model).__name__
     pre = [u for u in units if u[0] in run.prefix_units or not run.block_inputs]
     post = [u for u in units if u not in pre]

@@ -82,8 +82,9 @@ class Problem:
                 tuple(s[i] for s in self.send), self.opt[i], self.sync[i], self.gather[i], self.comm_buffer[i])
 
     def uniform(self) -> bool:
-        """All blocks cost the same in every respect."""
-        return len({self.per_layer(i) for i, b in enumerate(self.is_block) if b}) <= 1
+        """All blocks cost the same in every respect (and there is at least one block: a model without
+        repeated blocks is one chunk, which the general encoding covers)."""
+        return len({self.per_layer(i) for i, b in enumerate(self.is_block) if b}) == 1
 
     def orders(self) -> list[list[Action]]:
         return rank_orders(self.schedule, self.pp, self.vpp, self.micro_batches)

@@ -137,6 +137,8 @@ def check_constraints(prof: ModelProfile, cluster: Cluster, c: Constraints) -> N
     world, blocks = cluster.num_gpus, len(prof.blocks)
     batch = c.global_batch or default_global_batch(world)
     if c.tp is not None and c.tp not in prof.tp_degrees:
+        if prof.tp_degrees == (1,):
+            raise PlannerError(f"tp={c.tp}: {prof.model_name}: {prof.tp_note}")
         raise PlannerError(f"tp={c.tp}: {prof.model_name} splits into whole heads only with tp in "
                            f"{', '.join(map(str, prof.tp_degrees))}")
     if c.pp is not None and c.pp > max(1, blocks):

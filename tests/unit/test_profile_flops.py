@@ -96,3 +96,32 @@ def test_profile_is_cached(monkeypatch):
     assert profile(example("gpt.py:tiny")) == first
     with pytest.raises(RuntimeError, match="profiled again"):
         profile(example("gpt.py:tiny"), micro_batch=3)  # other shapes are another key
+
+
+def test_cache_is_keyed_by_the_model_built(tmp_path, monkeypatch):
+    """One file whose depth comes from the environment (and a config module it imports) builds two
+    models: each gets its own profile, and changing the imported module's forward re-profiles too."""
+    (tmp_path / "shape.py").write_text("import torch.nn as nn\n\nclass Act(nn.Module):\n"
+                                       "    def forward(self, x):\n        return x.relu()\n")
+    (tmp_path / "m.py").write_text(
+        "import os\nimport torch\nimport torch.nn as nn\nfrom shape import Act\n\n"
+        "class Block(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.fc = nn.Linear(16, 16)\n        self.act = Act()\n\n"
+        "    def forward(self, x):\n        return self.act(self.fc(x))\n\n"
+        "class Net(nn.Module):\n    def __init__(self, depth):\n        super().__init__()\n"
+        "        self.blocks = nn.ModuleList(Block() for _ in range(depth))\n        self.head = nn.Linear(16, 4)\n\n"
+        "    def forward(self, x):\n        for b in self.blocks:\n            x = b(x)\n        return self.head(x)\n\n"
+        "def model():\n    return Net(int(os.environ['DEPTH']))\n\n"
+        "def batch(n):\n    return torch.randn(n, 16), torch.randint(0, 4, (n,))\n")
+    monkeypatch.setenv("DEPTH", "2")
+    shallow = profile(str(tmp_path / "m.py"))
+    monkeypatch.setenv("DEPTH", "6")
+    deep = profile(str(tmp_path / "m.py"))
+    assert (len(shallow.blocks), len(deep.blocks)) == (2, 6)
+    assert deep.params > shallow.params
+    import sys
+    sys.modules.pop("shape", None)
+    (tmp_path / "shape.py").write_text("import torch.nn as nn\n\nclass Act(nn.Module):\n"
+                                       "    def forward(self, x):\n        return x.relu() * x.sigmoid()\n")
+    again = profile(str(tmp_path / "m.py"))
+    assert again.layers[1].fwd_mem_bytes > deep.layers[1].fwd_mem_bytes  # the new forward was measured

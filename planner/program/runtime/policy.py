@@ -1,15 +1,28 @@
 """What the planner and the program must agree on: the "selective" recomputation policy (the
-profiler measures saved tensors with it), the default loss and the LR schedule. Torch only, no
-torch.distributed: the planner's loader and profiler import it."""
+profiler measures saved tensors with it), how a batch is fed to the model and its loss taken, and the LR
+schedule. Torch only, no torch.distributed: the planner's loader and profiler import it.
+
+Batches as model files write them: `batch(n)` returns `(inputs, targets)`; `inputs` is one tensor
+(`model(x)`), a tuple of tensors (`model(*x)`) or a dict (`model(**x)`, Hugging Face style, which may hold
+`labels`); `targets` is a tensor, or None when the model computes its own loss from the inputs. A model
+whose forward takes `targets` (nanoGPT's `forward(idx, targets=None)`) gets them when the file defines
+no `loss()`. Outputs: a tensor of logits; a Hugging Face `ModelOutput` (its `loss` when the model
+computed one, else its `logits`); a tuple (a 0-dim tensor in it is the loss, as nanoGPT's
+`(logits, loss)`; else the first element is the logits).
+"""
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Mapping
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-__all__ = ["SELECTIVE_SAVE_OPS", "selective_policy", "selective_context", "default_loss", "cosine_lr"]
+__all__ = ["SELECTIVE_SAVE_OPS", "selective_policy", "selective_context", "default_loss", "model_loss", "cosine_lr",
+           "call_args", "takes_targets", "forward_loss", "batch_map", "batch_leaves", "batch_size_of", "token_count"]
 
 _aten = torch.ops.aten
 
@@ -40,9 +53,106 @@ def selective_context():
     return create_selective_checkpoint_contexts(selective_policy)
 
 
-def default_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the last dimension (token logits or class logits)."""
-    return F.cross_entropy(outputs.flatten(0, -2).float(), targets.flatten())
+def model_loss(outputs: Any) -> torch.Tensor | None:
+    """The loss the model computed itself: `outputs.loss` (Hugging Face), a 0-dim tensor in a tuple
+    (nanoGPT's `(logits, loss)`), else None."""
+    if isinstance(outputs, Mapping):
+        loss = outputs.get("loss")
+        return loss if isinstance(loss, torch.Tensor) else None
+    if isinstance(outputs, (tuple, list)):
+        return next((t for t in outputs if isinstance(t, torch.Tensor) and t.dim() == 0), None)
+    return None
+
+
+def _logits(outputs: Any) -> torch.Tensor:
+    if isinstance(outputs, torch.Tensor):
+        return outputs
+    if isinstance(outputs, Mapping):
+        if isinstance(outputs.get("logits"), torch.Tensor):
+            return outputs["logits"]
+        found = [v for v in outputs.values() if isinstance(v, torch.Tensor)]
+    else:
+        found = [v for v in outputs if isinstance(v, torch.Tensor)] if isinstance(outputs, (tuple, list)) else []
+    if not found:
+        raise TypeError(f"the model returned {type(outputs).__name__} with no tensor in it; return logits or "
+                        "define loss(outputs, targets) in the model file")
+    return found[0]
+
+
+def default_loss(outputs: Any, targets: torch.Tensor | None) -> torch.Tensor:
+    """The model's own loss when it computed one, else cross-entropy of its logits over the last
+    dimension (token or class logits)."""
+    loss = model_loss(outputs)
+    if loss is not None:
+        return loss
+    if targets is None:
+        raise TypeError("the model computed no loss and batch() gave no targets; return (inputs, targets) "
+                        "or define loss(outputs, targets) in the model file")
+    logits = _logits(outputs)
+    return F.cross_entropy(logits.flatten(0, -2).float(), targets.flatten())
+
+
+def call_args(inputs: Any) -> tuple[tuple, dict]:
+    """(args, kwargs) of the model call for one batch's inputs."""
+    if isinstance(inputs, Mapping):
+        return (), dict(inputs)
+    if isinstance(inputs, (tuple, list)):
+        return tuple(inputs), {}
+    return (inputs,), {}
+
+
+def takes_targets(model: torch.nn.Module, has_loss: bool) -> bool:
+    """Whether the targets go into the model's forward: it has a `targets` parameter (nanoGPT) and the
+    file defines no `loss()` of its own."""
+    if has_loss:
+        return False
+    try:
+        return "targets" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def forward_loss(model: Callable, inputs: Any, targets: Any, loss_fn: Callable, pass_targets: bool):
+    """`loss_fn(model(inputs), targets)` with the batch conventions above; returns (loss, outputs)."""
+    args, kwargs = call_args(inputs)
+    if pass_targets and targets is not None and "targets" not in kwargs:
+        kwargs["targets"] = targets
+    outputs = model(*args, **kwargs)
+    return loss_fn(outputs, targets), outputs
+
+
+def batch_leaves(x: Any) -> list[torch.Tensor]:
+    """The tensors of inputs or targets (a tensor, tuple/list or dict of tensors; None has none)."""
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, Mapping):
+        return [t for v in x.values() for t in batch_leaves(v)]
+    if isinstance(x, (tuple, list)):
+        return [t for v in x for t in batch_leaves(v)]
+    return []
+
+
+def batch_map(fn: Callable[[torch.Tensor], torch.Tensor], x: Any) -> Any:
+    """`fn` applied to every tensor of inputs or targets, the structure kept."""
+    if isinstance(x, torch.Tensor):
+        return fn(x)
+    if isinstance(x, Mapping):
+        return {k: batch_map(fn, v) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return type(x)(batch_map(fn, v) for v in x)
+    return x
+
+
+def batch_size_of(inputs: Any) -> int:
+    leaves = batch_leaves(inputs)
+    return leaves[0].shape[0] if leaves and leaves[0].dim() else 0
+
+
+def token_count(inputs: Any) -> int:
+    """Tokens in a batch: the elements of its first integer tensor of two or more dimensions (token
+    ids), else the number of samples."""
+    ids = next((t for t in batch_leaves(inputs) if not t.is_floating_point() and t.dim() >= 2), None)
+    return ids.numel() if ids is not None else batch_size_of(inputs)
 
 
 def cosine_lr(step: int, *, lr: float, min_lr: float, warmup: int, total: int) -> float:

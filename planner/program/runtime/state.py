@@ -15,11 +15,12 @@ __all__ = ["materialise", "clean_name", "named_local_params", "TiedWeights", "cl
            "ActivationMeter", "load_full"]
 
 
-def materialise(part: nn.Module, device: torch.device, init: Callable[[nn.Module], None], *, seed: int,
+def materialise(part: nn.Module, device: torch.device, init: Callable[[nn.Module], None] | None, *, seed: int,
                 world_mesh) -> None:
-    """Allocate this rank's shard of the chunk and initialise it with the model's own initialisation;
-    then make copies that must be equal (replicated across TP or DP ranks) equal by broadcasting from
-    the first rank of each such axis. Seeds differ per rank so shards of one tensor differ."""
+    """Allocate this rank's shard of the chunk and initialise it with the model's own initialisation
+    (`init`; None when the chunk was built with real weights, which are moved as they are); then make
+    copies that must be equal (replicated across TP or DP ranks) equal by broadcasting from the first
+    rank of each such axis. Seeds differ per rank so shards of one tensor differ."""
     _to_empty(part, device)
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         # DTensor's random ops on a CPU mesh draw the same values on every rank (torch warns that they
@@ -28,7 +29,8 @@ def materialise(part: nn.Module, device: torch.device, init: Callable[[nn.Module
         warnings.filterwarnings("ignore", message="DTensor random operators may not have complete support")
         torch.manual_seed(seed * 1_000_003 + dist.get_rank())
         with torch.no_grad():
-            init(part)
+            if init is not None:
+                init(part)
     axes = [a for a in world_mesh.mesh_dim_names if a != "pp" and world_mesh[a].size() > 1]
     with torch.no_grad():
         for _, p in named_local_params(part):
@@ -52,8 +54,10 @@ def _to_empty(module: nn.Module, device: torch.device) -> None:
             for key, t in table.items():
                 if t is None:
                     continue
-                if id(t) not in memo:
-                    new = torch.empty_like(t, device=device)
+                if not t.is_meta and t.device == device:
+                    continue  # built for real (buffers, or a model without init_weights): kept as it is
+                if id(t) not in memo:  # real tensors on another device move with their values
+                    new = torch.empty_like(t, device=device) if t.is_meta else t.detach().to(device)
                     memo[id(t)] = nn.Parameter(new, requires_grad=t.requires_grad) if wrap else new
                 table[key] = memo[id(t)]
 

@@ -45,9 +45,9 @@ def apply_tp(part: nn.Module, tp_mesh, tp_plan: dict[str, str], *, blocks: str, 
             # one partial sum, reduced once in backward (not once per q/k/v projection)
             hook = _gather_sequence if sequence_parallel else _replicate_input
             parent.register_forward_pre_hook(hook(tp_mesh, Shard, Replicate))
-        if sequence_parallel and int(key) == first_block:
+        if sequence_parallel and container.position(key) == first_block:
             block.register_forward_pre_hook(_scatter_sequence(tp_mesh, Shard, Replicate))
-        if sequence_parallel and int(key) == last_block:
+        if sequence_parallel and container.position(key) == last_block:
             block.register_forward_hook(_gather_output(tp_mesh, Shard, Replicate))
 
 

@@ -125,22 +125,45 @@ def make_batch(mf, model, n: int, step: int, seed: int, data=None):
         return mf.batch(n, model) if takes_model else mf.batch(n)
 
 
-def init_fn(mf):
-    """The model's own initialisation: its init_weights() method, the file's init_weights(model), or
-    each submodule's reset_parameters()."""
+def build_model(mf, seed: int):
+    """The model with its parameters on the meta device (buffers real), to be materialised shard by shard
+    by its own initialisation; or, when it has none (no init_weights() method or function), built whole
+    on the CPU under the run's seed, so every rank holds the weights its constructor draws (what one
+    process would train), at the cost of the whole model in each process's memory while building."""
+    with rt.build_meta_parameters():
+        model = getattr(mf, FACTORY)()
+    if hasattr(model, "init_weights") or hasattr(mf, "init_weights"):
+        return model, False
+    if dist.get_rank() == 0:
+        print(f"{type(model).__name__} has no init_weights(): built whole on each process's CPU to keep its "
+              "constructor's initialisation (define init_weights() to build shard by shard)", flush=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return getattr(mf, FACTORY)(), True
+
+
+def init_fn(mf, constructed: bool):
+    """The model's own initialisation: its init_weights() method, or the file's init_weights(model); None
+    when the constructor initialised. A Hugging Face model runs its `initialize_weights()` (its
+    init_weights() also re-ties weights, which fails where the chunk holds only one side of a tie; ties
+    across stages are kept by the program): transformers marks modules initialised when it builds them
+    and skips marked ones, and the chunk's tensors are new, so the marks are dropped first."""
+    if constructed:
+        return None
+
     def init(part):
-        if hasattr(part, "init_weights"):
+        if any(c.__name__ == "PreTrainedModel" for c in type(part).__mro__):
+            for obj in [*part.modules(), *part.parameters(), *part.buffers()]:
+                obj.__dict__.pop("_is_hf_initialized", None)
+            part.initialize_weights()
+        elif hasattr(part, "init_weights"):
             part.init_weights()
-        elif hasattr(mf, "init_weights"):
-            mf.init_weights(part)
         else:
-            for m in part.modules():
-                if hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
+            mf.init_weights(part)
     return init
 
 
-def parallelize(part, c: int, mesh, device, mf, seed: int):
+def parallelize(part, c: int, mesh, device, init, seed: int):
     """Chunk c's parallelisms in torchtitan's order: tensor parallel -> activation checkpointing ->
     FSDP -> materialise -> DDP (DDP only without TP: it cannot take DTensors; with TP the gradients
     are all-reduced after the backward instead)."""
@@ -153,7 +176,7 @@ def parallelize(part, c: int, mesh, device, mf, seed: int):
         param_dtype = getattr(torch, DTYPE) if device.type == "cuda" and DTYPE != "float32" else None
         rt.apply_fsdp(part, dp_mesh, blocks=BLOCKS, reshard_after_forward=ZERO == 3, param_dtype=param_dtype)
     rt.attach_chunk_hooks(part)
-    rt.materialise(part, device, init_fn(mf), seed=seed, world_mesh=mesh)
+    rt.materialise(part, device, init, seed=seed, world_mesh=mesh)
     if ZERO == 0 and DP > 1 and TP == 1:
         part = rt.apply_ddp(part, dp_group(mesh))
     return part
@@ -165,15 +188,14 @@ def dp_group(mesh):
     return mesh[tuple(axes)]._flatten().get_group() if len(axes) > 1 else mesh[axes[0]].get_group()
 
 
-def build(mf, model, mesh, device, args, data):
+def build(mf, model, init, mesh, device, args, data):
     """This rank's chunks of the (meta) model: split at the plan's stage boundaries, then parallelised."""
-    x, _ = make_batch(mf, model, MICRO_BATCH_SIZE, 1, args.seed, data)
-    specs = [(tuple(x.shape), x.dtype)]
+    units = list(dict.fromkeys(n for stage in STAGES for n in stage if not (BLOCKS and n.startswith(BLOCKS + "."))))
     pp_rank = mesh["pp"].get_local_rank()
     n = PP * VPP
     chunks = [c for c in range(n) if c % PP == pp_rank]
-    parts = [parallelize(rt.split_chunk(model, STAGES[c], blocks=BLOCKS, first=c == 0, last=c == n - 1,
-                                        input_specs=specs), c, mesh, device, mf, args.seed) for c in chunks]
+    parts = [parallelize(rt.split_chunk(model, STAGES[c], blocks=BLOCKS, units=units, first=c == 0, last=c == n - 1),
+                         c, mesh, device, init, args.seed) for c in chunks]
     tied = rt.TiedWeights(TIED, STAGES, mesh, parts)
     tied.broadcast()
     if args.init_from:
@@ -334,11 +356,11 @@ def setup(args, device) -> Run:
     mf = load_model_file()
     loss_fn = getattr(mf, "loss", rt.default_loss)
     mesh = init_device_mesh(device.type, MESH_SIZES, mesh_dim_names=MESH_AXES)
-    with torch.device("meta"):
-        model = getattr(mf, FACTORY)()
+    model, constructed = build_model(mf, args.seed)
+    pass_targets = rt.takes_targets(model, hasattr(mf, "loss"))
     data = load_dataset(mf, model)  # built once, indexed by step
     before = resident_bytes()
-    chunks, parts, tied = build(mf, model, mesh, device, args, data)
+    chunks, parts, tied = build(mf, model, init_fn(mf, constructed), mesh, device, args, data)
     rank, pp_rank = dist.get_rank(), mesh["pp"].get_local_rank()
     log(args.metrics, {"rank": rank, "event": "built", "resident_bytes_added": resident_bytes() - before})
     dp_index = 0
@@ -349,12 +371,16 @@ def setup(args, device) -> Run:
     pp_group = mesh["pp"].get_group() if PP > 1 else None
     schedule = None
     if PP > 1:
+        def computed(loss, index):  # the last chunk returns its micro-batch's loss (see planner_runtime.pipeline)
+            return loss.sum()
         stages = [PipelineStage(p, c, PP * VPP, device, group=pp_group) for p, c in zip(parts, chunks)]
+        for stage, part in zip(stages, parts):
+            rt.watch_inference(stage, part)
         if SCHEDULE == "interleaved":
-            schedule = ScheduleInterleaved1F1B(stages, NUM_MICRO_BATCHES, loss_fn=loss_fn)
+            schedule = ScheduleInterleaved1F1B(stages, NUM_MICRO_BATCHES, loss_fn=computed)
         else:
             cls = ScheduleGPipe if SCHEDULE == "gpipe" else Schedule1F1B
-            schedule = cls(stages[0], NUM_MICRO_BATCHES, loss_fn=loss_fn)
+            schedule = cls(stages[0], NUM_MICRO_BATCHES, loss_fn=computed)
     start = 0
     restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0  # torchrun restarted us
     latest = latest_checkpoint(Path(args.checkpoint_dir)) if args.resume or restarted else None
@@ -362,7 +388,7 @@ def setup(args, device) -> Run:
         start = load_checkpoint(latest, parts, optimizers)
         if rank == 0:
             print(f"resumed from {latest} at step {start}", flush=True)
-    return Run(mf=mf, model=model, data=data, loss_fn=loss_fn, mesh=mesh, device=device, parts=parts, tied=tied,
+    return Run(mf=mf, model=model, data=data, loss_fn=loss_fn, pass_targets=pass_targets, mesh=mesh, device=device, parts=parts, tied=tied,
                optimizers=optimizers, schedule=schedule, pp_group=pp_group, rank=rank, pp_rank=pp_rank,
                first=pp_rank == 0, last=pp_rank == PP - 1, dp_index=dp_index, start=start,
                manual_dp=ZERO == 0 and DP > 1 and TP > 1, dp_group=dp_group(mesh) if DP > 1 else None,
@@ -375,14 +401,15 @@ def train_step(run: Run, args, step: int, last_step: int) -> dict:
     """One optimizer step on this rank's share of the global batch; the step's metrics."""
     t0 = time.perf_counter()
     x, y = make_batch(run.mf, run.model, GLOBAL_BATCH, step, args.seed, run.data)
-    tokens = x.numel() if x.dtype in (torch.int32, torch.int64) else x.shape[0]
+    tokens = rt.token_count(x)
     per_dp = GLOBAL_BATCH // DP
-    x, y = (t[run.dp_index * per_dp:(run.dp_index + 1) * per_dp].to(run.device) for t in (x, y))
+    x, y = rt.batch_map(lambda t: t[run.dp_index * per_dp:(run.dp_index + 1) * per_dp].contiguous().to(run.device),
+                      (x, y))
     for opt in run.optimizers:
         opt.zero_grad(set_to_none=True)
     meter = run.diagnostics.meter(run.parts, step, run.start + 1, last_step)
     with run.autocast, (meter() if meter else contextlib.nullcontext()):
-        losses = run_step(run.parts, run.schedule, run.loss_fn, x, y, run.first, run.last)
+        losses = run_step(run, x, y)
     if run.manual_dp:
         rt.allreduce_grads(run.parts, run.dp_group)
     run.tied.sum_grads()
@@ -458,24 +485,28 @@ def train(args, device) -> int:
     return 0
 
 
-def run_step(parts, schedule, loss_fn, x, y, first, last) -> list[float]:
+def run_step(run: Run, x, y) -> list[float]:
     """Forward and backward of this rank's share of the global batch; returns the micro-batch losses
     (on the last pipeline rank). Gradients are the mean over the global batch once DP has reduced them."""
-    if schedule is not None:
+    micro = [rt.batch_map(lambda t, i=i: t.chunk(NUM_MICRO_BATCHES)[i], (x, y)) for i in range(NUM_MICRO_BATCHES)]
+    if run.schedule is not None:
+        for part in run.parts:
+            rt.set_micro_batches(part, micro, run.loss_fn, run.pass_targets)
         losses: list[torch.Tensor] = []
-        args = (x,) if first else ()
-        schedule.step(*args, target=y if last else None, losses=losses if last else None)
+        index = torch.arange(NUM_MICRO_BATCHES, device=run.device)
+        run.schedule.step(*((index,) if run.first else ()), target=index if run.last else None,
+                          losses=losses if run.last else None)
         return [float(t.detach()) for t in losses]
-    (part,) = parts
+    (part,) = run.parts
     out = []
-    for i, (xm, ym) in enumerate(zip(x.chunk(NUM_MICRO_BATCHES), y.chunk(NUM_MICRO_BATCHES))):
+    for i, (xm, ym) in enumerate(micro):
         sync = i == NUM_MICRO_BATCHES - 1
         if hasattr(part, "set_requires_gradient_sync"):
             part.set_requires_gradient_sync(sync)
             part.set_reshard_after_backward(sync)
         ctx = part.no_sync() if hasattr(part, "no_sync") and not sync else contextlib.nullcontext()
         with ctx:
-            loss = loss_fn(part(xm), ym)
+            loss, _ = rt.forward_loss(part, xm, ym, run.loss_fn, run.pass_targets)
             (loss / NUM_MICRO_BATCHES).backward()
         out.append(loss.item())
     return out

@@ -4,7 +4,8 @@ same ranks, each with its own rendezvous port.
 
     python forkrun.py WORLD JOBS.json      JOBS.json: [{"dir": ..., "args": [...]}, ...]
 
-Exits non-zero if any rank of any job fails; a rank's traceback goes to stderr.
+Exits non-zero if any rank of any job fails; a rank's traceback goes to stderr. `FORKRUN_PRELOAD`
+(comma-separated module names, e.g. `transformers`) are imported before forking too.
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ def _load(directory: str):
 
 def main() -> int:
     world, jobs = int(sys.argv[1]), json.load(open(sys.argv[2]))
+    for name in filter(None, os.environ.get("FORKRUN_PRELOAD", "").split(",")):
+        importlib.import_module(name)
     programs = [_load(j["dir"]) for j in jobs]
     ports = [_free_port() for _ in jobs]
     children = []
@@ -53,10 +56,14 @@ def main() -> int:
             sys.stderr.flush()
             os._exit(code)
         children.append(pid)
-    failed = 0
-    for pid in children:
-        _, status = os.waitpid(pid, 0)
-        failed |= os.waitstatus_to_exitcode(status) != 0
+    failed, alive = 0, set(children)
+    while alive:  # a failed rank ends the launch: the others would wait for it in a collective forever
+        pid, status = os.wait()
+        alive.discard(pid)
+        if os.waitstatus_to_exitcode(status) != 0 and not failed:
+            failed = 1
+            for other in alive:
+                os.kill(other, 9)
     return int(failed)
 
 

@@ -46,9 +46,21 @@ def lr_at(step, lr, min_lr, warmup, total):
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
+def _chunks(x, n: int) -> list:
+    """n micro-batches of a tensor, a dict of tensors (keyword inputs) or None."""
+    if x is None:
+        return [None] * n
+    if isinstance(x, dict):
+        parts = {k: v.chunk(n) for k, v in x.items()}
+        return [{k: v[i] for k, v in parts.items()} for i in range(n)]
+    return list(x.chunk(n))
+
+
 def train(path: Path, factory: str, init: dict, *, steps: int, global_batch: int, lr=3e-4, min_lr=3e-5,
-          warmup=0, clip=1.0, weight_decay=0.1, seed=0, start_step=0, micro_batches=1):
-    """Losses per step and the clipped gradients of the first step, by parameter name."""
+          warmup=0, clip=1.0, weight_decay=0.1, seed=0, start_step=0, micro_batches=1, compute=None):
+    """Losses per step and the clipped gradients of the first step, by parameter name. `compute(module,
+    model, inputs, targets)` gives a micro-batch's loss the way the model's community computes it
+    (default: the file's loss(), else cross-entropy of the model's output)."""
     mf = load(path)
     with torch.device("meta"):
         meta = getattr(mf, factory)()
@@ -64,8 +76,8 @@ def train(path: Path, factory: str, init: dict, *, steps: int, global_batch: int
         x, y = batch(mf, meta, global_batch, step, seed, data)
         opt.zero_grad(set_to_none=True)
         loss = 0.0
-        for xm, ym in zip(x.chunk(micro_batches), y.chunk(micro_batches)):  # batch norm sees micro-batches
-            part = loss_fn(model(xm), ym) / micro_batches
+        for xm, ym in zip(_chunks(x, micro_batches), _chunks(y, micro_batches)):  # batch norm sees micro-batches
+            part = (compute(mf, model, xm, ym) if compute else loss_fn(model(xm), ym)) / micro_batches
             part.backward()
             loss += part.detach()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
