@@ -115,9 +115,12 @@ def test_zoo_layout_matches_single_process(layout, initial, tmp_path):
         predicted = [dataclasses.asdict(h) for h in plan.estimate.held_bytes_per_pp_rank]
         held = [x for x in lines if x.get("event") == "held"]
         assert len(held) == world
-        for r in held:
-            assert {k: r[k] for k in ("param_bytes", "grad_bytes", "optimizer_bytes")} == predicted[r["pp_rank"]], \
-                (name, r)
+        # the plan predicts the fullest rank of each pipeline stage: FSDP gives a tensor's rows in
+        # ceil(rows / dp) blocks, so a (1, 17, 64) position embedding sits whole on the first rank
+        for pp_rank, want in enumerate(predicted):
+            ranks = [{k: r[k] for k in want} for r in held if r["pp_rank"] == pp_rank]
+            assert max(ranks, key=lambda r: r["param_bytes"]) == want, (name, pp_rank, ranks)
+            assert all(r[k] <= want[k] for r in ranks for k in want), (name, pp_rank, ranks)
 
 
 @pytest.mark.parametrize("name", sorted(USER_LOSS))

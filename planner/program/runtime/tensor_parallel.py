@@ -1,6 +1,7 @@
 """Tensor parallel (and sequence parallel) over the blocks' projections."""
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 __all__ = ["apply_tp"]
@@ -44,11 +45,22 @@ def apply_tp(part: nn.Module, tp_mesh, tp_plan: dict[str, str], *, blocks: str, 
             # one replicated DTensor input per parent: its colwise children's input gradients add up as
             # one partial sum, reduced once in backward (not once per q/k/v projection)
             hook = _gather_sequence if sequence_parallel else _replicate_input
-            parent.register_forward_pre_hook(hook(tp_mesh, Shard, Replicate))
+            parent.register_forward_pre_hook(hook(tp_mesh, Shard, Replicate), with_kwargs=True)
         if sequence_parallel and container.position(key) == first_block:
-            block.register_forward_pre_hook(_scatter_sequence(tp_mesh, Shard, Replicate))
+            block.register_forward_pre_hook(_scatter_sequence(tp_mesh, Shard, Replicate), with_kwargs=True)
         if sequence_parallel and container.position(key) == last_block:
             block.register_forward_hook(_gather_output(tp_mesh, Shard, Replicate))
+
+
+def _with_main_input(args: tuple, kwargs: dict, fn) -> tuple[tuple, dict]:
+    """(args, kwargs) with the module's main input replaced by `fn(it)`: the first positional argument,
+    else the `hidden_states` keyword (Hugging Face calls `self_attn(hidden_states=...)`), else the first
+    tensor keyword."""
+    if args:
+        return (fn(args[0]), *args[1:]), kwargs
+    key = "hidden_states" if "hidden_states" in kwargs else next(
+        k for k, v in kwargs.items() if isinstance(v, torch.Tensor))
+    return args, {**kwargs, key: fn(kwargs[key])}
 
 
 def _gather_sequence(mesh, Shard, Replicate):
@@ -56,12 +68,11 @@ def _gather_sequence(mesh, Shard, Replicate):
     (a replicated DTensor, so the backward is a single reduce-scatter)."""
     from torch.distributed.tensor import DTensor
 
-    def hook(module, args):
-        x = args[0]
+    def gather(x):
         if not isinstance(x, DTensor):
             x = DTensor.from_local(x, mesh, [Shard(1)], run_check=False)
-        return (x.redistribute(mesh, [Replicate()]), *args[1:])
-    return hook
+        return x.redistribute(mesh, [Replicate()])
+    return lambda module, args, kwargs: _with_main_input(args, kwargs, gather)
 
 
 def _replicate_input(mesh, Shard, Replicate):
@@ -69,22 +80,18 @@ def _replicate_input(mesh, Shard, Replicate):
     replicated DTensor, so the backward all-reduces the input gradient once for all the projections."""
     from torch.distributed.tensor import DTensor
 
-    def hook(module, args):
-        x = args[0]
-        if not isinstance(x, DTensor):
-            x = DTensor.from_local(x, mesh, [Replicate()], run_check=False)
-        return (x, *args[1:])
-    return hook
+    def replicate(x):
+        return x if isinstance(x, DTensor) else DTensor.from_local(x, mesh, [Replicate()], run_check=False)
+    return lambda module, args, kwargs: _with_main_input(args, kwargs, replicate)
 
 
 def _scatter_sequence(mesh, Shard, Replicate):
     """Pre-hook of the model's first block: keep this rank's slice of the (replicated) sequence."""
     from torch.distributed.tensor import DTensor
 
-    def hook(module, args):
-        x = DTensor.from_local(args[0], mesh, [Replicate()], run_check=False)
-        return (x.redistribute(mesh, [Shard(1)]).to_local(), *args[1:])
-    return hook
+    def scatter(x):
+        return DTensor.from_local(x, mesh, [Replicate()], run_check=False).redistribute(mesh, [Shard(1)]).to_local()
+    return lambda module, args, kwargs: _with_main_input(args, kwargs, scatter)
 
 
 def _gather_output(mesh, Shard, Replicate):
