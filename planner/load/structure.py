@@ -157,6 +157,12 @@ def detect_tp(model: nn.Module, blocks: Blocks, declared: dict[str, str] | None 
                         return TPStructure(plan={}, degrees=(1,), source="none", reason=(
                             f"{source} splits {blocks.path}.*.{n} as '{s}', which the planner does not emit; "
                             "declare TP_PLAN with colwise/rowwise only"))
+                    module = block.get_submodule(n)
+                    if not isinstance(module, nn.Linear):
+                        return TPStructure(plan={}, degrees=(1,), source="none", reason=(
+                            f"{source} names {blocks.path}.*.{n}, a {type(module).__name__} (tensor parallel splits "
+                            "nn.Linear only; Hugging Face's Conv1D stores its weight transposed): tensor parallel "
+                            "unavailable, data and pipeline parallel are"))
                     rel[n] = styles[s]
     else:
         rel, source = _recognise(block), "recognised"

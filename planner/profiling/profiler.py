@@ -28,7 +28,7 @@ from torch.utils._pytree import tree_flatten
 
 from planner.load.model_file import ModelSource, build_meta, sample_batch
 from planner.load.structure import TPStructure, detect_tp, find_blocks
-from planner.program.runtime.policy import batch_map, forward_loss, takes_targets, token_count
+from planner.program.runtime.policy import batch_map, forward_loss, takes_targets, token_count, training_kwargs
 from planner.profiling.blocks import block_run, block_saved, hook_tp, narrow
 from planner.profiling.recorder import FLOP_MAP, Record, Recorder, fakeify, first_tensor, saved_records, storage_id, tensor_bytes
 from planner.types.profile import LayerProfile, ModelProfile, ParamTensor
@@ -141,7 +141,8 @@ def _run_model(model: nn.Module, reps: nn.ModuleList, units: list[tuple[str, nn.
                 flop_counter.FlopCounterMode(display=False, custom_mapping=FLOP_MAP) as fc:
             inputs, targets = (batch_map(mode.from_tensor, t) for t in batch)
             with rec, torch.autograd.graph.saved_tensors_hooks(rec.pack, lambda t: t):
-                loss, _ = forward_loss(model, inputs, targets, source.loss, takes_targets(model, source.has_loss))
+                loss, _ = forward_loss(model, inputs, targets, source.loss, takes_targets(model, source.has_loss),
+                                       training_kwargs(model))
             fwd = {k: dict(v) for k, v in fc.get_flop_counts().items()}
             loss.backward()
             total = {k: dict(v) for k, v in fc.get_flop_counts().items()}

@@ -4,8 +4,9 @@ the user's file, and the emitted program trains exactly like a plain single-proc
 model's loss is computed the way its community computes it (`model(**batch).loss`, `logits, loss =
 model(x, y)`, `F.cross_entropy(model(x).logits, ...)`), not with the planner's own loss code.
 
-Every model runs data parallel (DDP), FSDP and a two-stage pipeline; the models whose attention allows
-it (separate q/k/v projections) also tensor parallel and dp2 x pp2 x tp2. One forked launch per layout.
+Every model runs data parallel (DDP), FSDP with selective recomputation and a two-stage pipeline with
+full recomputation; the models whose attention allows it (separate q/k/v projections) also tensor
+parallel and dp2 x pp2 x tp2. One forked launch per layout.
 """
 from __future__ import annotations
 
@@ -52,8 +53,8 @@ LOSS_RTOL = {"tv_resnet": 1e-3}
 
 LAYOUTS = {
     "dp2-ddp": (2, dict(dp=2, tp=1, pp=1, zero=0, micro_batch=4)),
-    "dp2-fsdp": (2, dict(dp=2, tp=1, pp=1, zero=3, micro_batch=2)),
-    "pp2-1f1b": (2, dict(dp=1, tp=1, pp=2, schedule="1f1b", micro_batch=2)),
+    "dp2-fsdp": (2, dict(dp=2, tp=1, pp=1, zero=3, micro_batch=2, recompute="selective")),
+    "pp2-1f1b": (2, dict(dp=1, tp=1, pp=2, schedule="1f1b", micro_batch=2, recompute="full")),
     "tp2": (2, dict(dp=1, tp=2, pp=1, micro_batch=4, sequence_parallel=False)),
     "dp2-pp2-tp2": (8, dict(dp=2, tp=2, pp=2, zero=2, schedule="1f1b", micro_batch=1, sequence_parallel=True)),
 }

@@ -50,3 +50,13 @@ def test_fused_projections_are_refused_by_name(ref, module):
     assert "data and pipeline parallel are" in message
     plan = planner.plan(str(ZOO / ref), "4", "cpu", global_batch=8, pp=2)  # what is still possible
     assert plan.strategy.pp == 2
+
+
+def test_tp_plan_on_conv1d_is_refused(tmp_path):
+    """Hugging Face GPT-2's MLP is Conv1D (weight stored transposed): a TP_PLAN naming it is refused in
+    one line instead of splitting the wrong dimension."""
+    (tmp_path / "gpt2_tp.py").write_text(
+        "import sys\nsys.path.insert(0, %r)\nfrom hf_gpt2 import model, batch  # noqa: F401\n"
+        "TP_PLAN = {'transformer.h.*.mlp.c_fc': 'colwise', 'transformer.h.*.mlp.c_proj': 'rowwise'}\n" % str(ZOO))
+    with pytest.raises(PlannerError, match=r"transformer\.h\.\*\.mlp\.c_fc, a Conv1D .*data and pipeline parallel are"):
+        planner.plan(str(tmp_path / "gpt2_tp.py"), "4", "cpu", global_batch=8, tp=2)

@@ -136,15 +136,17 @@ def split_chunk(model: nn.Module, owned: list[str], *, blocks: str, units: list[
     return part
 
 
-def set_micro_batches(part: nn.Module, micro: list[tuple[Any, Any]], loss_fn, pass_targets: bool) -> None:
-    """The step's micro-batches `[(inputs, targets), ...]` (on the device) for a chunk's forwards, and the
-    loss the last chunk computes from its outputs and targets."""
+def set_micro_batches(part: nn.Module, micro: list[tuple[Any, Any]], loss_fn, pass_targets: bool,
+                      fixed: dict[str, Any]) -> None:
+    """The step's micro-batches `[(inputs, targets), ...]` (on the device) for a chunk's forwards, with the
+    `fixed` training keywords, and the loss the last chunk computes from its outputs and targets."""
     state = getattr(part, "_pipeline", None)
     if state is None:
         return
     calls = []
     for inputs, targets in micro:
         args, kwargs = call_args(inputs)
+        kwargs = {**fixed, **kwargs}
         if pass_targets and targets is not None and "targets" not in kwargs:
             kwargs = {**kwargs, "targets": targets}
         calls.append((args, kwargs, targets))

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 __all__ = ["SELECTIVE_SAVE_OPS", "selective_policy", "selective_context", "default_loss", "model_loss", "cosine_lr",
-           "call_args", "takes_targets", "forward_loss", "batch_map", "batch_leaves", "batch_size_of", "token_count"]
+           "call_args", "takes_targets", "training_kwargs", "forward_loss", "batch_map", "batch_leaves", "batch_size_of", "token_count"]
 
 _aten = torch.ops.aten
 
@@ -112,9 +112,23 @@ def takes_targets(model: torch.nn.Module, has_loss: bool) -> bool:
         return False
 
 
-def forward_loss(model: Callable, inputs: Any, targets: Any, loss_fn: Callable, pass_targets: bool):
-    """`loss_fn(model(inputs), targets)` with the batch conventions above; returns (loss, outputs)."""
+def training_kwargs(model: torch.nn.Module) -> dict[str, Any]:
+    """Keywords every training call passes unless the batch sets them: `use_cache=False` for a model whose
+    forward takes `use_cache` (Hugging Face's default keeps a key/value cache, which a training step does
+    not use and which recomputation and the profiler's second pass over a block would append to)."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"use_cache": False} if "use_cache" in params else {}
+
+
+def forward_loss(model: Callable, inputs: Any, targets: Any, loss_fn: Callable, pass_targets: bool,
+                 fixed: dict[str, Any] | None = None):
+    """`loss_fn(model(inputs), targets)` with the batch conventions above (`fixed`: `training_kwargs`);
+    returns (loss, outputs)."""
     args, kwargs = call_args(inputs)
+    kwargs = {**(fixed or {}), **kwargs}
     if pass_targets and targets is not None and "targets" not in kwargs:
         kwargs["targets"] = targets
     outputs = model(*args, **kwargs)

@@ -80,9 +80,9 @@ def _replicate_input(mesh, Shard, Replicate):
     replicated DTensor, so the backward all-reduces the input gradient once for all the projections."""
     from torch.distributed.tensor import DTensor
 
-    def replicate(x):
+    def as_replicated(x):
         return x if isinstance(x, DTensor) else DTensor.from_local(x, mesh, [Replicate()], run_check=False)
-    return lambda module, args, kwargs: _with_main_input(args, kwargs, replicate)
+    return lambda module, args, kwargs: _with_main_input(args, kwargs, as_replicated)
 
 
 def _scatter_sequence(mesh, Shard, Replicate):

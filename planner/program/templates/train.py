@@ -358,6 +358,7 @@ def setup(args, device) -> Run:
     mesh = init_device_mesh(device.type, MESH_SIZES, mesh_dim_names=MESH_AXES)
     model, constructed = build_model(mf, args.seed)
     pass_targets = rt.takes_targets(model, hasattr(mf, "loss"))
+    fixed = rt.training_kwargs(model)  # use_cache=False for Hugging Face models
     data = load_dataset(mf, model)  # built once, indexed by step
     before = resident_bytes()
     chunks, parts, tied = build(mf, model, init_fn(mf, constructed), mesh, device, args, data)
@@ -388,7 +389,7 @@ def setup(args, device) -> Run:
         start = load_checkpoint(latest, parts, optimizers)
         if rank == 0:
             print(f"resumed from {latest} at step {start}", flush=True)
-    return Run(mf=mf, model=model, data=data, loss_fn=loss_fn, pass_targets=pass_targets, mesh=mesh, device=device, parts=parts, tied=tied,
+    return Run(mf=mf, model=model, data=data, loss_fn=loss_fn, pass_targets=pass_targets, fixed=fixed, mesh=mesh, device=device, parts=parts, tied=tied,
                optimizers=optimizers, schedule=schedule, pp_group=pp_group, rank=rank, pp_rank=pp_rank,
                first=pp_rank == 0, last=pp_rank == PP - 1, dp_index=dp_index, start=start,
                manual_dp=ZERO == 0 and DP > 1 and TP > 1, dp_group=dp_group(mesh) if DP > 1 else None,
@@ -491,7 +492,7 @@ def run_step(run: Run, x, y) -> list[float]:
     micro = [rt.batch_map(lambda t, i=i: t.chunk(NUM_MICRO_BATCHES)[i], (x, y)) for i in range(NUM_MICRO_BATCHES)]
     if run.schedule is not None:
         for part in run.parts:
-            rt.set_micro_batches(part, micro, run.loss_fn, run.pass_targets)
+            rt.set_micro_batches(part, micro, run.loss_fn, run.pass_targets, run.fixed)
         losses: list[torch.Tensor] = []
         index = torch.arange(NUM_MICRO_BATCHES, device=run.device)
         run.schedule.step(*((index,) if run.first else ()), target=index if run.last else None,
@@ -506,7 +507,7 @@ def run_step(run: Run, x, y) -> list[float]:
             part.set_reshard_after_backward(sync)
         ctx = part.no_sync() if hasattr(part, "no_sync") and not sync else contextlib.nullcontext()
         with ctx:
-            loss, _ = rt.forward_loss(part, xm, ym, run.loss_fn, run.pass_targets)
+            loss, _ = rt.forward_loss(part, xm, ym, run.loss_fn, run.pass_targets, run.fixed)
             (loss / NUM_MICRO_BATCHES).backward()
         out.append(loss.item())
     return out
