@@ -12,6 +12,7 @@ import importlib.util
 import inspect
 import sys
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -152,8 +153,9 @@ def sample_batch(source: ModelSource, batch_size: int, model: nn.Module | None =
                            f"{type(out).__name__}")
     inputs, targets = out
     shape_ok = isinstance(inputs, torch.Tensor) or (
-        isinstance(inputs, (tuple, list, dict)) and batch_leaves(inputs)
-        and all(isinstance(v, torch.Tensor) or v is None for v in (inputs.values() if isinstance(inputs, dict) else inputs)))
+        isinstance(inputs, (tuple, list, Mapping)) and batch_leaves(inputs)
+        and all(isinstance(v, torch.Tensor) or v is None
+                for v in (inputs.values() if isinstance(inputs, Mapping) else inputs)))
     if not shape_ok:
         raise PlannerError(f"{source.path}: batch({batch_size}) must return inputs as a tensor, a tuple of tensors "
                            f"or a dict of tensors (keyword arguments), got {type(inputs).__name__}")

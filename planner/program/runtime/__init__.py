@@ -12,7 +12,7 @@ from __future__ import annotations
 from .data_parallel import allreduce_grads, apply_ddp, apply_fsdp, apply_recompute
 from .distributed import init_distributed, pick_device
 from .pipeline import attach_chunk_hooks, build_meta_parameters, set_micro_batches, split_chunk, watch_inference
-from .policy import (SELECTIVE_SAVE_OPS, batch_map, cosine_lr, default_loss, forward_loss, selective_context,
+from .policy import (SELECTIVE_SAVE_OPS, batch_map, collate, cosine_lr, default_loss, forward_loss, selective_context,
                      selective_policy, takes_targets, token_count, training_kwargs)
 from .state import (ActivationMeter, TiedWeights, clean_name, clip_grad_norm, held_bytes, load_full, materialise,
                     named_local_params)
@@ -20,6 +20,6 @@ from .tensor_parallel import apply_tp
 
 __all__ = ["init_distributed", "pick_device", "SELECTIVE_SAVE_OPS", "selective_policy", "selective_context", "default_loss",
            "cosine_lr", "split_chunk", "attach_chunk_hooks", "set_micro_batches", "watch_inference", "build_meta_parameters", "batch_map",
-           "forward_loss", "takes_targets", "token_count", "training_kwargs", "apply_tp", "apply_recompute", "apply_fsdp",
+           "forward_loss", "takes_targets", "token_count", "training_kwargs", "collate", "apply_tp", "apply_recompute", "apply_fsdp",
            "apply_ddp", "allreduce_grads", "materialise", "TiedWeights", "clip_grad_norm", "held_bytes",
            "ActivationMeter", "clean_name", "named_local_params", "load_full"]

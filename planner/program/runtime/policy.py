@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 __all__ = ["SELECTIVE_SAVE_OPS", "selective_policy", "selective_context", "default_loss", "model_loss", "cosine_lr",
-           "call_args", "takes_targets", "training_kwargs", "forward_loss", "batch_map", "batch_leaves", "batch_size_of", "token_count"]
+           "call_args", "takes_targets", "training_kwargs", "forward_loss", "batch_map", "batch_leaves", "batch_size_of", "token_count", "collate"]
 
 _aten = torch.ops.aten
 
@@ -155,6 +155,21 @@ def batch_map(fn: Callable[[torch.Tensor], torch.Tensor], x: Any) -> Any:
     if isinstance(x, (tuple, list)):
         return type(x)(batch_map(fn, v) for v in x)
     return x
+
+
+def collate(samples: list[tuple[Any, Any]]) -> tuple[Any, Any]:
+    """A batch from dataset samples `(inputs, target)`: tensors (or numbers) stacked, dicts and tuples
+    stacked field by field (a Hugging Face style `{"input_ids": ..., "labels": ...}` sample), None kept."""
+    def stack(values: list[Any]) -> Any:
+        first = values[0]
+        if first is None:
+            return None
+        if isinstance(first, Mapping):
+            return {k: stack([v[k] for v in values]) for k in first}
+        if isinstance(first, (tuple, list)):
+            return type(first)(stack([v[i] for v in values]) for i in range(len(first)))
+        return torch.stack([torch.as_tensor(v) for v in values])
+    return stack([x for x, _ in samples]), stack([y for _, y in samples])
 
 
 def batch_size_of(inputs: Any) -> int:

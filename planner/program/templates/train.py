@@ -117,8 +117,7 @@ def make_batch(mf, model, n: int, step: int, seed: int, data=None):
     sees the same samples: `data` (the model file's dataset(), built once) if there is one, else seeded
     synthetic batch()."""
     if data is not None:
-        items = [data[((step - 1) * n + i) % len(data)] for i in range(n)]
-        return torch.stack([x for x, _ in items]), torch.stack([torch.as_tensor(y) for _, y in items])
+        return rt.collate([data[((step - 1) * n + i) % len(data)] for i in range(n)])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed * 1_000_003 + step)
         takes_model = len(inspect.signature(mf.batch).parameters) >= 2

@@ -33,6 +33,8 @@ def initial_state(path: Path, factory: str, seed: int = 1234) -> dict[str, torch
 def batch(mf, model, n: int, step: int, seed: int, data=None):
     if data is not None:  # the model file's real data: sample i of step s is item (s-1)*n + i, wrapping
         pairs = [data[((step - 1) * n + i) % len(data)] for i in range(n)]
+        if isinstance(pairs[0][0], dict):  # a tokenized dataset's dict samples, labels inside
+            return {k: torch.stack([a[k] for a, _ in pairs]) for k in pairs[0][0]}, None
         return torch.stack([a for a, _ in pairs]), torch.stack([torch.as_tensor(b) for _, b in pairs])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed * 1_000_003 + step)
