@@ -127,7 +127,8 @@ def evaluate_fixed(cm: CostModel, s: Strategy, global_batch: int, recompute: str
 
 def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], None] | None = None) -> SearchResult:
     """The best strategy under `c`, the best of each other layout family (the runner-ups), and the
-    solver statistics. Candidates are visited in order of their lower bounds; each solve is told the
+    solver statistics. Candidates are visited cheapest kind first (`_solve_cost`), each kind in order of
+    its lower bounds; each solve is told the
     step time it must beat (the best so far, or within RUNNER_UP_MARGIN of it for a family not yet
     shown), so one that cannot win stops as soon as that is proved."""
     t0 = time.perf_counter()
@@ -142,6 +143,7 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
         bounded.append((lower_bound(cm, s), s.label(), s))
     bounded.sort(key=lambda x: (x[0], x[1]))
     top: list[Candidate] = _ceiling(cm, bounded[:WARM_START], batch, c.recompute)
+    bounded.sort(key=lambda x: (_solve_cost(x[2]), x[0], x[1]))
     ceiling = top[0].estimate.step_time_s if top else math.inf
     families: set[tuple] = set()
     solved = pruned = no_fit = 0
@@ -218,6 +220,15 @@ def _ceiling(cm: CostModel, bounded: list[tuple], batch: int, fixed: str | None)
                     best = Candidate(replace(t, layers_per_chunk=even_split(cm.profile, s.chunks)), e, lb, "HEURISTIC")
                 break
     return [best] if best else []
+
+
+def _solve_cost(s: Strategy) -> int:
+    """Candidates are solved cheapest kind first, each kind in order of its lower bounds: one chunk (no
+    partition to solve: milliseconds), then one chunk per pipeline rank (seconds), then interleaved
+    chunks (up to tens of seconds for 13B-sized models). The cheap kinds set a strong best plan early,
+    which then prunes, and cuts off, the expensive solves; the order never changes the answer of a
+    search that finishes, only how good the plan is when the time limit comes first."""
+    return 0 if s.pp == 1 else 1 if s.vpp == 1 else 2
 
 
 def _family(s: Strategy) -> tuple:
