@@ -321,7 +321,10 @@ class CostModel:
                  "dp_comm": per_rank[crit].dp, "optimizer": per_rank[crit].opt}
         parts["bubble"] = max(0.0, step - sum(parts.values()))
         samples = global_batch or s.dp * s.micro_batch_size * n
-        model_flops = s.dp * s.tp * n * sum(c.model_flops for c in chunks)
+        # model FLOPs: the whole model's once per sample (the profile's), not per-rank work times tp, which
+        # would count the layers tensor parallel replicates (embedding, LM head, norms) tp times
+        prof = self.profile
+        model_flops = (prof.fwd_flops + prof.bwd_flops) * s.dp * s.micro_batch_size * n / prof.micro_batch
         hw_flops = model_flops + s.dp * s.tp * n * sum(c.recompute_flops for c in chunks)
         peak = self.device.peak(self.dtype)
         mems = [sum(r.mem.values()) for r in per_rank]

@@ -59,6 +59,10 @@ def test_never_faster_than_peak_and_utilisation_at_most_one(models, profile_13b,
     flops = (profile_13b.fwd_flops + profile_13b.bwd_flops) * _batch(s) / profile_13b.micro_batch
     assert e.step_time_s >= flops / (cm.world * cm.device.peak("bfloat16")) * (1 - 1e-9)
     assert 0 < e.mfu <= 1 and 0 < e.hfu <= 1 and e.mfu <= e.hfu * (1 + 1e-9)
+    # MFU counts the model's FLOPs once per sample, whatever the layout (tensor parallel replicates the
+    # embedding, LM head and norms on every rank: that work is not model FLOPs a second time)
+    peak = cm.device.peak("bfloat16")
+    assert e.mfu * e.step_time_s * cm.world * peak == pytest.approx(flops, rel=1e-9)
 
 
 @SETTINGS
