@@ -91,7 +91,8 @@ def _plan_parser(sub) -> None:
                    "cluster .toml file")
     p.add_argument("--gpu", default=DEFAULT_GPU, help="device profile for the GPUSxNODES shorthand")
     p.add_argument("--global-batch", type=_positive, default=None, help="samples per step (default: 8 per GPU)")
-    p.add_argument("--time-limit", type=float, default=60.0, help="seconds for the search")
+    p.add_argument("--time-limit", type=float, default=60.0, help="work limit of the search, in units of about a second (counted, not timed: the same "
+                   "plan under load; see planner/search/budget.py)")
     for knob in ("tp", "pp", "dp", "vpp", "dp-shard"):
         p.add_argument(f"--{knob}", type=_positive, default=None, help=f"fix {knob} (default: searched)")
     p.add_argument("--micro-batch", type=_positive, default=None, help="fix the micro-batch size (default: searched)")

@@ -16,7 +16,9 @@ integer share) are encoded exactly, so a proposed assignment always fits.
 Two encodings of the chunk quantities: when all blocks are identical (the usual transformer), a
 chunk is three integers (blocks, full, selective) and everything is linear in them; otherwise each
 chunk's boundaries and split points index prefix-sum and range-maximum tables (element constraints).
-One worker with a fixed seed: the answer does not depend on the machine's load or core count.
+One worker with a fixed seed, and limits counted in work (`budget.py`: CP-SAT's deterministic time,
+rounds, simulated actions) rather than seconds: the answer does not depend on the machine's load or
+core count.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from typing import Callable
 from ortools.sat.python import cp_model
 
 from planner.cost.schedule import in_flight
+from planner.search.budget import WORK_PER_ACTION, WORK_PER_DETERMINISTIC_S, WORK_PER_ROUND, Budget
 from planner.cost.terms import ALLOCATOR_DIVISOR
 from planner.search.partition import FULL, NONE, SELECTIVE, Problem, Solution, evaluate
 
@@ -284,9 +287,10 @@ def _seed_paths(p: Problem, orders) -> list[tuple[int, Counter]]:
 
 
 def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
-          tick: Callable[[], None] | None = None) -> Solution | None:
+          tick: Callable[[], None] | None = None, budget: Budget | None = None) -> Solution | None:
     """The assignment with the least simulated step time (None if nothing fits). Status OPTIMAL when
-    proved; TIME_LIMIT with the gap to the master's bound when the wall-clock limit ran out first;
+    proved; TIME_LIMIT with the gap to the master's bound when the work limit (`time_limit` units, or
+    `budget`, see budget.py) ran out first;
     CUTOFF (no assignment, `objective` = the proved bound) when nothing can be below `cutoff`.
     `tick` is called after every round (progress reports)."""
     t0 = time.perf_counter()
@@ -301,16 +305,20 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
     best: Solution | None = None
     bound, rounds = 0, 0
     status_name = "OPTIMAL"
+    budget = budget or Budget(time_limit)
+    actions = sum(len(o) for o in orders)
+    budget.spend(WORK_PER_ACTION * actions)  # the orders, in-flight counts and seed paths built above
     while True:
-        left = time_limit - (time.perf_counter() - t0)
-        if left <= 0:
+        if budget.spent():
             status_name = "TIME_LIMIT"
             break
         solver = cp_model.CpSolver()
         solver.parameters.num_workers = 1
         solver.parameters.random_seed = 0
-        solver.parameters.max_time_in_seconds = left
+        solver.parameters.max_deterministic_time = max(budget.left() - WORK_PER_ROUND, 1e-3) / WORK_PER_DETERMINISTIC_S
+        solver.parameters.max_time_in_seconds = max(budget.wall_left(), 1e-3)
         status = solver.solve(master.m)
+        budget.spend(WORK_PER_ROUND + WORK_PER_DETERMINISTIC_S * solver.deterministic_time)
         rounds += 1
         if tick:
             tick()
@@ -322,6 +330,7 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
         bound = max(bound, int(solver.best_objective_bound))
         bounds, full, sel = master.values(solver, p)
         score = evaluate(p, bounds, full, sel, orders, vectors, paths=True)
+        budget.spend(WORK_PER_ACTION * actions)
         if not score.fits:
             raise AssertionError("the master's memory model disagrees with evaluate()")
         if best is None or score.objective < best.objective:

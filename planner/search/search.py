@@ -17,6 +17,7 @@ from typing import Callable
 from planner.cost.memory import state_bytes
 from planner.cost.model import CostModel, even_split
 from planner.search.bounds import fits_at_all, lower_bound
+from planner.search.budget import WALL_CAP, WORK_PER_BOUND, WORK_PER_CANDIDATE, Budget
 from planner.search.master import solve
 from planner.search.partition import Problem
 from planner.search.space import Constraints, default_global_batch, skeletons
@@ -31,8 +32,10 @@ RUNNER_UP_MARGIN = 1.25
 WARM_START = 20
 """Candidates (best lower bounds first) whose even split prices the first ceiling."""
 PER_SOLVE = 5.0
-"""Seconds one candidate may take while more than 4x that is left (a quarter of what is left after):
-one hard candidate cannot use up the whole limit; one stopped early marks the search TIME_LIMIT."""
+"""Work (about seconds, see budget.py) one candidate may take while more than 4x that is left (a quarter
+of what is left after): one hard candidate cannot use up the whole limit; one stopped early marks the
+search TIME_LIMIT. The limit is counted in work, not read off the clock, so the plan does not depend on
+the machine's load."""
 TIME_UNIT = 1e-8
 """Solver time unit (10 ns): integer costs keep CP-SAT exact; memory is in bytes."""
 
@@ -92,12 +95,13 @@ def problem(cm: CostModel, s: Strategy, recompute: str | None = None, bounds: tu
 
 
 def _place(cm: CostModel, s: Strategy, recompute: str | None, limit: float, bounds: tuple[int, ...] = (),
-           cutoff: float | None = None, tick=None) -> tuple[Strategy | None, str, float, float]:
+           cutoff: float | None = None, tick=None, budget: Budget | None = None) -> tuple[Strategy | None, str, float, float]:
     """Solve `s`'s stage bounds and recompute: (placed strategy or None, status, gap, proved bound in
     seconds). Status OPTIMAL / TIME_LIMIT with a strategy; NO_FIT, CUTOFF (nothing below `cutoff`
     seconds) or UNRESOLVED (limit hit before any assignment) without one."""
     p = problem(cm, s, recompute, bounds)
-    sol = solve(p, time_limit=limit, cutoff=None if cutoff is None else int(cutoff / TIME_UNIT), tick=tick)
+    sol = solve(p, time_limit=limit, cutoff=None if cutoff is None else int(cutoff / TIME_UNIT), tick=tick,
+                budget=budget)
     if sol is None:
         return None, "NO_FIT", 0.0, math.inf
     if not sol.bounds:
@@ -110,14 +114,14 @@ def _place(cm: CostModel, s: Strategy, recompute: str | None, limit: float, boun
 
 def evaluate_fixed(cm: CostModel, s: Strategy, global_batch: int, recompute: str | None = None,
                    solve_bounds: bool = True, limit: float = 60.0, cutoff: float | None = None,
-                   tick=None) -> Candidate:
+                   tick=None, budget: Budget | None = None) -> Candidate:
     """Price one strategy: its own bounds and recompute if it has them, else the solver's (the best
     under the cost model's step time). With `cutoff`, a strategy that cannot beat it comes back
     without an estimate, status CUTOFF."""
     lb = lower_bound(cm, s)
     if not solve_bounds:
         return Candidate(s, cm.estimate(s, global_batch), lb)
-    placed, status, gap, bound = _place(cm, s, recompute, limit, s.layers_per_chunk, cutoff, tick)
+    placed, status, gap, bound = _place(cm, s, recompute, limit, s.layers_per_chunk, cutoff, tick, budget)
     if placed is None:
         why = {"NO_FIT": "does not fit in memory with any recompute", "CUTOFF": "cannot beat the best plan",
                "UNRESOLVED": "not solved within the time limit"}[status]
@@ -134,14 +138,7 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
     t0 = time.perf_counter()
     batch = c.global_batch or default_global_batch(cm.world)
     excluded: dict[str, int] = {}
-    bounded = []
-    too_big = 0
-    for s in skeletons(cm, c, batch, excluded):
-        if not fits_at_all(cm, s):
-            too_big += 1
-            continue
-        bounded.append((lower_bound(cm, s), s.label(), s))
-    bounded.sort(key=lambda x: (x[0], x[1]))
+    bounded, too_big = _bounded(cm, c, batch, excluded)
     top: list[Candidate] = _ceiling(cm, bounded[:WARM_START], batch, c.recompute)
     bounded.sort(key=lambda x: (_solve_cost(x[2]), x[0], x[1]))
     ceiling = top[0].estimate.step_time_s if top else math.inf
@@ -150,6 +147,8 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
     open_bounds: list[float] = []  # proved bounds of candidates left unresolved by the time limit
     status = "OPTIMAL"
     last_tick = [0.0]
+    work = Budget(c.time_limit, wall_deadline=t0 + WALL_CAP * max(c.time_limit, 0.05))
+    work.spend(WORK_PER_BOUND * (len(bounded) + too_big))
     for i, (lb, _, s) in enumerate(bounded):
         best = top[0].estimate.step_time_s if top else math.inf
         shown = _family(s) in families or len(top) > c.top_k
@@ -157,8 +156,8 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
         if lb >= cutoff:
             pruned += 1  # cannot beat the best, and its family is shown, the table full, or it is far off
             continue
-        left = c.time_limit - (time.perf_counter() - t0)
-        if top and left <= 0:  # never stop before a plan exists
+        left = work.left()
+        if top and work.spent():  # never stop before a plan exists
             status = "TIME_LIMIT"
             open_bounds += [x[0] for x in bounded[i:]]
             pruned += len(bounded) - i
@@ -170,9 +169,10 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
                 progress("search", i, len(bounded))
         if progress:
             progress("search", i, len(bounded))
-        cand = evaluate_fixed(cm, s, batch, c.recompute, limit=max(0.05, min(left, max(PER_SOLVE, left / 4))),
-                              cutoff=None if math.isinf(cutoff) else cutoff * (1 + 1e-9) + TIME_UNIT,
-                              tick=tick)
+        share = work.child(max(0.05, min(left, max(PER_SOLVE, left / 4)))) if left > 0 else Budget(0.05)
+        cand = evaluate_fixed(cm, s, batch, c.recompute, cutoff=None if math.isinf(cutoff) else cutoff * (1 + 1e-9) + TIME_UNIT,
+                              tick=tick, budget=share)
+        work.spend(share.used + WORK_PER_CANDIDATE)
         solved += 1
         if cand.solver_status in ("CUTOFF", "UNRESOLVED"):
             if cand.solver_status == "UNRESOLVED":
@@ -190,6 +190,18 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
     counts = dict(candidates=len(bounded) + too_big, pruned=pruned + too_big, solved=solved,
                   did_not_fit=no_fit + too_big)
     return _result(cm, c, batch, top, status, open_bounds, counts, excluded, time.perf_counter() - t0)
+
+
+def _bounded(cm: CostModel, c: Constraints, batch: int, excluded: dict[str, int]) -> tuple[list[tuple], int]:
+    """The candidates that might fit, with their lower bounds, best first; and how many cannot fit."""
+    bounded, too_big = [], 0
+    for s in skeletons(cm, c, batch, excluded):
+        if not fits_at_all(cm, s):
+            too_big += 1
+            continue
+        bounded.append((lower_bound(cm, s), s.label(), s))
+    bounded.sort(key=lambda x: (x[0], x[1]))
+    return bounded, too_big
 
 
 def _result(cm: CostModel, c: Constraints, batch: int, top: list[Candidate], status: str, open_bounds: list[float],

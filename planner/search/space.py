@@ -37,7 +37,8 @@ class Constraints:
     max_vpp: int = 4
     top_k: int = 5
     time_limit: float = 60.0
-    """Seconds for the whole search (wall clock); each CP-SAT solve also has a deterministic limit."""
+    """Work limit of the whole search, in units of about a second (`budget.py`): counted, not timed, so the
+    plan does not depend on the machine's load; the clock caps a run at 4x it."""
 
 
 def default_global_batch(world: int) -> int:

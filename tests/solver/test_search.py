@@ -8,6 +8,7 @@ from planner.cost.model import CostModel
 from planner.errors import PlannerError
 from planner.types.plan import Plan
 from planner import plan
+from planner import profile as planner_profile
 from planner.search.planning import plan_on
 from planner.search.search import evaluate_fixed, search
 from planner.search.space import Constraints, skeletons
@@ -108,3 +109,23 @@ def test_time_limit_returns_the_best_found_with_its_gap(tiny):
     assert full.stats.status == "OPTIMAL"
     lower = full.best.estimate.step_time_s
     assert lower <= res.best.estimate.step_time_s and res.best.estimate.step_time_s * (1 - res.stats.gap) <= lower * (1 + 1e-9)
+
+
+def test_time_limited_search_gives_the_same_plan_on_a_loaded_machine(monkeypatch):
+    """The limit is counted in work (CP-SAT's deterministic time, rounds, simulated actions), not read off
+    the clock: a search that stops at its limit returns the same plan and statistics when the clock runs
+    twice as fast (a machine twice as slow or loaded), within the wall-clock cap of budget.py."""
+    import time
+
+    cm = CostModel(planner_profile(example("gpt.py:gpt3_13b")), parse_gpus("8x4", "a100-80gb")[0])
+    c = Constraints(global_batch=512, time_limit=3)
+    first = search(cm, c)
+    clock, start = time.perf_counter, time.perf_counter()
+    monkeypatch.setattr(time, "perf_counter", lambda: start + 2 * (clock() - start))
+    second = search(cm, c)
+    assert first.stats.status == second.stats.status == "TIME_LIMIT"
+    assert first.best.strategy == second.best.strategy
+    assert first.best.estimate.step_time_s == second.best.estimate.step_time_s
+    assert (first.stats.solved, first.stats.pruned, first.stats.gap) == (second.stats.solved, second.stats.pruned,
+                                                                         second.stats.gap)
+    assert [r.strategy for r in first.runner_ups] == [r.strategy for r in second.runner_ups]
