@@ -141,8 +141,8 @@ def _run_model(model: nn.Module, reps: nn.ModuleList, units: list[tuple[str, nn.
                 flop_counter.FlopCounterMode(display=False, custom_mapping=FLOP_MAP) as fc:
             inputs, targets = (batch_map(mode.from_tensor, t) for t in batch)
             with rec, torch.autograd.graph.saved_tensors_hooks(rec.pack, lambda t: t):
-                loss, _ = forward_loss(model, inputs, targets, source.loss, takes_targets(model, source.has_loss),
-                                       training_kwargs(model))
+                loss = forward_loss(model, inputs, targets, source.loss, takes_targets(model, source.has_loss),
+                                    training_kwargs(model))
             fwd = {k: dict(v) for k, v in fc.get_flop_counts().items()}
             loss.backward()
             total = {k: dict(v) for k, v in fc.get_flop_counts().items()}

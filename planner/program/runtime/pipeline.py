@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .policy import batch_map, call_args
+from .policy import batch_map, model_call, with_main_input
 
 __all__ = ["split_chunk", "attach_chunk_hooks", "set_micro_batches", "watch_inference", "build_meta_parameters"]
 
@@ -143,13 +143,7 @@ def set_micro_batches(part: nn.Module, micro: list[tuple[Any, Any]], loss_fn, pa
     state = getattr(part, "_pipeline", None)
     if state is None:
         return
-    calls = []
-    for inputs, targets in micro:
-        args, kwargs = call_args(inputs)
-        kwargs = {**fixed, **kwargs}
-        if pass_targets and targets is not None and "targets" not in kwargs:
-            kwargs = {**kwargs, "targets": targets}
-        calls.append((args, kwargs, targets))
+    calls = [(*model_call(inputs, targets, pass_targets, fixed), targets) for inputs, targets in micro]
     state["micro"], state["next"], state["loss"] = calls, 0, loss_fn
 
 
@@ -185,11 +179,7 @@ def attach_chunk_hooks(part: nn.Module) -> None:
         return part.get_submodule(name)[key] if key is not None else part.get_submodule(name)
     if not state["first"]:
         def enter(module, args, kwargs):
-            if args:
-                return (state["incoming"], *args[1:]), kwargs
-            key = "hidden_states" if "hidden_states" in kwargs else next(
-                k for k, v in kwargs.items() if isinstance(v, torch.Tensor))
-            return args, {**kwargs, key: state["incoming"]}
+            return with_main_input(args, kwargs, lambda _: state["incoming"])
         resolve(state["enter"]).register_forward_pre_hook(enter, with_kwargs=True, prepend=True)
     if not state["last"]:
         def leave(module, args, output):  # contiguous: gloo and NCCL send only dense tensors

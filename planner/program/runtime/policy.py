@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 __all__ = ["SELECTIVE_SAVE_OPS", "selective_policy", "selective_context", "default_loss", "model_loss", "cosine_lr",
-           "call_args", "takes_targets", "training_kwargs", "forward_loss", "batch_map", "batch_leaves", "batch_size_of", "token_count", "collate"]
+           "call_args", "takes_targets", "training_kwargs", "model_call", "forward_loss", "with_main_input", "batch_map", "batch_leaves", "batch_size_of", "token_count", "collate"]
 
 _aten = torch.ops.aten
 
@@ -123,16 +123,32 @@ def training_kwargs(model: torch.nn.Module) -> dict[str, Any]:
     return {"use_cache": False} if "use_cache" in params else {}
 
 
-def forward_loss(model: Callable, inputs: Any, targets: Any, loss_fn: Callable, pass_targets: bool,
-                 fixed: dict[str, Any] | None = None):
-    """`loss_fn(model(inputs), targets)` with the batch conventions above (`fixed`: `training_kwargs`);
-    returns (loss, outputs)."""
+def model_call(inputs: Any, targets: Any, pass_targets: bool, fixed: dict[str, Any]) -> tuple[tuple, dict]:
+    """(args, kwargs) of one training call: the batch's inputs, the `fixed` keywords (`training_kwargs`)
+    unless the batch sets them, and the targets when the forward takes them (`takes_targets`)."""
     args, kwargs = call_args(inputs)
-    kwargs = {**(fixed or {}), **kwargs}
+    kwargs = {**fixed, **kwargs}
     if pass_targets and targets is not None and "targets" not in kwargs:
         kwargs["targets"] = targets
-    outputs = model(*args, **kwargs)
-    return loss_fn(outputs, targets), outputs
+    return args, kwargs
+
+
+def forward_loss(model: Callable, inputs: Any, targets: Any, loss_fn: Callable, pass_targets: bool,
+                 fixed: dict[str, Any]) -> torch.Tensor:
+    """`loss_fn(model(inputs), targets)` with the batch conventions above."""
+    args, kwargs = model_call(inputs, targets, pass_targets, fixed)
+    return loss_fn(model(*args, **kwargs), targets)
+
+
+def with_main_input(args: tuple, kwargs: dict, fn: Callable[[Any], Any]) -> tuple[tuple, dict]:
+    """(args, kwargs) of a module call with its main input replaced by `fn(it)`: the first positional
+    argument, else the `hidden_states` keyword (Hugging Face calls `self_attn(hidden_states=...)`), else
+    the first tensor keyword."""
+    if args:
+        return (fn(args[0]), *args[1:]), kwargs
+    key = "hidden_states" if "hidden_states" in kwargs else next(
+        k for k, v in kwargs.items() if isinstance(v, torch.Tensor))
+    return args, {**kwargs, key: fn(kwargs[key])}
 
 
 def batch_leaves(x: Any) -> list[torch.Tensor]:

@@ -1,8 +1,9 @@
 """Tensor parallel (and sequence parallel) over the blocks' projections."""
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
+
+from .policy import with_main_input
 
 __all__ = ["apply_tp"]
 
@@ -52,17 +53,6 @@ def apply_tp(part: nn.Module, tp_mesh, tp_plan: dict[str, str], *, blocks: str, 
             block.register_forward_hook(_gather_output(tp_mesh, Shard, Replicate))
 
 
-def _with_main_input(args: tuple, kwargs: dict, fn) -> tuple[tuple, dict]:
-    """(args, kwargs) with the module's main input replaced by `fn(it)`: the first positional argument,
-    else the `hidden_states` keyword (Hugging Face calls `self_attn(hidden_states=...)`), else the first
-    tensor keyword."""
-    if args:
-        return (fn(args[0]), *args[1:]), kwargs
-    key = "hidden_states" if "hidden_states" in kwargs else next(
-        k for k, v in kwargs.items() if isinstance(v, torch.Tensor))
-    return args, {**kwargs, key: fn(kwargs[key])}
-
-
 def _gather_sequence(mesh, Shard, Replicate):
     """Pre-hook of a module holding colwise projections: all-gather the sequence-sharded input once
     (a replicated DTensor, so the backward is a single reduce-scatter)."""
@@ -72,7 +62,7 @@ def _gather_sequence(mesh, Shard, Replicate):
         if not isinstance(x, DTensor):
             x = DTensor.from_local(x, mesh, [Shard(1)], run_check=False)
         return x.redistribute(mesh, [Replicate()])
-    return lambda module, args, kwargs: _with_main_input(args, kwargs, gather)
+    return lambda module, args, kwargs: with_main_input(args, kwargs, gather)
 
 
 def _replicate_input(mesh, Shard, Replicate):
@@ -82,7 +72,7 @@ def _replicate_input(mesh, Shard, Replicate):
 
     def as_replicated(x):
         return x if isinstance(x, DTensor) else DTensor.from_local(x, mesh, [Replicate()], run_check=False)
-    return lambda module, args, kwargs: _with_main_input(args, kwargs, as_replicated)
+    return lambda module, args, kwargs: with_main_input(args, kwargs, as_replicated)
 
 
 def _scatter_sequence(mesh, Shard, Replicate):
@@ -91,7 +81,7 @@ def _scatter_sequence(mesh, Shard, Replicate):
 
     def scatter(x):
         return DTensor.from_local(x, mesh, [Replicate()], run_check=False).redistribute(mesh, [Shard(1)]).to_local()
-    return lambda module, args, kwargs: _with_main_input(args, kwargs, scatter)
+    return lambda module, args, kwargs: with_main_input(args, kwargs, scatter)
 
 
 def _gather_output(mesh, Shard, Replicate):

@@ -506,7 +506,7 @@ def run_step(run: Run, x, y) -> list[float]:
             part.set_reshard_after_backward(sync)
         ctx = part.no_sync() if hasattr(part, "no_sync") and not sync else contextlib.nullcontext()
         with ctx:
-            loss, _ = rt.forward_loss(part, xm, ym, run.loss_fn, run.pass_targets, run.fixed)
+            loss = rt.forward_loss(part, xm, ym, run.loss_fn, run.pass_targets, run.fixed)
             (loss / NUM_MICRO_BATCHES).backward()
         out.append(loss.item())
     return out
