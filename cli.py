@@ -93,6 +93,8 @@ def _plan_parser(sub) -> None:
     p.add_argument("--global-batch", type=_positive, default=None, help="samples per step (default: 8 per GPU)")
     p.add_argument("--time-limit", type=float, default=60.0, help="work limit of the search, in units of about a second (counted, not timed: the same "
                    "plan under load; see planner/search/budget.py)")
+    p.add_argument("--memory-fraction", type=float, default=None,
+                   help="share of each GPU's memory after the runtime reserve a plan may fill (default: 0.9)")
     for knob in ("tp", "pp", "dp", "vpp", "dp-shard"):
         p.add_argument(f"--{knob}", type=_positive, default=None, help=f"fix {knob} (default: searched)")
     p.add_argument("--micro-batch", type=_positive, default=None, help="fix the micro-batch size (default: searched)")
@@ -125,6 +127,8 @@ def _run_plan(args) -> int:
     knobs = {"tp": args.tp, "pp": args.pp, "dp": args.dp, "vpp": args.vpp, "dp_shard": args.dp_shard,
              "micro_batch": args.micro_batch, "schedule": args.schedule, "zero": args.zero,
              "recompute": args.recompute, "sequence_parallel": args.sequence_parallel}
+    if args.memory_fraction is not None:
+        knobs["memory_fraction"] = args.memory_fraction
     if args.out:
         planner.api.check_output(args.out, args.force)  # before the search, not after it
     if args.emit:
@@ -237,7 +241,7 @@ COMMANDS = ("plan", "profile", "cluster", "show", "run", "calibrate")
 
 FLAGS = {"tp": "--tp", "pp": "--pp", "dp": "--dp", "vpp": "--vpp", "dp_shard": "--dp-shard", "zero": "--zero",
          "micro_batch": "--micro-batch", "global_batch": "--global-batch", "schedule": "--schedule",
-         "recompute": "--recompute", "time_limit": "--time-limit", "compare": "--compare", "gpus": "--gpus",
+         "recompute": "--recompute", "time_limit": "--time-limit", "memory_fraction": "--memory-fraction", "compare": "--compare", "gpus": "--gpus",
          "gpu": "--gpu", "cpu": "--cpu", "ranks": "--ranks", "force": "--force", "overwrite": "--force", "directory": "--emit"}
 """The library's parameter names and the flags that set them."""
 _PARAM = re.compile(r"\b(%s)=(True\b|(?=[\w'\".-]))?" % "|".join(sorted(FLAGS, key=len, reverse=True)))

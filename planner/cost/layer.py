@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 from planner.cluster.hardware import Device
+from planner.cost.memory import DTYPE_BYTES
 from planner.types.profile import Gemm, LayerProfile, ModelProfile
 
-__all__ = ["LayerCost", "layer_costs", "gemm_times", "activation_bytes", "tp_collectives"]
+__all__ = ["LayerCost", "layer_costs", "gemm_times", "activation_bytes", "tp_collectives", "vocab_styles"]
 
 TpTime = Callable[[str, float], float]
 """(collective op, bytes) -> seconds for all TP groups at once."""
@@ -45,7 +46,7 @@ class LayerCost:
     act: dict[str, int]
     """Recompute mode -> bytes saved for backward."""
     out_bytes: int
-    """The hidden state handed to the next layer (a stage boundary's p2p message)."""
+    """The hidden state handed to the next layer as one rank holds it (a stage boundary's p2p message)."""
     model_flops: float
     """Forward + backward model FLOPs on this rank."""
     fwd_flops: float
@@ -131,11 +132,47 @@ def layer_costs(profile: ModelProfile, device: Device, tp: int, sp: bool, micro_
     out = []
     for layer in profile.layers:
         key = layer.signature if layer.kind == "block" and layer.signature else layer.name
-        if key not in cache:
-            cache[key] = _one(profile, layer, device, tp if layer.kind == "block" else 1, tp, sp, scale,
-                              n_coll if layer.kind == "block" else 0, tp_time)
+        if key not in cache and layer.kind == "block":
+            cache[key] = _one(profile, layer, device, tp, tp, sp, scale, n_coll, tp_time)
+        elif key not in cache:
+            cache[key] = _vocab_parallel(layer, vocab_styles(profile, layer), _one(
+                profile, layer, device, 1, tp, sp, scale, 0, tp_time), device, tp, scale, tp_time)
         out.append(cache[key])
     return out
+
+
+def vocab_styles(profile: ModelProfile, layer: LayerProfile) -> set[str]:
+    """The vocabulary-parallel styles (embedding, head) of the modules this edge layer holds."""
+    return {style for path, style in profile.tp_plan.items() if style.startswith("vocab_")
+            and any(path == u or path.startswith(u + ".") for u in layer.modules)}
+
+
+def _vocab_parallel(layer: LayerProfile, styles: set[str], cost: LayerCost, device: Device, tp: int, scale: float,
+                    tp_time: TpTime) -> LayerCost:
+    """An edge layer's cost with the embedding and LM head split along the vocabulary (the program's
+    `apply_tp`): the head's GEMMs (the ones the profiler flagged) run on V/t columns; everything else
+    (norm, loss on the gathered logits) stays replicated. Collectives, as torch's TP styles run them:
+    the embedding's partial sums are all-reduced in forward (RowwiseParallel, output replicated); the
+    head all-gathers its logits along the vocabulary in forward and all-reduces its input gradient in
+    backward (ColwiseParallel with replicated input and output)."""
+    if tp == 1 or not styles:
+        return cost
+    f1, b1 = gemm_times(device, layer.gemms, scale, 1)
+    ft, bt = gemm_times(device, layer.gemms, scale, tp)
+    tp_fwd = tp_bwd = 0.0
+    split_flops = 0.0
+    if "vocab_embedding" in styles:
+        tp_fwd += tp_time("all_reduce", layer.output_bytes * scale)
+    if "vocab_head" in styles:
+        for g in layer.gemms:
+            if g.tp:
+                s, size = _scaled(g, scale, 1), DTYPE_BYTES.get(g.dtype, 4)
+                tp_fwd += tp_time("all_gather", s.batch * s.m * s.n * size)
+                tp_bwd += tp_time("all_reduce", s.batch * s.m * s.k * size)
+                split_flops += g.flops * scale * (1 - 1 / tp)
+    return LayerCost(fwd=cost.fwd - f1 + ft, bwd=cost.bwd - b1 + bt, tp_fwd=tp_fwd, tp_bwd=tp_bwd,
+                     elementwise=cost.elementwise, act=cost.act, out_bytes=cost.out_bytes,
+                     model_flops=cost.model_flops - 3 * split_flops, fwd_flops=cost.fwd_flops - split_flops)
 
 
 def _one(profile: ModelProfile, layer: LayerProfile, device: Device, split: int, tp: int, sp: bool,
@@ -156,5 +193,8 @@ def _one(profile: ModelProfile, layer: LayerProfile, device: Device, split: int,
     tp_host = sum(1 for g in layer.gemms if g.tp) * device.tp_op_overhead if split > 1 else 0.0
     host_fwd, host_bwd = host + tp_host / 3, BWD_OPS_PER_FWD_OP * host + 2 * tp_host / 3
     return LayerCost(fwd=g_f + a_f + elem + host_fwd, bwd=g_b + a_b + ELEMENTWISE_BWD_FACTOR * elem + host_bwd,
-                     tp_fwd=tp_f, tp_bwd=tp_b, elementwise=elem, act=act, out_bytes=int(msg), model_flops=flops,
+                     tp_fwd=tp_f, tp_bwd=tp_b, elementwise=elem, act=act, model_flops=flops,
+                     # with sequence parallel a block hands on its sequence shard (the program gathers the
+                     # sequence only after the model's last block): a stage boundary sends 1/t of it
+                     out_bytes=int(msg / split) if sp and split > 1 else int(msg),
                      fwd_flops=layer.fwd_flops * scale / split)

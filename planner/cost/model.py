@@ -25,7 +25,7 @@ from planner.types.estimate import ChunkTime, Estimate, HeldBytes
 from planner.types.profile import ModelProfile
 from planner.types.strategy import Strategy, parse_recompute
 
-__all__ = ["CostModel", "ChunkCost", "RankCost", "even_split", "RUNTIME_RESERVE", "DDP_BUCKET", "ADAM_BYTES_PER_ELEMENT"]
+__all__ = ["CostModel", "ChunkCost", "RankCost", "even_split", "RUNTIME_RESERVE", "MEMORY_FRACTION", "DDP_BUCKET", "ADAM_BYTES_PER_ELEMENT"]
 
 RUNTIME_RESERVE = 1 << 30
 """Bytes of a GPU taken before the first tensor: CUDA context (~0.3-0.5 GiB on A100/H100), cuBLAS
@@ -35,6 +35,13 @@ DDP_BUCKET = 25 * 2**20
 ADAM_BYTES_PER_ELEMENT = 28
 """AdamW reads weight, gradient and two moments (16 B) and writes weight and moments (12 B) per fp32
 element: a memory-bound step."""
+
+MEMORY_FRACTION = 0.9
+"""Share of each GPU's memory (after the runtime reserve) a plan may fill. A choice from practice, not a
+measurement: the memory model predicts the steady state, and what it leaves out (allocator
+fragmentation beyond its share, NCCL and cuBLAS workspaces that grow with the communicators and
+streams, the first step's autotuning, variable-length batches) is what fails a run planned at 100%.
+`--memory-fraction` sets it (1.0 = the whole device)."""
 
 
 def even_split(profile: ModelProfile, chunks: int) -> tuple[int, ...]:
@@ -113,7 +120,8 @@ class CostModel:
     """Prices strategies of one profile on one cluster. The caches only memoise pure functions of
     their keys (mesh sizes, TP degree, micro-batch), so results never depend on call order."""
 
-    def __init__(self, profile: ModelProfile, cluster: Cluster, dtype: str | None = None):
+    def __init__(self, profile: ModelProfile, cluster: Cluster, dtype: str | None = None,
+                 memory_fraction: float = MEMORY_FRACTION):
         self.profile = profile
         self.cluster = cluster
         self.dtype = dtype or profile.dtype
@@ -122,6 +130,9 @@ class CostModel:
         """The slowest device: a pipeline is as fast as its slowest rank (mixed clusters)."""
         self.capacity = min(d.memory_bytes for d in self.devices)
         self.reserve = 0 if self.device.name == "cpu" else RUNTIME_RESERVE
+        self.memory_fraction = memory_fraction
+        self.usable = self.reserve + int(memory_fraction * (self.capacity - self.reserve))
+        """What a plan may use per GPU: the runtime reserve plus `memory_fraction` of the rest."""
         self.world = cluster.num_gpus
         self.kinds = [l.kind for l in profile.layers]
         self._mesh = lru_cache(maxsize=None)(self._mesh_uncached)
@@ -334,8 +345,8 @@ class CostModel:
             hardware_tflops_per_gpu=hw_flops / step / self.world / 1e12,
             mfu=model_flops / (step * self.world * peak), hfu=hw_flops / (step * self.world * peak),
             memory_bytes_per_pp_rank=tuple(mems), memory_bytes_per_rank=tuple(r.mem for r in per_rank),
-            memory_capacity_bytes=self.capacity, breakdown=parts,
-            feasible=max(mems) <= self.capacity, critical_rank=crit,
+            memory_capacity_bytes=self.capacity, memory_limit_bytes=self.usable, breakdown=parts,
+            feasible=max(mems) <= self.usable, critical_rank=crit,
             bound=max(parts, key=parts.get))
 
     # -- details of a chosen plan --------------------------------------------------------------

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-__all__ = ["Blocks", "TPStructure", "find_blocks", "block_signature", "detect_tp", "model_tp_plan", "COLWISE_NAMES",
+__all__ = ["Blocks", "TPStructure", "find_blocks", "block_signature", "detect_tp", "model_tp_plan", "vocab_parallel",
+           "VOCAB_STYLES", "COLWISE_NAMES",
            "ROWWISE_NAMES", "FUSED_NAMES"]
 
 # Projection names that tensor parallel splits by output features (colwise) and by input features
@@ -24,6 +25,11 @@ FUSED_NAMES = frozenset({"c_attn", "qkv", "qkv_proj", "Wqkv", "query_key_value",
                          "W_pack"})
 ROWWISE_NAMES = frozenset({"o_proj", "wo", "out_proj", "c_proj", "dense", "fc2", "down_proj", "w2",
                            "fc_out", "dense_4h_to_h"})
+
+
+VOCAB_STYLES = ("vocab_embedding", "vocab_head")
+"""TP plan styles of the input embedding (rows = vocabulary split across TP ranks, Megatron-LM's
+VocabParallelEmbedding) and the LM head (output features = vocabulary split, logits gathered)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -45,7 +51,8 @@ class TPStructure:
     """Tensor-parallel plan for one block and the TP degrees it admits."""
 
     plan: dict[str, str]
-    """Module pattern (relative to the model, `*` for the block index) -> `colwise` | `rowwise`."""
+    """Module pattern (relative to the model, `*` for the block index) -> `colwise` | `rowwise`; and the
+    vocabulary-parallel embedding and LM head by their full path -> one of VOCAB_STYLES."""
     degrees: tuple[int, ...]
     """TP sizes that divide every split dimension (whole heads per rank), ascending."""
     source: str
@@ -180,4 +187,20 @@ def detect_tp(model: nn.Module, blocks: Blocks, declared: dict[str, str] | None 
         split_sizes.append(dim // _head_dim(parent))
     top = math.gcd(*split_sizes)
     degrees = tuple(t for t in range(1, top + 1) if top % t == 0)
-    return TPStructure(plan={prefix + n: s for n, s in sorted(rel.items())}, degrees=degrees, source=source)
+    plan = {prefix + n: s for n, s in sorted(rel.items())}
+    return TPStructure(plan={**plan, **vocab_parallel(model, blocks.path, top)}, degrees=degrees, source=source)
+
+
+def vocab_parallel(model: nn.Module, blocks_path: str, top: int) -> dict[str, str]:
+    """The input embedding and LM head to split along the vocabulary, as Megatron-LM and torchtitan do:
+    the `nn.Embedding`s outside the blocks with the most rows V, and the `nn.Linear`s outside the blocks
+    with V output features. Only when every TP degree (the divisors of `top`) divides V; otherwise
+    (GPT-2's 50,257) they stay replicated. Positional tables (fewer rows) are never split."""
+    outside = [(n, m) for n, m in model.named_modules()
+               if not (blocks_path and (n == blocks_path or n.startswith(blocks_path + ".")))]
+    vocab = max((m.num_embeddings for _, m in outside if isinstance(m, nn.Embedding)), default=0)
+    if top < 2 or vocab < 2 or vocab % top:
+        return {}
+    out = {n: "vocab_embedding" for n, m in outside if isinstance(m, nn.Embedding) and m.num_embeddings == vocab}
+    out.update({n: "vocab_head" for n, m in outside if type(m) is nn.Linear and m.out_features == vocab})
+    return out

@@ -27,7 +27,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from planner.load.model_file import ModelSource, build_meta, sample_batch
-from planner.load.structure import TPStructure, detect_tp, find_blocks
+from planner.load.structure import VOCAB_STYLES, TPStructure, detect_tp, find_blocks
 from planner.program.runtime.policy import batch_map, forward_loss, takes_targets, token_count, training_kwargs
 from planner.profiling.blocks import block_run, block_saved, hook_tp, narrow
 from planner.profiling.recorder import FLOP_MAP, Record, Recorder, fakeify, first_tensor, saved_records, storage_id, tensor_bytes
@@ -71,12 +71,16 @@ def _tied_groups(model: nn.Module) -> tuple[tuple[str, ...], ...]:
 
 def _tensors(units: list[tuple[str, nn.Module]], rel_plan: dict[str, str] | None = None) -> tuple:
     """Each unit's parameters by full name, with the dim TP splits (colwise: out features, so weight and
-    bias dim 0; rowwise: in features, weight dim 1)."""
+    bias dim 0; rowwise: in features, weight dim 1; the vocabulary-parallel embedding and head: the
+    vocabulary, dim 0 of both). `rel_plan` is relative to the units for blocks, full paths for edges."""
     out = []
     for prefix, mod in units:
         for name, p in mod.named_parameters(remove_duplicate=False):
             owner, _, leaf = name.rpartition(".")
             style = (rel_plan or {}).get(owner)
+            if style is None and rel_plan and not isinstance(mod, _Loose):
+                style = rel_plan.get(f"{prefix}.{owner}" if owner else prefix)
+            style = "colwise" if style in VOCAB_STYLES else style
             dim = -1 if style is None else 0 if style == "colwise" else 1 if leaf == "weight" else -1
             full = prefix if isinstance(mod, _Loose) else f"{prefix}.{name}"
             out.append(ParamTensor(name=full, shape=tuple(p.shape), tp_dim=dim))
@@ -111,7 +115,7 @@ class _ModelRun:
 
 
 def _run_model(model: nn.Module, reps: nn.ModuleList, units: list[tuple[str, nn.Module]], batch: tuple,
-               source: ModelSource, mode: FakeTensorMode, tp_plan: dict[str, str]) -> _ModelRun:
+               source: ModelSource, mode: FakeTensorMode, tp_plan: dict[str, str], vocab: dict[str, str]) -> _ModelRun:
     rec = Recorder({storage_id(p) for p in [*model.parameters(), *model.buffers()]})
     prefix, suffix = Record(), Record()
     rec.layer = prefix
@@ -132,6 +136,7 @@ def _run_model(model: nn.Module, reps: nn.ModuleList, units: list[tuple[str, nn.
         handles += [block.register_forward_pre_hook(block_pre(i), with_kwargs=True),
                     block.register_forward_hook(block_post)]
         handles += hook_tp(block, tp_plan, rec)
+    handles += hook_tp(model, {n: s for n, s in vocab.items() if s == "vocab_head"}, rec)
     for name, unit in units:
         handles.append(unit.register_forward_pre_hook(
             lambda *_, n=name: ran_before.append(n) if rec.layer is prefix else None))
@@ -169,14 +174,15 @@ class _UsedBefore(TorchFunctionMode):
 
 
 def _edge_layer(name: str, units: list[tuple[str, nn.Module]], record: Record, fwd: int, total: int,
-                output: torch.Tensor | None, run: _ModelRun, tokens: int, dtype: torch.dtype) -> LayerProfile:
+                output: torch.Tensor | None, run: _ModelRun, tokens: int, dtype: torch.dtype,
+                vocab: dict[str, str]) -> LayerProfile:
     saved = saved_records(record.saved, run.producer, set(), tokens)
     return LayerProfile(
         name=name, kind=name, modules=tuple(n for n, _ in units),
         params=sum(_numel(m) for _, m in units), param_bytes=sum(_nbytes(m, dtype) for _, m in units),
         fwd_flops=fwd, bwd_flops=total - fwd, gemms=tuple(record.gemms), attention=tuple(record.attention),
         fwd_mem_bytes=record.mem_bytes, fwd_ops=record.ops, saved={m: saved for m in ("none", "selective", "full")},
-        output_bytes=tensor_bytes(output), tensors=_tensors(units))
+        output_bytes=tensor_bytes(output), tensors=_tensors(units, vocab))
 
 
 @dataclass
@@ -205,7 +211,7 @@ def _cut(source: ModelSource, torch_dtype: torch.dtype) -> _Cut:
     params, tied = sum(p.numel() for p in model.parameters()), _tied_groups(model)
     blocks = find_blocks(model)
     tp: TPStructure = detect_tp(model, blocks, source.tp_plan)
-    rel_plan = {k.removeprefix(f"{blocks.path}.*."): v for k, v in tp.plan.items()}
+    rel_plan = {k.removeprefix(f"{blocks.path}.*."): v for k, v in tp.plan.items() if v not in VOCAB_STYLES}
     sigs = list(dict.fromkeys(blocks.signatures))
     full_list = model.get_submodule(blocks.path) if blocks.count else nn.ModuleList()
     container = nn.Sequential if isinstance(full_list, nn.Sequential) else nn.ModuleList  # called whole, or iterated
@@ -264,7 +270,8 @@ def profile_model(source: ModelSource, micro_batch: int = 1, dtype: str = "bfloa
     seq_len = token_count(batch[0]) // micro_batch
     tokens = micro_batch * seq_len if seq_len > 1 else 0
     units = list(_units(model, cut.blocks.path))
-    run = _run_model(model, cut.reps, units, batch, source, cut.mode, cut.rel_plan)
+    vocab = {k: v for k, v in cut.tp.plan.items() if v in VOCAB_STYLES}
+    run = _run_model(model, cut.reps, units, batch, source, cut.mode, cut.rel_plan, vocab)
     root = type(model).__name__
     pre = [u for u in units if u[0] in run.prefix_units or not run.block_inputs]
     post = [u for u in units if u not in pre]
@@ -272,9 +279,9 @@ def profile_model(source: ModelSource, micro_batch: int = 1, dtype: str = "bfloa
     (prefix_fwd, suffix_fwd) = _edge_flops(run.fwd, root, pre, post, *keys)
     (prefix_tot, suffix_tot) = _edge_flops(run.total, root, pre, post, *keys)
     first_hidden = first_tensor(run.block_inputs[0]) if cut.reps else None
-    layers = [_edge_layer("prefix", pre, run.prefix, prefix_fwd, prefix_tot, first_hidden, run, tokens, torch_dtype),
+    layers = [_edge_layer("prefix", pre, run.prefix, prefix_fwd, prefix_tot, first_hidden, run, tokens, torch_dtype, vocab),
               *_block_layers(cut, run, keys[0], tokens, torch_dtype),
-              _edge_layer("suffix", post, run.suffix, suffix_fwd, suffix_tot, None, run, tokens, torch_dtype)]
+              _edge_layer("suffix", post, run.suffix, suffix_fwd, suffix_tot, None, run, tokens, torch_dtype, vocab)]
     return ModelProfile(
         ref=source.ref, model_name=root, file_sha256=source.file_sha256, micro_batch=micro_batch,
         seq_len=seq_len, dtype=dtype, params=cut.params, layers=tuple(layers), blocks_path=cut.blocks.path,

@@ -58,7 +58,8 @@ def print_plan(p: Plan, out: TextIO | None = None) -> None:
     parts = [[k.replace("_", " "), f"{v:.4g}", f"{v / e.step_time_s:.1%}"] for k, v in e.breakdown.items()]
     table(["step time (busiest rank)", "seconds", "share"], parts, out)
     table(["chunk", "rank", "layers", "modules", "recompute", "memory"], _stages(p), out,
-          title=f"stages (capacity {gib(e.memory_capacity_bytes)} per GPU)")
+          title=f"stages (capacity {gib(e.memory_capacity_bytes)} per GPU, plans may use {gib(e.memory_limit_bytes)}: "
+                f"headroom {gib(e.memory_limit_bytes - max(e.memory_bytes_per_pp_rank))})")
     rows = [_alt_row(f"#{i + 2}", r) for i, r in enumerate(p.runner_ups)]
     if p.comparison is not None:
         rows.append(_alt_row("compared", p.comparison))

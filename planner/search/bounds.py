@@ -15,7 +15,7 @@ def _room(cm: CostModel, s: Strategy) -> float:
     """Bytes of activations all pipeline ranks together can hold at most (one chunk per rank): rank r
     keeps k_r micro-batches in flight, so sum(act_r) <= sum((cap - state_r) / k_r), and state counted at
     the largest k is the least it can take away. -inf when the state alone cannot fit."""
-    cap = cm.capacity - cm.reserve - cm.dp_model(s).buffer
+    cap = cm.usable - cm.reserve - cm.dp_model(s).buffer
     n = s.num_micro_batches  # torch's orders (schedule.py): GPipe holds all n, 1F1B min(n, pp - r)
     ks = [n if s.schedule == "gpipe" else min(n, s.pp - r) for r in range(s.pp)]
     state = cm.state_total(s)
@@ -48,7 +48,7 @@ def fits_at_all(cm: CostModel, s: Strategy) -> bool:
     if s.vpp > 1:
         state = cm.state_total(s)
         act = sum(x.act["full"] for x in cm.layer_costs(s))
-        return (state + act) / s.pp + cm.reserve <= cm.capacity
+        return (state + act) / s.pp + cm.reserve <= cm.usable
     return _forced_recompute(cm, s) < math.inf
 
 

@@ -18,7 +18,7 @@ __all__ = ["plan_on"]
 def plan_on(prof: ModelProfile, cluster: Cluster, c: Constraints, compare: str | None = None, progress=None) -> Plan:
     """Search one cluster and return the plan (raises PlannerError when nothing fits)."""
     check_constraints(prof, cluster, c)
-    cm = CostModel(prof, cluster, dtype=prof.dtype)
+    cm = CostModel(prof, cluster, dtype=prof.dtype, memory_fraction=c.memory_fraction)
     batch = c.global_batch or default_global_batch(cluster.num_gpus)
     res = search(cm, replace(c, global_batch=batch), progress)
     if res.best is None:
@@ -64,7 +64,8 @@ def _explain(best: Candidate, res: SearchResult) -> str:
     st = res.stats
     solved = (f"all {st.candidates} candidates solved" if st.solved == st.candidates else
               f"{st.solved} of {st.candidates} candidates solved, the rest pruned by lower bounds")
-    return f"bound by {e.bound.replace('_', ' ')} ({share}); the fullest GPU uses {mem:.0%} of its memory; {solved}"
+    return (f"bound by {e.bound.replace('_', ' ')} ({share}); the fullest GPU uses {mem:.0%} of its memory "
+            f"(plans may use {e.memory_limit_bytes / e.memory_capacity_bytes:.0%}); {solved}")
 
 
 def _compare_note(best: Candidate, fixed: Candidate) -> str:

@@ -84,7 +84,7 @@ def problem(cm: CostModel, s: Strategy, recompute: str | None = None, bounds: tu
         send = tuple(tuple(per_chunk[c][x.out_bytes] for x in costs) for c in range(s.chunks - 1)) + ((0,) * len(costs),)
     dpm = cm.dp_model(s)
     dp = replace(dpm, fixed=t(dpm.fixed), bucket=t(dpm.bucket))
-    cap = cm.capacity - cm.reserve - dpm.buffer
+    cap = cm.usable - cm.reserve - dpm.buffer
     return Problem(fwd=tuple(fwd), bwd=tuple(bwd), act=tuple(act), transient=tuple(transient),
                    static=tuple(x.state for x in terms), out=tuple(x.out_bytes for x in costs),
                    is_block=tuple(k == "block" for k in cm.kinds), pp=s.pp, vpp=s.vpp,
@@ -274,7 +274,8 @@ def _why_nothing(cm: CostModel, c: Constraints, batch: int, had_candidates: bool
         return (f"no layout of {cm.world} GPUs satisfies the fixed knobs with global batch {batch}; "
                 "loosen tp=/pp=/dp=/micro_batch=/schedule= or change global_batch=")
     need = _gpus_needed(cm)
-    return (f"the model does not fit in {cm.capacity / 2**30:.0f} GiB per GPU under any searched layout of "
+    return (f"the model does not fit in {cm.usable / 2**30:.1f} GiB per GPU ({cm.memory_fraction:g} of "
+            f"{cm.capacity / 2**30:.0f} GiB after the runtime reserve; --memory-fraction) under any searched layout of "
             f"{cm.world} GPUs; it needs at least {need} GPUs of this kind (or more memory per GPU)")
 
 
@@ -283,6 +284,6 @@ def _gpus_needed(cm: CostModel) -> int:
     of fully recomputed activations, over usable memory per GPU."""
     st = state_bytes(cm.profile.layers, cm.profile.tied, tp=1, zero=3, dp_shard=1, dtype=cm.dtype,
                      accumulating=False)
-    usable = cm.capacity - cm.reserve
+    usable = cm.usable - cm.reserve
     return max(1, math.ceil(st.total / max(usable, 1)))
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from planner.cluster.graph import Cluster
-from planner.cost.model import CostModel
+from planner.cost.model import MEMORY_FRACTION, CostModel
 from planner.errors import PlannerError
 from planner.types.profile import ModelProfile
 from planner.types.strategy import EXCLUDED, Strategy, check_schedule
@@ -36,6 +36,8 @@ class Constraints:
     """Searched micro-batch sizes are the powers of two up to this (any size can be fixed)."""
     max_vpp: int = 4
     top_k: int = 5
+    memory_fraction: float = MEMORY_FRACTION
+    """Share of each GPU's memory after the runtime reserve that a plan may fill (cost/model.py)."""
     time_limit: float = 60.0
     """Work limit of the whole search, in units of about a second (`budget.py`): counted, not timed, so the
     plan does not depend on the machine's load; the clock caps a run at 4x it."""
@@ -137,6 +139,9 @@ def check_constraints(prof: ModelProfile, cluster: Cluster, c: Constraints) -> N
     """One-line errors, with the arithmetic, for knobs that no plan can satisfy."""
     world, blocks = cluster.num_gpus, len(prof.blocks)
     batch = c.global_batch or default_global_batch(world)
+    if not 0 < c.memory_fraction <= 1:
+        raise PlannerError(f"memory_fraction={c.memory_fraction:g}: give a share of each GPU's memory in (0, 1], "
+                           "e.g. 0.9")
     if c.tp is not None and c.tp not in prof.tp_degrees:
         if prof.tp_degrees == (1,):
             raise PlannerError(f"tp={c.tp}: {prof.model_name}: {prof.tp_note}")

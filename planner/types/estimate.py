@@ -56,6 +56,8 @@ class Estimate:
     memory_bytes_per_rank: tuple[dict[str, int], ...]
     """Per pipeline rank: weights / grads / optimizer / activations / buffers."""
     memory_capacity_bytes: int
+    memory_limit_bytes: int
+    """What a plan may use per GPU: the runtime reserve plus the memory fraction of the rest."""
     breakdown: dict[str, float]
     """Seconds on the critical rank: compute, bubble, tp_comm, pp_comm, dp_comm, recompute, optimizer."""
     feasible: bool
@@ -85,6 +87,7 @@ class Estimate:
         d = dict(d)
         d["memory_bytes_per_pp_rank"] = tuple(d.pop("memory_bytes_per_stage"))
         d["memory_bytes_per_rank"] = tuple(d["memory_bytes_per_rank"])
+        d.setdefault("memory_limit_bytes", d["memory_capacity_bytes"])  # plans written before the fraction
         d["chunk_times"] = tuple(ChunkTime(**t) for t in d.get("chunk_times", ()))
         d["held_bytes_per_pp_rank"] = tuple(HeldBytes(**h) for h in d.get("held_bytes_per_pp_rank", ()))
         return cls(**d)

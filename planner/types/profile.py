@@ -8,7 +8,7 @@ from typing import Any
 __all__ = ["SCHEMA", "RECOMPUTE_MODES", "SHARD_TAGS", "ParamTensor", "Gemm", "Attention", "SavedTensor", "LayerProfile",
            "ModelProfile"]
 
-SCHEMA = 2
+SCHEMA = 3
 RECOMPUTE_MODES = ("none", "selective", "full")
 SHARD_TAGS = ("tp", "sp", "replicated")
 """How a saved activation shards: split by tensor parallel; h-wide with a sequence dimension, so split

@@ -22,8 +22,12 @@ EXCLUDED = {
              "TP and PP (FSDP2 always shards gradients), so the emitted program could not run it",
     "zero-bubble": "the zero-bubble schedules (ZBV, interleaved ZB, DualPipeV) give wrong gradients "
                    "with FSDP2 resharding in torch 2.13 (TORCH_NOTES) and need split backward; left out",
-    "tp-prefix": "the embedding and LM head stay replicated across TP ranks: the emitted program shards "
-                 "only the repeated blocks' projections",
+    "replicated-vocab": "with tensor parallel the input embedding and LM head are always split along the "
+                        "vocabulary (as Megatron-LM and torchtitan do) when every TP degree divides it; "
+                        "keeping them replicated costs t times their weights and head GEMM, so it is not "
+                        "searched",
+    "loss-parallel": "the LM head's logits are gathered before the loss (any loss function works on them); "
+                     "torch's loss_parallel on vocabulary-sharded logits is not emitted",
     "cp": "context parallel is not emitted yet, so it is not searched",
 }
 """Parts of the design space the search leaves out, with the reason the output can show."""

@@ -51,7 +51,7 @@ CASES = {
     "batch not divisible by dp x mbs": ({}, ["plan", GPT, "--gpus", "4", *CPU, "--global-batch", "12", "--dp", "2",
                                              "--micro-batch", "4"], "dp x micro-batch = 8; use --global-batch 8 or 16"),
     "fits no plan": ({}, ["plan", f"{ROOT / 'examples' / 'gpt.py'}:gpt3_175b", "--gpus", "1"],
-                     "needs at least 33 GPUs of this kind"),
+                     "needs at least 37 GPUs of this kind"),
     "tp x pp x dp != gpus": ({}, ["plan", GPT, "--gpus", "8", *CPU, "--tp", "2", "--pp", "2", "--dp", "4"],
                              "--tp 2 x --pp 2 x --dp 4 = 16 does not equal the 8 GPUs"),
     "dp not dividing gpus": ({}, ["plan", GPT, "--gpus", "8", *CPU, "--dp", "3"], "does not divide the 8 GPUs"),

@@ -47,7 +47,10 @@ def test_schema1_is_rewritten_as_schema2_without_loss(old):
     assert new["strategy"] == strategy
     for key in ("model", "cluster", "global_batch", "solver", "explanation"):
         assert new[key] == old[key], key
-    assert {k: v for k, v in new["estimate"].items() if k not in MOVED.values()} == old["estimate"]
+    # plans written before the memory fraction existed could use the whole device
+    assert new["estimate"]["memory_limit_bytes"] == old["estimate"]["memory_capacity_bytes"]
+    added = {*MOVED.values(), "memory_limit_bytes"}
+    assert {k: v for k, v in new["estimate"].items() if k not in added} == old["estimate"]
     # runner-ups lost only the unused mesh axis order of schema 1's strategies
     for a, b in zip(new["runner_ups"], old["runner_ups"]):
         assert a["strategy"] == {k: v for k, v in b["strategy"].items() if k != "mesh"}
