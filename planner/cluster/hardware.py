@@ -11,7 +11,7 @@ import importlib.resources
 import math
 import tomllib
 from pathlib import Path
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from planner.errors import PlannerError
 
@@ -67,6 +67,11 @@ class Device:
     def matmul_time(self, m: int, n: int, k: int, dtype: str = "bfloat16", batch: int = 1) -> float:
         """Seconds for batch x (m, k) @ (k, n): FLOPs over the shape's achievable rate."""
         return 2 * batch * m * n * k / (self.peak(dtype) * self.matmul_efficiency(m, n, k, dtype))
+
+    def slowed(self, gemm: float) -> "Device":
+        """This device with every GEMM (and fused attention) `gemm` times slower: a what-if."""
+        return replace(self, matmul_max_efficiency=self.matmul_max_efficiency / gemm,
+                       measured=tuple((m, n, k, d, f / gemm) for m, n, k, d, f in self.measured))
 
     def memory_time(self, nbytes: float) -> float:
         return nbytes / (self.hbm_bandwidth * self.hbm_efficiency)

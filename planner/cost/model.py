@@ -121,12 +121,17 @@ class CostModel:
     their keys (mesh sizes, TP degree, micro-batch), so results never depend on call order."""
 
     def __init__(self, profile: ModelProfile, cluster: Cluster, dtype: str | None = None,
-                 memory_fraction: float = MEMORY_FRACTION):
+                 memory_fraction: float = MEMORY_FRACTION, gemm_slowdown: float = 1.0, comm_slowdown: float = 1.0):
+        """`gemm_slowdown` and `comm_slowdown` scale every GEMM's and every collective's and send's time:
+        the what-ifs the plan reports (how its ranking holds if the prices are off)."""
         self.profile = profile
         self.cluster = cluster
         self.dtype = dtype or profile.dtype
         self.devices: list[Device] = [cluster.device_of(cluster.first_ranks[j]) for j in range(len(cluster.nodes))]
         self.device = min(self.devices, key=lambda d: d.peak(self.dtype))
+        if gemm_slowdown != 1.0:
+            self.device = self.device.slowed(gemm_slowdown)
+        self.comm_slowdown = comm_slowdown
         """The slowest device: a pipeline is as fast as its slowest rank (mixed clusters)."""
         self.capacity = min(d.memory_bytes for d in self.devices)
         self.reserve = 0 if self.device.name == "cpu" else RUNTIME_RESERVE
@@ -156,14 +161,18 @@ class CostModel:
         mesh = self._mesh(sizes)
         if axis not in mesh.axes:
             return 0.0, 0.0
-        return collective_model(self.cluster, op, mesh.groups(axis))
+        return self._slowed(collective_model(self.cluster, op, mesh.groups(axis)))
+
+    def _slowed(self, model: tuple[float, float]) -> tuple[float, float]:
+        """(seconds per byte, fixed seconds) of a collective or send, under the comm what-if."""
+        return model[0] * self.comm_slowdown, model[1] * self.comm_slowdown
 
     def _p2p_uncached(self, sizes: tuple, src: int, dst: int) -> tuple[float, float]:
         mesh = self._mesh(sizes)
         pairs = []
         for g in mesh.groups("pp"):
             pairs.append((g[src], g[dst]))
-        return p2p_model(self.cluster, pairs)
+        return self._slowed(p2p_model(self.cluster, pairs))
 
     def send(self, s: Strategy, src: int, dst: int, nbytes: float) -> float:
         if s.pp == 1 or nbytes <= 0:
@@ -176,7 +185,7 @@ class CostModel:
         axes are; only the groups sharing nodes with the first one contend with it."""
         span = max(tp, self.cluster.gpus_per_node)
         span = span if self.world % span == 0 else self.world
-        return collective_model(self.cluster, op, [list(range(i, i + tp)) for i in range(0, span, tp)])
+        return self._slowed(collective_model(self.cluster, op, [list(range(i, i + tp)) for i in range(0, span, tp)]))
 
     def _costs_uncached(self, tp: int, sp: bool, mbs: int) -> list[LayerCost]:
         models = {op: self._tp_model(tp, op) for op in ("all_reduce", "all_gather", "reduce_scatter")}

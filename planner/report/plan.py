@@ -65,6 +65,13 @@ def print_plan(p: Plan, out: TextIO | None = None) -> None:
         rows.append(_alt_row("compared", p.comparison))
     if rows:
         table(["", "layout", "s/step", "MFU", "why it loses"], rows, out, title="runner-ups")
+    for i, w in enumerate(p.what_if):
+        line = f"{w.case}: {w.step_time_s:.4g} s/step ({w.step_time_s / e.step_time_s - 1:+.1%})"
+        if w.runner_up_step_time_s is not None:
+            line += (f", runner-up {w.runner_up} {w.runner_up_step_time_s:.4g}: " +
+                     ("the runner-up would win" if w.winner_changes else "the plan still wins"))
+        print(textwrap.fill(line, WIDTH, initial_indent="what if  " if i == 0 else " " * 9,
+                            subsequent_indent=" " * 11), file=out)
     sv = p.solver
     if sv is not None:
         print(f"solver   {sv.status} (gap {sv.gap:.2%}), {sv.candidates} candidates, {sv.pruned} pruned, "

@@ -8,7 +8,7 @@ from planner.cost.model import CostModel
 from planner.errors import PlannerError
 from planner.search.search import Candidate, SearchResult, evaluate_fixed, search
 from planner.search.space import Constraints, check_constraints, default_global_batch, parse_layout
-from planner.types.plan import Alternative, ClusterSummary, Layout, ModelSummary, Plan
+from planner.types.plan import Alternative, ClusterSummary, Layout, ModelSummary, Plan, WhatIf
 from planner.types.profile import ModelProfile
 from planner.types.strategy import Strategy
 
@@ -31,7 +31,27 @@ def plan_on(prof: ModelProfile, cluster: Cluster, c: Constraints, compare: str |
     return Plan(model=_model(prof, batch), cluster=_cluster(cluster), global_batch=batch, strategy=best.strategy,
                 estimate=cm.with_details(best.strategy, best.estimate), layout=_layout(prof, cm, best.strategy),
                 runner_ups=tuple(Alternative(r.strategy, r.estimate, r.why_not) for r in res.runner_ups),
-                solver=res.stats, explanation=_explain(best, res), comparison=other)
+                solver=res.stats, explanation=_explain(best, res), comparison=other,
+                what_if=what_if(prof, cluster, c, best, res.runner_ups, batch))
+
+
+WHAT_IFS = (("communication 30% slower", dict(comm_slowdown=1.3)), ("GEMMs 10% slower", dict(gemm_slowdown=1.1)))
+"""The price errors a plan is checked against: link and collective efficiency is what the datasheets and
+nccl-tests figures say least reliably, GEMM efficiency the next (see benchmarks/fidelity.py)."""
+
+
+def what_if(prof: ModelProfile, cluster: Cluster, c: Constraints, best: Candidate, runner_ups: list[Candidate],
+            batch: int) -> tuple[WhatIf, ...]:
+    """The plan and the best runner-up (as placed: same stages and recompute) re-priced under each of
+    WHAT_IFS, so the report can say whether the ranking survives the cost model being that wrong."""
+    other = next((r for r in runner_ups if r.estimate is not None and r.estimate.feasible), None)
+    out = []
+    for case, slow in WHAT_IFS:
+        cm = CostModel(prof, cluster, dtype=prof.dtype, memory_fraction=c.memory_fraction, **slow)
+        out.append(WhatIf(case=case, step_time_s=cm.estimate(best.strategy, batch).step_time_s,
+                          runner_up=other.strategy.label() if other else "",
+                          runner_up_step_time_s=cm.estimate(other.strategy, batch).step_time_s if other else None))
+    return tuple(out)
 
 
 def _model(prof: ModelProfile, batch: int) -> ModelSummary:

@@ -17,7 +17,7 @@ from planner.errors import PlannerError, refuse_overwrite
 from planner.types.estimate import Estimate
 from planner.types.strategy import Strategy
 
-__all__ = ["Plan", "Alternative", "ModelSummary", "ClusterSummary", "SolverStats", "Layout", "PLAN_SCHEMA"]
+__all__ = ["Plan", "Alternative", "ModelSummary", "ClusterSummary", "SolverStats", "Layout", "WhatIf", "PLAN_SCHEMA"]
 
 PLAN_SCHEMA = 2
 
@@ -150,6 +150,23 @@ class Alternative:
         return cls(Strategy.from_dict(d["strategy"]), est, d.get("why_not", ""))
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WhatIf:
+    """The plan's step time, and the best runner-up's, when one price of the cost model is off: how far
+    the ranking can be trusted."""
+
+    case: str
+    """What moved, e.g. `communication 30% slower`."""
+    step_time_s: float
+    runner_up: str = ""
+    """The runner-up's layout label (empty when there is none)."""
+    runner_up_step_time_s: float | None = None
+
+    @property
+    def winner_changes(self) -> bool:
+        return self.runner_up_step_time_s is not None and self.runner_up_step_time_s < self.step_time_s
+
+
 @dataclass(frozen=True)
 class Plan:
     """A plan for one model on one cluster (comparable: equal inputs give equal plans)."""
@@ -165,6 +182,8 @@ class Plan:
     explanation: str = ""
     comparison: Alternative | None = None
     """A layout the user asked to compare against (e.g. the hand-tuned one), priced by the same model."""
+    what_if: tuple[WhatIf, ...] = ()
+    """The plan and the best runner-up re-priced with communication 30% slower and GEMMs 10% slower."""
 
     @property
     def on_cpu(self) -> bool:
@@ -189,6 +208,7 @@ class Plan:
                "solver": asdict(self.solver) if self.solver else {}, "explanation": self.explanation}
         if self.comparison is not None:
             out["comparison"] = self.comparison.to_dict()
+        out["what_if"] = [{**asdict(w), "winner_changes": w.winner_changes} for w in self.what_if]
         return out
 
     def to_json(self) -> str:
@@ -212,7 +232,9 @@ class Plan:
                        runner_ups=tuple(Alternative.from_dict(r) for r in d.get("runner_ups", [])),
                        solver=_record(SolverStats, d["solver"]) if d.get("solver") else None,
                        explanation=d.get("explanation", ""),
-                       comparison=Alternative.from_dict(d["comparison"]) if d.get("comparison") else None)
+                       comparison=Alternative.from_dict(d["comparison"]) if d.get("comparison") else None,
+                       what_if=tuple(WhatIf(**{k: v for k, v in w.items() if k != "winner_changes"})
+                                     for w in d.get("what_if", [])))
         except (KeyError, TypeError, ValueError) as e:
             raise PlannerError(f"plan.json is incomplete or corrupted ({type(e).__name__}: {e}); plan again") from None
 

@@ -1,0 +1,142 @@
+"""Vocabulary-parallel embedding and LM head, the sequence-parallel stage boundary, and the memory
+fraction: each cost term on a hand-made case, with the arithmetic written out here."""
+import dataclasses
+import json
+
+import pytest
+import torch.nn as nn
+
+import planner
+from planner.cluster.hardware import Device
+from planner.cost.layer import layer_costs
+from planner.cost.memory import local_numel
+from planner.cost.model import RUNTIME_RESERVE, CostModel
+from planner.load.structure import find_blocks, vocab_parallel
+from planner.types.profile import Gemm, LayerProfile, ModelProfile, ParamTensor
+
+S, H, V, T = 1024, 256, 4096, 4
+PEAK = 1e12
+DEV = Device(name="test", description="ideal GEMMs", memory_bytes=1 << 34, hbm_bandwidth=1e12, hbm_efficiency=1.0,
+             peak_flops={"bf16": PEAK}, matmul_max_efficiency=1.0, matmul_half_dim=0.0, default_node="")
+RATE = {"all_reduce": 2e-9, "all_gather": 1e-9, "reduce_scatter": 1e-9}
+"""Fake collective seconds per byte, so each collective's bytes can be read back off its time."""
+
+
+def _layer(name, kind, modules, gemms=(), out=0, tensors=()):
+    flops = sum(g.flops for g in gemms)
+    return LayerProfile(name=name, kind=kind, modules=modules, params=0, param_bytes=0, fwd_flops=flops,
+                        bwd_flops=2 * flops, gemms=gemms, attention=(), fwd_mem_bytes=0,
+                        saved={m: () for m in ("none", "selective", "full")}, output_bytes=out, tensors=tensors)
+
+
+def profile(vocab: bool) -> ModelProfile:
+    hidden = 2 * S * H  # bf16 hidden state of one sample
+    head = Gemm(m=S, n=V, k=H, tp=vocab)
+    layers = (_layer("prefix", "prefix", ("wte",), out=hidden,
+                     tensors=(ParamTensor(name="wte.weight", shape=(V, H), tp_dim=0 if vocab else -1),)),
+              _layer("blocks.0", "block", ("blocks.0",), gemms=(Gemm(m=S, n=H, k=H, tp=True),), out=hidden),
+              _layer("suffix", "suffix", ("lm_head",), gemms=(head,)))
+    plan = {"blocks.*.fc": "rowwise", **({"wte": "vocab_embedding", "lm_head": "vocab_head"} if vocab else {})}
+    return ModelProfile(ref="hand.py:model", model_name="Hand", file_sha256="", micro_batch=1, seq_len=S,
+                        dtype="bfloat16", params=0, layers=layers, blocks_path="blocks", tp_plan=plan,
+                        tp_degrees=(1, 2, 4))
+
+
+def costs(vocab: bool, tp: int, sp: bool = False):
+    return layer_costs(profile(vocab), DEV, tp, sp, 1, lambda op, nbytes: RATE[op] * nbytes)
+
+
+def test_vocab_parallel_head_and_embedding_terms():
+    pre, _, head = costs(True, T)
+    gemm = 2 * S * V * H / PEAK  # the whole head GEMM at peak
+    assert head.fwd == pytest.approx(gemm / T)  # V/t output columns per rank
+    assert head.bwd == pytest.approx(2 * gemm / T)  # dA and dB, each the forward's size
+    assert head.tp_fwd == pytest.approx(1e-9 * S * V * 2)  # logits all-gathered along the vocabulary (bf16)
+    assert head.tp_bwd == pytest.approx(2e-9 * S * H * 2)  # input gradient all-reduced (partial sums of V/t)
+    assert head.model_flops == pytest.approx(3 * 2 * S * V * H / T)
+    assert pre.tp_fwd == pytest.approx(2e-9 * 2 * S * H) and pre.tp_bwd == 0  # embedding's partial sums
+    assert local_numel(profile(True).layers[0].tensors[0], T) == V * H // T
+
+
+def test_replicated_edges_and_tp1_pay_nothing_extra():
+    pre, _, head = costs(False, T)
+    assert head.fwd == pytest.approx(2 * S * V * H / PEAK) and head.tp_fwd == head.tp_bwd == pre.tp_fwd == 0
+    pre1, _, head1 = costs(True, 1)
+    assert head1.fwd == pytest.approx(2 * S * V * H / PEAK) and head1.tp_fwd == pre1.tp_fwd == 0
+
+
+def test_sequence_parallel_stage_boundary_sends_the_shard():
+    """With SP a block's output is its sequence shard (the program gathers only after the last block)."""
+    assert costs(True, T, sp=True)[1].out_bytes == 2 * S * H // T
+    assert costs(True, T, sp=False)[1].out_bytes == 2 * S * H
+
+
+def test_memory_fraction_is_taken_after_the_reserve():
+    prof = profile(True)
+    cluster = planner.clusters("8", "a100-80gb")[0]
+    cap = 80 * 2**30
+    assert CostModel(prof, cluster).usable == RUNTIME_RESERVE + int(0.9 * (cap - RUNTIME_RESERVE))
+    assert CostModel(prof, cluster, memory_fraction=1.0).usable == cap
+
+
+class _Gpt(nn.Module):
+    def __init__(self, vocab: int, positions: int = 64, tie: bool = True):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(vocab, 32), nn.Embedding(positions, 32)
+        self.blocks = nn.ModuleList(nn.Linear(32, 32) for _ in range(2))
+        self.lm_head = nn.Linear(32, vocab, bias=False)
+        if tie:
+            self.lm_head.weight = self.wte.weight
+
+
+@pytest.mark.parametrize("vocab, top, expected", [
+    (256, 4, {"wte": "vocab_embedding", "lm_head": "vocab_head"}),  # positions (64 rows) stay whole
+    (50257, 4, {}),  # GPT-2's vocabulary: no TP degree > 1 divides it
+    (256, 1, {}),  # no tensor parallel at all
+])
+def test_vocab_detection(vocab, top, expected):
+    m = _Gpt(vocab)
+    assert vocab_parallel(m, find_blocks(m).path, top) == expected
+
+
+@pytest.mark.parametrize("ref, gpus, batch, fraction", [("examples/gpt.py:gpt3_6_7b", "8", 64, 0.9),
+                                                        ("examples/gpt.py:gpt3_6_7b", "8", 64, 0.6),
+                                                        ("examples/llama.py:llama3_8b", "8", 32, 0.9)])
+def test_chosen_plans_stay_within_the_memory_fraction(ref, gpus, batch, fraction):
+    from conftest import example
+    p = planner.plan(example(ref.removeprefix("examples/")), gpus, "a100-80gb", global_batch=batch, time_limit=5, memory_fraction=fraction)
+    e = p.estimate
+    assert e.memory_limit_bytes == RUNTIME_RESERVE + int(fraction * (e.memory_capacity_bytes - RUNTIME_RESERVE))
+    assert max(e.memory_bytes_per_pp_rank) <= e.memory_limit_bytes
+    for r in p.runner_ups:
+        assert r.estimate is None or max(r.estimate.memory_bytes_per_pp_rank) <= e.memory_limit_bytes
+    assert dataclasses.asdict(e)["memory_limit_bytes"] == e.memory_limit_bytes
+
+
+def test_what_if_prices_scale_the_terms_they_name():
+    """GEMMs 10% slower: the head's GEMM time x1.1 and nothing else; communication 30% slower: every
+    collective (latency and bytes) x1.3, so a plan bound by exposed TP collectives moves by 1.3 there."""
+    slow = layer_costs(profile(True), DEV.slowed(1.1), T, False, 1, lambda op, nbytes: RATE[op] * nbytes)
+    assert slow[2].fwd == pytest.approx(1.1 * 2 * S * V * H / PEAK / T)
+    assert slow[2].tp_fwd == pytest.approx(costs(True, T)[2].tp_fwd)
+    from conftest import example
+    from planner.types.strategy import Strategy
+    prof = planner.profile(example("gpt.py:tiny"), micro_batch=1, dtype="float32")
+    cluster = planner.clusters("2", "cpu")[0]
+    s = Strategy(dp=1, tp=2, pp=1, micro_batch_size=4, num_micro_batches=2, recompute=("none",))
+    base = CostModel(prof, cluster).estimate(s, 8).breakdown
+    slowed = CostModel(prof, cluster, comm_slowdown=1.3).estimate(s, 8).breakdown
+    assert base["tp_comm"] > 0 and slowed["tp_comm"] == pytest.approx(1.3 * base["tp_comm"])
+    assert slowed["compute"] == pytest.approx(base["compute"])
+
+
+def test_plan_reports_what_ifs_and_keeps_them_in_plan_json():
+    from conftest import example
+    p = planner.plan(example("gpt.py:tiny"), "8", "cpu", global_batch=16, pp=2, tp=2)
+    cases = [w.case for w in p.what_if]
+    assert cases == ["communication 30% slower", "GEMMs 10% slower"]
+    assert all(w.step_time_s > p.estimate.step_time_s for w in p.what_if)
+    assert p.what_if[0].runner_up == p.runner_ups[0].strategy.label()
+    again = planner.Plan.from_json(p.to_json())
+    assert again.what_if == p.what_if
+    assert [w["winner_changes"] for w in json.loads(p.to_json())["what_if"]] == [w.winner_changes for w in p.what_if]
