@@ -99,6 +99,9 @@ def test_layout_matches_single_process(layout, references, tmp_path):
     for model in MODELS:
         plan = make_plan(model, world, knobs)
         plans[model] = plan
+        if plan.strategy.tp > 1:  # the embedding and head are split along the vocabulary (GPT: tied across stages)
+            assert sorted(s for s in plan.layout.tp_plan.values() if s.startswith("vocab_")) == \
+                ["vocab_embedding", "vocab_head"]
         d = emit(plan, tmp_path / model)
         jobs.append({"dir": str(d), "args": [
             "--cpu", "--steps", str(STEPS), "--warmup", "0", "--clip", str(CLIP),
