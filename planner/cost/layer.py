@@ -53,10 +53,12 @@ class LayerCost:
 
 
 def _scaled(g: Gemm, scale: float, tp: int) -> Gemm:
-    """The GEMM at the new micro-batch (token rows, or the batch of a batched matmul) after the TP split."""
-    n = g.n // tp if g.tp else g.n
+    """The GEMM at the new micro-batch (token rows, or the batch of a batched matmul) after the TP split:
+    a projection's features, or a batched matmul's batch (samples x heads: TP divides the heads)."""
+    n = g.n // tp if g.tp and g.batch == 1 else g.n
     if g.batch > 1:
-        return Gemm(m=g.m, n=n, k=g.k, batch=max(1, round(g.batch * scale)), dtype=g.dtype, tp=g.tp)
+        split = tp if g.tp else 1
+        return Gemm(m=g.m, n=n, k=g.k, batch=max(1, round(g.batch * scale / split)), dtype=g.dtype, tp=g.tp)
     return Gemm(m=max(1, round(g.m * scale)), n=n, k=g.k, batch=1, dtype=g.dtype, tp=g.tp)
 
 

@@ -3,7 +3,7 @@ by t, to tag each saved tensor `tp`, `sp` or `replicated` under each recompute m
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -12,9 +12,9 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._pytree import tree_flatten
 
 from planner.profiling.recorder import Record, Recorder, first_tensor, saved_records, shape_tag, storage_id
-from planner.types.profile import SavedTensor
+from planner.types.profile import Gemm, SavedTensor
 
-__all__ = ["BlockRun", "block_run", "narrow", "block_saved", "hook_tp"]
+__all__ = ["BlockRun", "block_run", "narrow", "tp_gemms", "block_saved", "hook_tp"]
 
 
 def hook_tp(block: nn.Module, rel_plan: dict[str, str], rec: Recorder) -> list[Any]:
@@ -64,6 +64,17 @@ def block_run(block: nn.Module, args: tuple, kwargs: dict, mode: FakeTensorMode,
     inputs = {storage_id(t) for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
     rec.keep.append((args, kwargs, out))
     return BlockRun(rec.layer, rec.producer, hidden, inputs, first_tensor(out))
+
+
+def tp_gemms(main: BlockRun, part: BlockRun | None, t: int) -> tuple[Gemm, ...]:
+    """The block's GEMMs, each flagged `tp` when one TP rank runs 1/t of it: inside a split projection
+    (flagged while recording), or, matched by position with the block narrowed by t, a GEMM whose work
+    shrank exactly t-fold, like attention written as explicit matmuls over the heads TP divides."""
+    gemms = main.record.gemms
+    if part is None or len(part.record.gemms) != len(gemms):
+        return tuple(gemms)
+    return tuple(replace(g, tp=True) if not g.tp and p.flops * t == g.flops else g
+                 for g, p in zip(gemms, part.record.gemms))
 
 
 def narrow(block: nn.Module, rel_plan: dict[str, str], t: int) -> nn.Module:

@@ -29,7 +29,7 @@ from torch.utils._pytree import tree_flatten
 from planner.load.model_file import ModelSource, build_meta, sample_batch
 from planner.load.structure import VOCAB_STYLES, TPStructure, detect_tp, find_blocks
 from planner.program.runtime.policy import batch_map, forward_loss, takes_targets, token_count, training_kwargs
-from planner.profiling.blocks import block_run, block_saved, hook_tp, narrow
+from planner.profiling.blocks import block_run, block_saved, hook_tp, narrow, tp_gemms
 from planner.profiling.recorder import FLOP_MAP, Record, Recorder, fakeify, first_tensor, saved_records, storage_id, tensor_bytes
 from planner.types.profile import LayerProfile, ModelProfile, ParamTensor
 
@@ -239,7 +239,7 @@ def _block_layers(cut: _Cut, run: _ModelRun, block_keys: list[str], tokens: int,
         fwd, tot = _flops(run.fwd, block_keys[i]), _flops(run.total, block_keys[i])
         measured.append(dict(
             kind="block", params=_numel(block), param_bytes=_nbytes(block, torch_dtype), fwd_flops=fwd,
-            bwd_flops=tot - fwd, gemms=tuple(main.record.gemms), attention=tuple(main.record.attention),
+            bwd_flops=tot - fwd, gemms=tp_gemms(main, part, cut.t), attention=tuple(main.record.attention),
             fwd_mem_bytes=main.record.mem_bytes, fwd_ops=main.record.ops, saved=block_saved(main, part, cut.t, tokens),
             output_bytes=tensor_bytes(main.output), signature=cut.sigs[i]))
     layers = []

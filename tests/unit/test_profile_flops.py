@@ -125,3 +125,45 @@ def test_cache_is_keyed_by_the_model_built(tmp_path, monkeypatch):
                                        "    def forward(self, x):\n        return x.relu() * x.sigmoid()\n")
     again = profile(str(tmp_path / "m.py"))
     assert again.layers[1].fwd_mem_bytes > deep.layers[1].fwd_mem_bytes  # the new forward was measured
+
+
+EXPLICIT_ATTENTION = '''import math
+import sys
+import torch
+sys.path.insert(0, {examples!r})
+from gpt import GPT, CausalSelfAttention, GPTConfig, batch  # noqa: F401
+
+
+class Attention(CausalSelfAttention):
+    """nanoGPT's path without flash attention: the scores are materialised by explicit matmuls."""
+
+    def forward(self, x):
+        b, s, _ = x.shape
+        q, k, v = (p(x).view(b, s, -1, self.head_dim).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
+        att = att.masked_fill(torch.ones(s, s, dtype=torch.bool).triu(1), float("-inf")).softmax(-1)
+        return self.o_proj((att @ v).transpose(1, 2).reshape(b, s, -1))
+
+
+def model():
+    m = GPT(GPTConfig(n_layer=2, n_embd=64, n_head=4, vocab_size=256, seq_len=32))
+    for block in m.blocks:
+        block.attn.__class__ = Attention
+    return m
+'''
+
+
+def test_explicit_attention_matmuls_are_split_by_tensor_parallel(tmp_path):
+    """Attention written as matmuls over the heads (nanoGPT without flash, HF eager): TP divides the
+    heads, so each rank runs 1/t of QK^T and PV. The profiler finds them by the block narrowed by t, and
+    every GEMM of the block then costs a rank 1/t of its FLOPs."""
+    from planner.cost.layer import _scaled
+    path = tmp_path / "explicit.py"
+    path.write_text(EXPLICIT_ATTENTION.format(examples=str(example(""))))
+    prof = profile(str(path), micro_batch=2, dtype="float32", use_cache=False)
+    block = prof.blocks[0]
+    batched = [g for g in block.gemms if g.batch > 1]
+    assert len(batched) == 2 and all(g.tp for g in batched)  # QK^T and PV, batch = samples x heads
+    assert all(g.batch == 2 * 4 for g in batched)
+    for t in (2, 4):
+        assert sum(_scaled(g, 1.0, t).flops for g in block.gemms) * t == sum(g.flops for g in block.gemms)
