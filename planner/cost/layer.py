@@ -6,7 +6,7 @@ profile records the shapes, so the scaled GEMM keeps its true aspect ratio).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from planner.cluster.hardware import Device
@@ -50,6 +50,15 @@ class LayerCost:
     model_flops: float
     """Forward + backward model FLOPs on this rank."""
     fwd_flops: float
+    loss_grad: int = 0
+    """Backward bytes alive beyond the layer's activations at the start of the suffix's backward: the
+    gradient of the loss's log-softmax output and that of the logits, each as large as the largest tensor
+    the suffix saves (the fp32 log-softmax: 4.2 GB per 8K-token sample of Llama 3's 128K vocabulary)."""
+
+    def transient(self, mode: str) -> int:
+        """Backward's transient bytes under `mode`: the activations recomputed for it, the gradient in
+        and out (two hidden states), and the loss's gradients (suffix)."""
+        return self.act["none"] - self.act[mode] + 2 * self.out_bytes + self.loss_grad
 
 
 def _scaled(g: Gemm, scale: float, tp: int) -> Gemm:
@@ -172,9 +181,8 @@ def _vocab_parallel(layer: LayerProfile, styles: set[str], cost: LayerCost, devi
                 tp_fwd += tp_time("all_gather", s.batch * s.m * s.n * size)
                 tp_bwd += tp_time("all_reduce", s.batch * s.m * s.k * size)
                 split_flops += g.flops * scale * (1 - 1 / tp)
-    return LayerCost(fwd=cost.fwd - f1 + ft, bwd=cost.bwd - b1 + bt, tp_fwd=tp_fwd, tp_bwd=tp_bwd,
-                     elementwise=cost.elementwise, act=cost.act, out_bytes=cost.out_bytes,
-                     model_flops=cost.model_flops - 3 * split_flops, fwd_flops=cost.fwd_flops - split_flops)
+    return replace(cost, fwd=cost.fwd - f1 + ft, bwd=cost.bwd - b1 + bt, tp_fwd=tp_fwd, tp_bwd=tp_bwd,
+                   model_flops=cost.model_flops - 3 * split_flops, fwd_flops=cost.fwd_flops - split_flops)
 
 
 def _one(profile: ModelProfile, layer: LayerProfile, device: Device, split: int, tp: int, sp: bool,
@@ -199,4 +207,6 @@ def _one(profile: ModelProfile, layer: LayerProfile, device: Device, split: int,
                      # with sequence parallel a block hands on its sequence shard (the program gathers the
                      # sequence only after the model's last block): a stage boundary sends 1/t of it
                      out_bytes=int(msg / split) if sp and split > 1 else int(msg),
-                     fwd_flops=layer.fwd_flops * scale / split)
+                     fwd_flops=layer.fwd_flops * scale / split,
+                     loss_grad=int(2 * scale * max((t.nbytes for t in layer.saved["none"]), default=0))
+                     if layer.kind == "suffix" else 0)

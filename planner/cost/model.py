@@ -96,7 +96,7 @@ def chunk_cost(costs: list[LayerCost], kinds: list[str], lo: int, hi: int, recom
         flops += c.model_flops
         rc_flops += c.fwd_flops if mode == "full" else 0.0
         act += c.act[mode]
-        transient = max(transient, c.act["none"] - c.act[mode] + 2 * c.out_bytes)
+        transient = max(transient, c.transient(mode))
     return ChunkCost(fwd, bwd, comp, rc, tp, act, transient, costs[hi - 1].out_bytes, flops, rc_flops)
 
 

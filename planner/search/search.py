@@ -76,7 +76,7 @@ def problem(cm: CostModel, s: Strategy, recompute: str | None = None, bounds: tu
         modes = ("none", "selective", "full") if k == "block" else ("none",) * 3
         bwd.append((t(base), t(base + x.elementwise), t(base + x.fwd + x.tp_fwd)) if k == "block" else (t(base),) * 3)
         act.append(tuple(x.act[m] for m in modes))
-        transient.append(tuple(x.act["none"] - x.act[m] + 2 * x.out_bytes for m in modes))
+        transient.append(tuple(x.transient(m) for m in modes))
     send = ()
     if s.pp > 1:
         sizes = {x.out_bytes for x in costs}

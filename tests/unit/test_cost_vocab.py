@@ -58,6 +58,20 @@ def test_vocab_parallel_head_and_embedding_terms():
     assert local_numel(profile(True).layers[0].tensors[0], T) == V * H // T
 
 
+def test_loss_gradients_are_transient_memory_of_the_suffix():
+    """The suffix's backward holds the log-softmax's gradient and the logits' gradient at once, each the
+    size of the fp32 log-softmax it saved (S x V x 4 bytes per sample); blocks hold no such term."""
+    from planner.types.profile import SavedTensor
+    logsm = SavedTensor(nbytes=S * V * 4, shard="replicated", op="_log_softmax", shape=(S, V), dtype="float32")
+    suffix = dataclasses.replace(profile(True).layers[2], saved={m: (logsm,) for m in ("none", "selective", "full")})
+    prof = dataclasses.replace(profile(True), layers=profile(True).layers[:2] + (suffix,))
+    for mbs in (1, 2):
+        cost = layer_costs(prof, DEV, T, False, mbs, lambda op, nbytes: RATE[op] * nbytes)
+        assert cost[2].transient("none") == 2 * mbs * S * V * 4
+        assert cost[1].transient("none") == 2 * mbs * 2 * S * H  # a block: gradient in and out
+        assert cost[1].loss_grad == 0
+
+
 def test_replicated_edges_and_tp1_pay_nothing_extra():
     pre, _, head = costs(False, T)
     assert head.fwd == pytest.approx(2 * S * V * H / PEAK) and head.tp_fwd == head.tp_bwd == pre.tp_fwd == 0
