@@ -25,7 +25,7 @@ from planner.types.estimate import ChunkTime, Estimate, HeldBytes
 from planner.types.profile import ModelProfile
 from planner.types.strategy import Strategy, parse_recompute
 
-__all__ = ["CostModel", "ChunkCost", "RankCost", "even_split", "RUNTIME_RESERVE", "MEMORY_FRACTION", "DDP_BUCKET", "ADAM_BYTES_PER_ELEMENT"]
+__all__ = ["CostModel", "ChunkCost", "RankCost", "even_split", "RUNTIME_RESERVE", "MEMORY_FRACTION", "fsdp_buffer", "DDP_BUCKET", "ADAM_BYTES_PER_ELEMENT"]
 
 RUNTIME_RESERVE = 1 << 30
 """Bytes of a GPU taken before the first tensor: CUDA context (~0.3-0.5 GiB on A100/H100), cuBLAS
@@ -114,6 +114,15 @@ class RankCost:
     """Peak bytes by kind: weights, grads, optimizer, activations, buffers."""
     chunks: list[int]
     """The chunks this rank runs."""
+
+
+def fsdp_buffer(big: int, compute: int, gathers: bool) -> int:
+    """FSDP2's communication memory when a layer of `big` (unsharded, TP-local) elements is the largest
+    in backward: its gradients unsharded in the compute dtype as autograd writes them, their fp32 copy
+    as the reduce-scatter's input (reduce_dtype fp32), and the previous layer's fp32 reduce-scatter still
+    in flight (FSDP2 overlaps it with this layer's backward); with ZeRO 3, two layers' parameters
+    gathered in the compute dtype (the current one and the prefetched next)."""
+    return big * (compute + 4 + 4) + (2 * big * compute if gathers else 0)
 
 
 class CostModel:
@@ -309,7 +318,7 @@ class CostModel:
             sync += self._coll_time(sizes, "dp_replicate", "all_reduce", 4 * elems)
             gather = self._coll_time(sizes, axis, "all_gather", compute * elems * shard)
             big = sum(local_numel(t, tp) for t in layer.tensors)
-            buf = 4 * big + (2 * big * compute if zero == 3 and not acc else 0)
+            buf = fsdp_buffer(big, compute, zero == 3 and not acc)
             out.append(LayerTerms(st.total, elems, opt, sync, gather, buf))
         return out
 
@@ -322,9 +331,9 @@ class CostModel:
     def buffers(self, s: Strategy, comm: int, out_bytes: int, transient: int, act: int) -> int:
         """Runtime reserve + communication buffers + transient backward memory + allocator overhead.
 
-        Communication, given as `comm`: DDP's last two buckets in flight; FSDP's reduce-scatter input
-        (fp32) for the rank's largest layer and, for ZeRO 3 without accumulation, two layers' gathered
-        weights (current + prefetch); pipeline receive buffers (one activation and one gradient
+        Communication, given as `comm`: DDP's last two buckets in flight; FSDP's buffers for the rank's
+        largest layer (`fsdp_buffer`: its unsharded gradients, two fp32 reduce-scatters, and with ZeRO 3
+        two layers' gathered weights); pipeline receive buffers (one activation and one gradient
         per local chunk, given as `out_bytes`). `transient` is the largest layer's transient backward
         memory; the allocator's share is 1/ALLOCATOR_DIVISOR of activations and transient bytes."""
         pp_bufs = 2 * out_bytes if s.pp > 1 else 0

@@ -72,6 +72,17 @@ def test_loss_gradients_are_transient_memory_of_the_suffix():
         assert cost[1].loss_grad == 0
 
 
+def test_fsdp_buffers_of_the_largest_layer():
+    """One 1T GPT block (12 h^2 parameters, h = 25600) at tp2 in bf16: its unsharded bf16 gradients
+    (7.9 GB), the fp32 reduce-scatter input (15.7 GB) and the previous layer's still in flight (15.7 GB);
+    ZeRO 3 adds two gathered bf16 layers (15.7 GB)."""
+    from planner.cost.model import fsdp_buffer
+    big = 12 * 25600 ** 2 // 2
+    assert fsdp_buffer(big, 2, False) == 2 * big + 4 * big + 4 * big
+    assert fsdp_buffer(big, 2, True) - fsdp_buffer(big, 2, False) == 2 * 2 * big
+    assert fsdp_buffer(big, 2, False) / 1e9 == pytest.approx(39.3, abs=0.1)
+
+
 def test_replicated_edges_and_tp1_pay_nothing_extra():
     pre, _, head = costs(False, T)
     assert head.fwd == pytest.approx(2 * S * V * H / PEAK) and head.tp_fwd == head.tp_bwd == pre.tp_fwd == 0
