@@ -84,12 +84,27 @@ def gemm_times(device: Device, gemms: tuple[Gemm, ...], scale: float, tp: int) -
     return fwd, bwd
 
 
+FLASH_TILE = 128
+"""Query/key rows per tile of FlashAttention-2's kernels (Dao 2023, §3.1: block sizes 64-128)."""
+
+
+def causal_work(q_len: int, kv_len: int) -> float:
+    """Share of the full score square a causal flash kernel computes: with n = q_len / FLASH_TILE row
+    tiles it skips the tiles above the diagonal and runs the n on it whole, (n + 1) / 2n of the square
+    (FlashAttention-2 §3.1.1; about 1/2 at 8K tokens, all of it for one tile)."""
+    n = max(1, -(-min(q_len, kv_len) // FLASH_TILE))
+    return (n + 1) / (2 * n)
+
+
 def _attention_times(device: Device, layer: LayerProfile, scale: float, tp: int) -> tuple[float, float]:
-    """Fused attention at the GEMM efficiency of its (q_len, kv_len, head_dim) tiles; heads split by TP."""
+    """Fused attention at the GEMM efficiency of its (q_len, kv_len, head_dim) tiles; heads split by TP;
+    a causal kernel does `causal_work` of the square (model FLOPs still count the square, as Megatron's
+    formula and torch's counter do)."""
     fwd = 0.0
     for a in layer.attention:
         eff = device.matmul_efficiency(a.q_len, a.kv_len, a.head_dim, a.dtype)
-        fwd += a.flops * scale / (tp if layer.kind == "block" else 1) / (device.peak(a.dtype) * eff)
+        work = a.flops * (causal_work(a.q_len, a.kv_len) if a.causal else 1.0)
+        fwd += work * scale / (tp if layer.kind == "block" else 1) / (device.peak(a.dtype) * eff)
     return fwd, ATTENTION_BWD_FACTOR * fwd
 
 

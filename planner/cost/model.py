@@ -20,7 +20,7 @@ from planner.cost.layer import LayerCost, layer_costs
 from planner.cost.memory import (DTYPE_BYTES, StateBytes, held_after_step, local_numel, state_bytes,
                                  state_bytes_by_layer)
 from planner.cost.schedule import in_flight, rank_orders, simulate
-from planner.cost.terms import ALLOCATOR_DIVISOR, DpModel, LayerTerms, dp_exposed
+from planner.cost.terms import DP_INTERFERENCE, ALLOCATOR_DIVISOR, DpModel, LayerTerms, dp_exposed, dp_interference
 from planner.types.estimate import ChunkTime, Estimate, HeldBytes
 from planner.types.profile import ModelProfile
 from planner.types.strategy import Strategy, parse_recompute
@@ -273,6 +273,7 @@ class CostModel:
         dp = dp_exposed(dpm, sum(terms[i].sync for i in layer_ids),
                         sum(terms[i].gather for i in layer_ids), first.sync + first.gather,
                         sum(chunks[c].fwd for c in mine), sum(chunks[c].bwd for c in mine), chunks[mine[0]].bwd)
+        dp += dp_interference(dpm, sum(terms[i].sync for i in layer_ids), sum(terms[i].gather for i in layer_ids))
         opt = sum(terms[i].opt for i in layer_ids)
         buffers = self.buffers(s, dpm.buffer + max(terms[i].comm_buffer for i in layer_ids),
                                sum(chunks[c].out_bytes for c in mine), max(chunks[c].transient_bytes for c in mine),
@@ -286,11 +287,12 @@ class CostModel:
         n = s.num_micro_batches
         if s.dp == 1:
             return DpModel("none", n)
+        gamma = 0.0 if self.device.name == "cpu" else DP_INTERFERENCE
         if s.zero:
-            return DpModel("fsdp", n, zero3=s.zero == 3)
+            return DpModel("fsdp", n, zero3=s.zero == 3, interference=gamma)
         per_byte, fixed = self._coll(tuple(sorted(s.sizes().items())), "dp", "all_reduce")
         return DpModel("ddp_tp" if s.tp > 1 else "ddp", n, fixed=fixed, bucket=per_byte * DDP_BUCKET,
-                       buffer=2 * DDP_BUCKET)
+                       buffer=2 * DDP_BUCKET, interference=gamma)
 
     def terms(self, s: Strategy) -> list[LayerTerms]:
         """Per layer: its state, optimizer step, data-parallel communication and buffers on one rank.

@@ -39,6 +39,14 @@ FLOP_MAP = {  # CPU fake tensors dispatch SDPA here; torch's counter has no form
 }
 
 
+def _argument(func, args: tuple, kwargs: dict | None, name: str, default: Any) -> Any:
+    """An op's argument by its schema name, passed positionally or by keyword."""
+    for i, a in enumerate(func._schema.arguments):
+        if a.name == name:
+            return (kwargs or {}).get(name, args[i] if i < len(args) else default)
+    return default
+
+
 def storage_id(t: torch.Tensor) -> int:
     return t.untyped_storage()._cdata
 
@@ -88,7 +96,8 @@ class Recorder(TorchDispatchMode):
         elif func in _ATTENTION:
             q, k = args[0], args[1]
             self.layer.attention.append(Attention(batch=q.shape[0], heads=q.shape[1], q_len=q.shape[2],
-                                                  kv_len=k.shape[2], head_dim=q.shape[3], dtype=_dtype(q)))
+                                                  kv_len=k.shape[2], head_dim=q.shape[3], dtype=_dtype(q),
+                                                  causal=bool(_argument(func, args, kwargs, "is_causal", False))))
         elif fresh:  # views move no bytes
             self.layer.mem_bytes += sum(t.numel() * t.element_size() for t in ins + outs)
         if func in SELECTIVE_SAVE_OPS:

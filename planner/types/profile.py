@@ -8,7 +8,7 @@ from typing import Any
 __all__ = ["SCHEMA", "RECOMPUTE_MODES", "SHARD_TAGS", "ParamTensor", "Gemm", "Attention", "SavedTensor", "LayerProfile",
            "ModelProfile"]
 
-SCHEMA = 3
+SCHEMA = 4
 RECOMPUTE_MODES = ("none", "selective", "full")
 SHARD_TAGS = ("tp", "sp", "replicated")
 """How a saved activation shards: split by tensor parallel; h-wide with a sequence dimension, so split
@@ -54,6 +54,8 @@ class Attention:
     kv_len: int
     head_dim: int
     dtype: str = "bfloat16"
+    causal: bool = False
+    """Causal masking (`is_causal`): flash kernels skip the score tiles above the diagonal."""
 
     @property
     def flops(self) -> int:

@@ -1,5 +1,6 @@
-"""Vocabulary-parallel embedding and LM head, the sequence-parallel stage boundary, and the memory
-fraction: each cost term on a hand-made case, with the arithmetic written out here."""
+"""Cost terms on hand-made cases, with the arithmetic written out here: vocabulary-parallel embedding and
+LM head, the sequence-parallel stage boundary, the memory fraction, the loss's backward transient,
+FSDP's buffers, the what-ifs, causal flash attention."""
 import dataclasses
 import json
 
@@ -165,3 +166,46 @@ def test_plan_reports_what_ifs_and_keeps_them_in_plan_json():
     again = planner.Plan.from_json(p.to_json())
     assert again.what_if == p.what_if
     assert [w["winner_changes"] for w in json.loads(p.to_json())["what_if"]] == [w.winner_changes for w in p.what_if]
+
+
+def test_causal_flash_attention_does_the_lower_triangle_of_tiles():
+    """8K tokens in 128-row tiles: 64 tiles per side, the 64 on the diagonal whole and the 2016 below it,
+    2080 of 4096 tiles (0.508 of the square); one tile (32 tokens) is computed whole."""
+    from planner.cost.layer import _attention_times, causal_work
+    from planner.types.profile import Attention
+    assert causal_work(8192, 8192) == pytest.approx(2080 / 4096)
+    assert causal_work(32, 32) == 1.0
+    for causal in (False, True):
+        a = Attention(batch=1, heads=32, q_len=8192, kv_len=8192, head_dim=128, causal=causal)
+        layer = dataclasses.replace(profile(True).layers[1], attention=(a,))
+        fwd, bwd = _attention_times(DEV, layer, 1.0, 1)
+        assert fwd == pytest.approx(a.flops * (2080 / 4096 if causal else 1) / PEAK)  # ideal device: eff 1
+        assert bwd == pytest.approx(2.5 * fwd)
+
+
+def test_profiler_records_causal_attention():
+    from conftest import example
+    prof = planner.profile(example("llama.py:tiny"), micro_batch=1, dtype="float32")
+    assert all(a.causal for a in prof.blocks[0].attention) and prof.blocks[0].attention
+
+
+def _fsdp_strategy():
+    from planner.types.strategy import Strategy
+    return Strategy(dp=8, tp=1, pp=1, dp_shard=8, zero=3, recompute=("none",))
+
+
+def test_overlapped_data_parallel_communication_costs_a_sixth_of_its_time():
+    """DDP's all-reduce beside the backward, FSDP's reduce-scatters and gathers (ZeRO 3: the first
+    forward's and one per micro-batch's backward) cost DP_INTERFERENCE = 1/6 of their seconds in compute;
+    DDP under TP (all-reduce after the backward, already all exposed) and dp = 1 nothing."""
+    from planner.cost.terms import DP_INTERFERENCE, DpModel, dp_interference
+    assert DP_INTERFERENCE == pytest.approx(1 / 6)
+    g = DP_INTERFERENCE
+    assert dp_interference(DpModel("ddp", 4, interference=g), 6.0, 0.0) == pytest.approx(1.0)
+    assert dp_interference(DpModel("fsdp", 4, interference=g), 3.0, 1.5) == pytest.approx((3.0 + 1.5) / 6)
+    assert dp_interference(DpModel("fsdp", 4, zero3=True, interference=g), 3.0, 1.5) == pytest.approx((3.0 + 5 * 1.5) / 6)
+    assert dp_interference(DpModel("ddp_tp", 4, interference=g), 6.0, 0.0) == 0
+    # the cost model sets it for GPUs only (gloo on CPUs takes no SMs)
+    s = dataclasses.replace(_fsdp_strategy(), dp=8, dp_shard=8)
+    assert CostModel(profile(True), planner.clusters("8", "a100-80gb")[0]).dp_model(s).interference == g
+    assert CostModel(profile(True), planner.clusters("8", "cpu")[0]).dp_model(s).interference == 0
