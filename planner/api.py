@@ -86,7 +86,8 @@ def plan(model: str, gpus: str = "8", gpu: str | None = None, *, compare: str | 
          dtype: str | None = None, progress=None, **knobs) -> Plan:
     """Plan `path.py[:factory]` on `gpus` ("8x6", "8", or a cluster .toml) with any knob fixed
     (tp, pp, dp, vpp, micro_batch, schedule, zero, dp_shard, recompute, sequence_parallel,
-    tp_across_nodes, global_batch, time_limit)."""
+    tp_across_nodes, global_batch, time_limit) and the share of each GPU's memory a plan may fill
+    (memory_fraction, default 0.9 after the runtime reserve)."""
     found = parse_gpus(gpus, gpu)
     if len(found) != 1:
         raise PlannerError(f"plan() takes one cluster; gpus='{gpus}' gives {len(found)} (use plan_many)")
