@@ -112,6 +112,8 @@ class _ModelRun:
     block_inputs: list[tuple[tuple, dict]]
     prefix_units: list[str]
     keep: list[Any]
+    vocab_read_elsewhere: bool = False
+    """An op outside the embedding/head read the embedding's weight (see `_ReadElsewhere`)."""
 
 
 def _run_model(model: nn.Module, reps: nn.ModuleList, units: list[tuple[str, nn.Module]], batch: tuple,
@@ -137,12 +139,15 @@ def _run_model(model: nn.Module, reps: nn.ModuleList, units: list[tuple[str, nn.
                     block.register_forward_hook(block_post)]
         handles += hook_tp(block, tp_plan, rec)
     handles += hook_tp(model, {n: s for n, s in vocab.items() if s == "vocab_head"}, rec)
+    elsewhere = _ReadElsewhere({id(model.get_submodule(n).weight) for n, s in vocab.items() if s == "vocab_embedding"})
+    for name in vocab:
+        handles += elsewhere.watch(model.get_submodule(name))
     for name, unit in units:
         handles.append(unit.register_forward_pre_hook(
             lambda *_, n=name: ran_before.append(n) if rec.layer is prefix else None))
     loose = {id(u.value): n for n, u in units if isinstance(u, _Loose)}
     try:
-        with mode, _UsedBefore(loose, lambda: rec.layer is prefix, ran_before), \
+        with mode, _UsedBefore(loose, lambda: rec.layer is prefix, ran_before), elsewhere, \
                 flop_counter.FlopCounterMode(display=False, custom_mapping=FLOP_MAP) as fc:
             inputs, targets = (batch_map(mode.from_tensor, t) for t in batch)
             with rec, torch.autograd.graph.saved_tensors_hooks(rec.pack, lambda t: t):
@@ -154,7 +159,30 @@ def _run_model(model: nn.Module, reps: nn.ModuleList, units: list[tuple[str, nn.
     finally:
         for h in handles:
             h.remove()
-    return _ModelRun(fwd, total, prefix, suffix, rec.producer, captured, ran_before, rec.keep)
+    return _ModelRun(fwd, total, prefix, suffix, rec.producer, captured, ran_before, rec.keep, elsewhere.found)
+
+
+class _ReadElsewhere(TorchFunctionMode):
+    """Notes whether an op outside the vocabulary-parallel modules' own forwards reads an embedding's
+    weight (`x @ wte.weight.T` as the LM head): split along the vocabulary, that op would get a DTensor,
+    so the planner keeps the embedding and head whole instead."""
+
+    def __init__(self, weights: set[int]):
+        super().__init__()
+        self.weights, self.depth, self.found = weights, 0, False
+
+    def watch(self, module: nn.Module) -> list[Any]:
+        def enter(*_):
+            self.depth += 1
+
+        def leave(*_):
+            self.depth -= 1
+        return [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if self.weights and not self.depth and not self.found:
+            self.found = any(id(t) in self.weights for t in tree_flatten((args, kwargs or {}))[0])
+        return func(*args, **(kwargs or {}))
 
 
 class _UsedBefore(TorchFunctionMode):
@@ -272,6 +300,9 @@ def profile_model(source: ModelSource, micro_batch: int = 1, dtype: str = "bfloa
     units = list(_units(model, cut.blocks.path))
     vocab = {k: v for k, v in cut.tp.plan.items() if v in VOCAB_STYLES}
     run = _run_model(model, cut.reps, units, batch, source, cut.mode, cut.rel_plan, vocab)
+    plan = cut.tp.plan
+    if run.vocab_read_elsewhere:  # all or nothing: a head tied to a whole embedding cannot be split
+        vocab, plan = {}, {k: v for k, v in plan.items() if v not in VOCAB_STYLES}
     root = type(model).__name__
     pre = [u for u in units if u[0] in run.prefix_units or not run.block_inputs]
     post = [u for u in units if u not in pre]
@@ -285,5 +316,5 @@ def profile_model(source: ModelSource, micro_batch: int = 1, dtype: str = "bfloa
     return ModelProfile(
         ref=source.ref, model_name=root, file_sha256=source.file_sha256, micro_batch=micro_batch,
         seq_len=seq_len, dtype=dtype, params=cut.params, layers=tuple(layers), blocks_path=cut.blocks.path,
-        tp_plan=cut.tp.plan, tp_degrees=cut.tp.degrees, tp_note=cut.tp.reason or f"TP plan {cut.tp.source}",
+        tp_plan=plan, tp_degrees=cut.tp.degrees, tp_note=cut.tp.reason or f"TP plan {cut.tp.source}",
         tied=cut.tied)

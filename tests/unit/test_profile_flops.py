@@ -167,3 +167,42 @@ def test_explicit_attention_matmuls_are_split_by_tensor_parallel(tmp_path):
     assert all(g.batch == 2 * 4 for g in batched)
     for t in (2, 4):
         assert sum(_scaled(g, 1.0, t).flops for g in block.gemms) * t == sum(g.flops for g in block.gemms)
+
+
+FUNCTIONAL_HEAD = '''import sys
+import torch
+sys.path.insert(0, {examples!r})
+from gpt import GPT, GPTConfig, batch  # noqa: F401
+
+
+class FunctionalHead(GPT):
+    """The LM head as a product with the embedding's weight, no Linear module."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        del self.lm_head
+
+    def forward(self, idx):
+        x = self.drop(self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device)))
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_f(x) @ self.wte.weight.T
+
+
+def model():
+    return FunctionalHead(GPTConfig(n_layer=2, n_embd=64, n_head=4, vocab_size=256, seq_len=32))
+'''
+
+
+def test_embedding_read_outside_its_module_stays_whole(tmp_path):
+    """A weight an op outside the embedding and head reads (`x @ wte.weight.T`) cannot be split along the
+    vocabulary (that op would get a DTensor): the profile keeps it whole; the tied Linear head of the
+    bundled GPT is split with its embedding."""
+    path = tmp_path / "functional_head.py"
+    path.write_text(FUNCTIONAL_HEAD.format(examples=str(example(""))))
+    prof = profile(str(path), micro_batch=1, dtype="float32", use_cache=False)
+    assert not [s for s in prof.tp_plan.values() if s.startswith("vocab_")] and prof.tp_degrees != (1,)
+    assert all(t.tp_dim == -1 for layer in prof.layers for t in layer.tensors if t.name.startswith("wte"))
+    tied = profile(example("gpt.py:tiny"), micro_batch=1, dtype="float32")
+    assert {k: v for k, v in tied.tp_plan.items() if v.startswith("vocab_")} == \
+        {"wte": "vocab_embedding", "lm_head": "vocab_head"}
