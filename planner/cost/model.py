@@ -270,10 +270,9 @@ class CostModel:
         st = self.state(s, r, layer_ids)
         first = terms[layer_ids[0]]
         dpm = self.dp_model(s)
-        dp = dp_exposed(dpm, sum(terms[i].sync for i in layer_ids),
-                        sum(terms[i].gather for i in layer_ids), first.sync + first.gather,
-                        sum(chunks[c].fwd for c in mine), sum(chunks[c].bwd for c in mine), chunks[mine[0]].bwd)
-        dp += dp_interference(dpm, sum(terms[i].sync for i in layer_ids), sum(terms[i].gather for i in layer_ids))
+        sync, gather = sum(terms[i].sync for i in layer_ids), sum(terms[i].gather for i in layer_ids)
+        dp = dp_exposed(dpm, sync, gather, first.sync + first.gather, sum(chunks[c].fwd for c in mine),
+                        sum(chunks[c].bwd for c in mine), chunks[mine[0]].bwd) + dp_interference(dpm, sync, gather)
         opt = sum(terms[i].opt for i in layer_ids)
         buffers = self.buffers(s, dpm.buffer + max(terms[i].comm_buffer for i in layer_ids),
                                sum(chunks[c].out_bytes for c in mine), max(chunks[c].transient_bytes for c in mine),
