@@ -40,14 +40,20 @@ class Mesh:
         return r
 
     def groups(self, axis: str) -> list[list[int]]:
-        """All groups of `axis`: ranks that differ only in that axis' coordinate."""
-        others = [(a, s) for a, s in zip(self.axes, self.sizes) if a != axis]
-        size = self.sizes[self.axes.index(axis)]
-        out = []
-        for fixed in itertools.product(*(range(s) for _, s in others)):
-            base = dict(zip((a for a, _ in others), fixed))
-            out.append([self.rank({**base, axis: i}) for i in range(size)])
-        return out
+        """All groups of `axis`: ranks that differ only in that axis' coordinate (row-major strides,
+        no per-rank dictionaries: a 3,072-rank mesh is priced hundreds of times per search)."""
+        strides, step = [], 1
+        for size in reversed(self.sizes):
+            strides.append(step)
+            step *= size
+        strides.reverse()
+        k = self.axes.index(axis)
+        bases = [0]
+        for j, (size, stride) in enumerate(zip(self.sizes, strides)):
+            if j != k:
+                bases = [b + i * stride for b in bases for i in range(size)]
+        members = [i * strides[k] for i in range(self.sizes[k])]
+        return [[b + m for m in members] for b in bases]
 
 
 def place(cluster: Cluster, sizes: dict[str, int], traffic: dict[str, float] | None = None) -> Mesh:

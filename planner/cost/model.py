@@ -157,6 +157,7 @@ class CostModel:
         self._states = lru_cache(maxsize=None)(self._states_uncached)
         self._state_sum = lru_cache(maxsize=None)(self._state_sum_uncached)
         self._terms = lru_cache(maxsize=None)(self._terms_uncached)
+        self._in_flight = lru_cache(maxsize=None)(self._in_flight_uncached)
         self.shape_keys = [tuple((t.shape, t.tp_dim) for t in l.tensors) for l in profile.layers]
 
     # -- shared pieces -------------------------------------------------------------------------
@@ -207,6 +208,13 @@ class CostModel:
     def layer_costs(self, s: Strategy) -> list[LayerCost]:
         return self._costs(s.tp, s.sequence_parallel, s.micro_batch_size)
 
+    def _in_flight_uncached(self, schedule: str, pp: int, vpp: int, n: int) -> tuple[list[tuple[int, ...]], ...]:
+        return tuple(in_flight(o, vpp, pp) for o in rank_orders(schedule, pp, vpp, n))
+
+    def in_flight(self, s: Strategy) -> tuple[list[tuple[int, ...]], ...]:
+        """Per pipeline rank, the maximal in-flight vectors of `s`'s schedule (`schedule.in_flight`)."""
+        return self._in_flight(s.schedule, s.pp, s.vpp, s.num_micro_batches)
+
     # -- the estimate --------------------------------------------------------------------------
     def chunks(self, s: Strategy) -> list[ChunkCost]:
         costs = self.layer_costs(s)
@@ -254,7 +262,7 @@ class CostModel:
         orders = rank_orders(s.schedule, s.pp, s.vpp, s.num_micro_batches)
         timing = simulate(orders, [c.fwd for c in chunks], [c.bwd for c in chunks], sends_f,
                           [0.0] + sends_f[:-1])
-        per_rank = [self._rank(s, r, chunks, orders[r], timing.finish[r]) for r in range(s.pp)]
+        per_rank = [self._rank(s, r, chunks, timing.finish[r]) for r in range(s.pp)]
         step = max(r.end for r in per_rank)
         hot = max(range(s.pp), key=lambda r: timing.busy[r])  # the breakdown is the busiest rank's
         # Sends on the busiest rank's path: its forward send and backward receive per micro-batch and chunk.
@@ -262,11 +270,11 @@ class CostModel:
         pp_comm = min(sends, max(0.0, timing.finish[hot] - timing.busy[hot]))
         return self._finish(s, chunks, per_rank, hot, step, pp_comm, global_batch)
 
-    def _rank(self, s: Strategy, r: int, chunks: list[ChunkCost], order, finish: float) -> RankCost:
+    def _rank(self, s: Strategy, r: int, chunks: list[ChunkCost], finish: float) -> RankCost:
         mine = [c for c in range(s.chunks) if c % s.pp == r]
         layer_ids = self.rank_layers(s, r)
         terms = self.terms(s)
-        peak_act = max(sum(chunks[mine[i]].act * n for i, n in enumerate(v)) for v in in_flight(order, s.vpp, s.pp))
+        peak_act = max(sum(chunks[mine[i]].act * n for i, n in enumerate(v)) for v in self.in_flight(s)[r])
         st = self.state(s, r, layer_ids)
         first = terms[layer_ids[0]]
         dpm = self.dp_model(s)

@@ -77,14 +77,26 @@ def rank_orders(schedule: str, pp: int, vpp: int, n: int) -> list[list[Action]]:
 
 def in_flight(order: Sequence[Action], vpp: int, pp: int) -> list[tuple[int, ...]]:
     """The distinct maximal vectors (per local chunk) of micro-batches whose forward has run and whose
-    backward has not, taken right after each forward: the moments a rank's saved activations peak."""
+    backward has not, taken right after each forward: the moments a rank's saved activations peak.
+    With one chunk per rank that is the single largest count; otherwise the vectors are filtered
+    largest total first, so each is compared only with the maximal ones kept (an antichain, small)."""
     held = [0] * vpp
+    if vpp == 1:
+        most = 0
+        for _, kind, _ in order:
+            held[0] += 1 if kind == "F" else -1
+            most = max(most, held[0])
+        return [(most,)]
     seen: set[tuple[int, ...]] = set()
     for c, kind, _ in order:
         held[c // pp] += 1 if kind == "F" else -1
         if kind == "F":
             seen.add(tuple(held))
-    return [v for v in seen if not any(w != v and all(a <= b for a, b in zip(v, w)) for w in seen)]
+    kept: list[tuple[int, ...]] = []
+    for v in sorted(seen, key=lambda v: (-sum(v), v)):
+        if not any(all(a <= b for a, b in zip(v, w)) for w in kept):
+            kept.append(v)
+    return kept
 
 
 @dataclass(frozen=True, slots=True)

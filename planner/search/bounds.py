@@ -8,7 +8,7 @@ from planner.cost.model import CostModel
 from planner.cost.terms import dp_exposed
 from planner.types.strategy import Strategy
 
-__all__ = ["lower_bound", "fits_at_all"]
+__all__ = ["lower_bound", "fits_at_all", "end_floor"]
 
 
 def _room(cm: CostModel, s: Strategy) -> float:
@@ -52,7 +52,7 @@ def fits_at_all(cm: CostModel, s: Strategy) -> bool:
     return _forced_recompute(cm, s) < math.inf
 
 
-def _end_floor(cm: CostModel, s: Strategy) -> float:
+def end_floor(cm: CostModel, s: Strategy) -> float:
     """The least optimizer + exposed data-parallel time any rank ends with: exact inputs for one rank,
     one block's share (each rank holds one at least, with every window as large as it can be) else."""
     terms, costs = cm.terms(s), cm.layer_costs(s)
@@ -87,7 +87,7 @@ def lower_bound(cm: CostModel, s: Strategy) -> float:
         body = w / (1 - (1 - 1 / n) ** pp) if n > 1 else w
     else:
         body = max(_fill_and_work(w, n, pp, _block_work(cm, s)), w)
-    return body + _end_floor(cm, s)
+    return body + end_floor(cm, s)
 
 
 def _block_work(cm: CostModel, s: Strategy) -> float:
@@ -97,12 +97,12 @@ def _block_work(cm: CostModel, s: Strategy) -> float:
 def _fill_and_work(w: float, n: int, pp: int, w_min: float) -> float:
     """Interleaved: rank r starts after micro-batch 0's forward through chunks 0..r-1 and its last
     backward (chunk r's) is followed by the backwards of chunks r-1..0, each at least one block, so
-    T >= r w_min + n W_r with sum W_r = W; the least such T fills the ranks like water (bisection)."""
-    lo, hi = w / pp * n, w / pp * n + pp * w_min
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        if sum(max(0.0, (mid - r * w_min) / n) for r in range(pp)) >= w:
-            hi = mid
-        else:
-            lo = mid
-    return lo
+    T >= r w_min + n W_r with sum W_r = W; the least such T fills the ranks like water: with the first
+    k ranks under water, n W = sum_{r<k} (T - r w_min), so T = (n W + w_min k(k-1)/2) / k, valid when
+    rank k (if any) would start at or above it."""
+    for k in range(1, pp + 1):
+        t = (n * w + w_min * k * (k - 1) / 2) / k
+        if k == pp or t <= k * w_min:
+            return t
+    return math.inf  # not reached: k == pp returns
+

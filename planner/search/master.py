@@ -283,6 +283,32 @@ def _seed_paths(p: Problem, orders) -> list[tuple[int, Counter]]:
                 down[("B", c)] += 1
                 down[("S", c)] += 1
             out.append((0, down))
+    if p.vpp == 1 and p.schedule == "1f1b":
+        out += _through_paths(p)
+    return out
+
+
+def _through_paths(p: Problem) -> list[tuple[int, Counter]]:
+    """1F1B: micro-batch 0 goes forward through every rank and back to rank r before rank r's first
+    backward; rank r then runs its remaining n - w forwards and n backwards (w = min(n, pp - r) warm-up
+    forwards, the first on the path), and the last backward returns through the ranks before it. This
+    path carries the ranks after r (the pipeline's fill and drain), which the seed paths lack."""
+    n, pp, out = p.micro_batches, p.pp, []
+    for r in range(pp - 1):
+        counts: Counter = Counter()
+        for c in range(pp):
+            if c != r:
+                counts[("F", c)] += 1
+                counts[("B", c)] += 1
+            if c < pp - 1:
+                counts[("S", c)] += 2 if c >= r else 1
+        counts[("F", r)] += n - min(n, pp - r) + 1
+        counts[("B", r)] += n
+        mine = Counter({k: v for k, v in counts.items() if not (k[0] == "B" and k[1] < r)})
+        out.append((r, mine))
+        for c in range(r):
+            counts[("S", c)] += 1
+        out.append((0, counts))
     return out
 
 

@@ -18,6 +18,7 @@ from planner.cost.memory import state_bytes
 from planner.cost.model import CostModel, even_split
 from planner.cost.terms import dp_interference
 from planner.search.bounds import fits_at_all, lower_bound
+from planner.search.floor import reachable, seed
 from planner.search.budget import WALL_CAP, WORK_PER_BOUND, WORK_PER_CANDIDATE, Budget
 from planner.search.master import solve
 from planner.search.partition import Problem
@@ -171,9 +172,12 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
                 progress("search", i, len(bounded))
         if progress:
             progress("search", i, len(bounded))
+        cut = None if math.isinf(cutoff) else cutoff * (1 + 1e-9) + TIME_UNIT
+        if cut is not None and c.recompute is None and not reachable(cm, s, cut * (1 + 1e-7)):
+            pruned += 1  # no partition can reach the cutoff (the discrete floor, `bounds.reachable`)
+            continue
         share = work.child(max(0.05, min(left, max(PER_SOLVE, left / 4)))) if left > 0 else Budget(0.05)
-        cand = evaluate_fixed(cm, s, batch, c.recompute, cutoff=None if math.isinf(cutoff) else cutoff * (1 + 1e-9) + TIME_UNIT,
-                              tick=tick, budget=share)
+        cand = evaluate_fixed(cm, s, batch, c.recompute, cutoff=cut, tick=tick, budget=share)
         work.spend(share.used + WORK_PER_CANDIDATE)
         solved += 1
         if cand.solver_status in ("CUTOFF", "UNRESOLVED"):
@@ -221,18 +225,22 @@ def _result(cm: CostModel, c: Constraints, batch: int, top: list[Candidate], sta
 
 
 def _ceiling(cm: CostModel, bounded: list[tuple], batch: int, fixed: str | None) -> list[Candidate]:
-    """A plan to start from (and to return if the time limit comes first): the best even split with one
-    recompute mode everywhere among the first candidates (cheap: no solver). Solves are told they must
-    beat it (within the runner-up margin), so the hopeless ones stop at once."""
+    """A plan to start from (and to return if the time limit comes first), without the solver: among the
+    first candidates, the best of the even split with one recompute mode everywhere and, for one chunk
+    per rank, the discrete floor's greedy ranges with the least recompute that fits (`floor.seed`).
+    Solves are told they must beat it (within the runner-up margin), so the hopeless ones stop at once."""
     best: Candidate | None = None
     for lb, _, s in bounded:
-        for mode in (fixed,) if fixed else ("none", "selective", "full"):
-            t = replace(s, recompute=(mode,) * s.chunks)
+        tries = [replace(s, recompute=(mode,) * s.chunks) for mode in ((fixed,) if fixed else ("none", "selective", "full"))]
+        seeded = seed(cm, s, problem(cm, s), lb, 4 * lb) if fixed is None and s.vpp == 1 else None
+        for t in ([seeded] if seeded else []) + tries:
             e = cm.estimate(t, batch)
             if e.feasible:
                 if best is None or e.step_time_s < best.estimate.step_time_s:
-                    best = Candidate(replace(t, layers_per_chunk=even_split(cm.profile, s.chunks)), e, lb, "HEURISTIC")
-                break
+                    t = t if t.layers_per_chunk else replace(t, layers_per_chunk=even_split(cm.profile, s.chunks))
+                    best = Candidate(t, e, lb, "HEURISTIC")
+                if t is not seeded:
+                    break
     return [best] if best else []
 
 

@@ -65,3 +65,17 @@ def test_in_flight_closed_forms_used_by_the_bounds():
             for sched, k in (("gpipe", lambda r: n), ("1f1b", lambda r: min(n, pp - r))):
                 orders = rank_orders(sched, pp, 1, n)
                 assert [max(sum(v) for v in in_flight(o, 1, pp)) for o in orders] == [k(r) for r in range(pp)]
+
+
+def test_in_flight_keeps_exactly_the_maximal_vectors():
+    """Against the definition: every vector seen right after a forward, less those another covers."""
+    for pp, vpp, n in [(2, 2, 4), (4, 2, 8), (4, 3, 8), (3, 4, 6), (8, 2, 16)]:
+        for order in rank_orders("interleaved", pp, vpp, n):
+            held, seen = [0] * vpp, set()
+            for c, kind, _ in order:
+                held[c // pp] += 1 if kind == "F" else -1
+                if kind == "F":
+                    seen.add(tuple(held))
+            maximal = {v for v in seen if not any(w != v and all(a <= b for a, b in zip(v, w)) for w in seen)}
+            got = in_flight(order, vpp, pp)
+            assert set(got) == maximal and len(got) == len(maximal)

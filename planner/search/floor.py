@@ -1,0 +1,257 @@
+"""The discrete partition floor: can any partition of a strategy's layers reach a step time, counting
+whole layers per rank and the recompute each rank's memory forces? It prunes candidates the cheap
+bound (`bounds.lower_bound`, continuous) lets through, and its greedy ranges seed a plan (`seed`) that
+gives the search a strong best before the first exact solve.
+
+Both relaxations keep only what every schedule obeys (see `reachable`): a floor is never above the
+optimum, so a pruned candidate could not have won.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, replace
+
+from planner.cost.model import CostModel
+from planner.cost.terms import ALLOCATOR_DIVISOR
+from planner.search.bounds import end_floor
+from planner.search.partition import Problem
+from planner.types.strategy import Strategy, recompute_name
+
+__all__ = ["reachable", "floor", "seed"]
+
+MODES = ("none", "selective", "full")
+
+
+@dataclass(frozen=True)
+class _Ranges:
+    """Prefix sums over layers: fastest work per micro-batch, training state, activations with no
+    recompute, blocks, and the bytes recompute can save at its cheapest prices (the lower convex hull of
+    a block's (bytes saved, seconds) points, as two segments)."""
+
+    work: list[float]
+    state: list[int]
+    act: list[int]
+    blocks: list[int]
+    seg1: list[int]
+    seg2: list[int]
+    rates: tuple[float, float]
+    """Seconds per byte of the two segments (the cheapest of any block's, twice, when blocks differ)."""
+    fixed: int
+    """Bytes every rank holds whatever its layers: receive buffers and the least transient."""
+    cap: int
+    uniform: bool
+
+
+def _hull(x) -> tuple[tuple[int, float], tuple[int, float]]:
+    """A block's recompute savings as two segments (bytes, seconds per byte), cheaper first."""
+    none = x.act["none"]
+    pts = sorted(((none - x.act[m], t) for m, t in (("selective", x.elementwise), ("full", x.fwd + x.tp_fwd))
+                  if none > x.act[m]), key=lambda p: p[1] / p[0])
+    if not pts:
+        return (0, 0.0), (0, 0.0)
+    (b1, t1), rest = pts[0], pts[1:]
+    if rest and rest[0][0] > b1:
+        b2, t2 = rest[0]
+        return (b1, t1 / b1), (b2 - b1, (t2 - t1) / (b2 - b1))
+    return (b1, t1 / b1), (0, 0.0)
+
+
+def _ranges(cm: CostModel, s: Strategy) -> _Ranges:
+    costs, terms = cm.layer_costs(s), cm.terms(s)
+    zero = ((0, 0.0), (0, 0.0))
+    hulls = [_hull(x) if k == "block" else zero for k, x in zip(cm.kinds, costs)]
+    block_hulls = {h for k, h in zip(cm.kinds, hulls) if k == "block"}
+    per_block = {(x.fwd, x.bwd, x.tp_fwd, x.tp_bwd, tuple(x.act.values()), t.state)
+                 for k, x, t in zip(cm.kinds, costs, terms) if k == "block"}
+    if len(block_hulls) == 1:
+        (_, r1), (_, r2) = next(iter(block_hulls))
+        rates = (r1, r2 or r1)
+    else:
+        low = min((r for h in block_hulls for b, r in h if b > 0), default=0.0)
+        rates = (low, low)
+
+    def acc(v):
+        return list(itertools.accumulate(v, initial=0))
+    least_transient = min(min(x.transient(m) for m in MODES) for x in costs)
+    fixed = (2 * min(x.out_bytes for x in costs) if s.pp > 1 else 0) + least_transient
+    return _Ranges(work=acc(x.fwd + x.bwd + x.tp_fwd + x.tp_bwd for x in costs), state=acc(t.state for t in terms),
+                   act=acc(x.act["none"] for x in costs), blocks=acc(k == "block" for k in cm.kinds),
+                   seg1=acc(h[0][0] for h in hulls), seg2=acc(h[1][0] for h in hulls), rates=rates, fixed=fixed,
+                   cap=cm.usable - cm.reserve - cm.dp_model(s).buffer,
+                   uniform=len(per_block) == 1 and len(block_hulls) == 1)
+
+
+def _work(g: _Ranges, a: int, e: int, k: int) -> float:
+    """Least seconds per micro-batch layers a..e-1 cost one rank holding `k` micro-batches' activations
+    at once, with the recompute its memory forces priced fractionally on the hull; inf if they cannot
+    fit. Memory counts state, the fixed bytes, the activations and the allocator's share of them."""
+    base = g.work[e] - g.work[a]
+    room = g.cap - (g.state[e] - g.state[a]) - g.fixed
+    need = (g.act[e] - g.act[a]) - (room + 1) / (k * (1 + 1 / ALLOCATOR_DIVISOR))
+    if need <= 0:
+        return base
+    c1, c2 = g.seg1[e] - g.seg1[a], g.seg2[e] - g.seg2[a]
+    if need > c1 + c2:
+        return math.inf
+    r1, r2 = g.rates
+    return base + r1 * min(need, c1) + r2 * max(0.0, need - c1)
+
+
+def _greedy(cm: CostModel, s: Strategy, g: _Ranges, budget: float) -> list[int] | None:
+    """One chunk per rank: where each rank's range ends when every rank takes as many layers as
+    T >= sum_{r'<r} W_r' + n W_r allows, or None if the layers do not all fit in pp ranks."""
+    n, pp, L = s.num_micro_batches, s.pp, len(cm.kinds)
+    ends, a = [], 0
+    for r in range(pp):
+        k = n if s.schedule == "gpipe" else min(n, pp - r)
+        e = a
+        while e < L and g.work[a] + n * _work(g, a, e + 1, k) <= budget:
+            e += 1
+        ends.append(e)
+        if e == L:
+            return ends + [L] * (pp - 1 - r)
+        a = e
+    return None
+
+
+def _interleaved(cm: CostModel, s: Strategy, g: _Ranges, budget: float) -> bool:
+    """Interleaved, identical blocks: rank r starts after micro-batch 0's forward through r chunks of a
+    block at least and holds, besides its edge layers (prefix on rank 0, suffix on the last), at most
+    the m blocks with n W_r + r w_min <= T; the ranks must hold every block, vpp each at least. Its
+    activations count at the in-flight vector with the largest least entry (every chunk holds a block)."""
+    if not g.uniform:
+        return True
+    n, pp, L = s.num_micro_batches, s.pp, len(cm.kinds)
+    lead, tail = g.blocks.index(1) - 1, L - g.blocks.index(g.blocks[-1])
+    b = lead  # first block's index
+    w_min = g.work[b + 1] - g.work[b]
+    blocks = g.blocks[-1]
+    counts = cm.in_flight(s)
+    total = 0
+    for r in range(pp):
+        k = _mixed_floor(tuple(counts[r]))
+        m, best = 0, -1
+        while m <= blocks:
+            a, e = (0 if r == 0 else b), b + m
+            x = _edge_work(g, a, e, k, L, tail if r == pp - 1 else 0)
+            if n * x + r * w_min > budget:
+                break
+            best, m = m, m + 1
+        if best < s.vpp:
+            return False
+        total += best
+    return total >= blocks
+
+
+def _mixed_floor(vectors: tuple[tuple[int, ...], ...]) -> float:
+    """A k with sum_i v_i act_i >= k sum_i act_i for some in-flight vector v, whatever the chunks'
+    activations: the peak is at least any convex mix of two vectors, so k = the best mix's least entry
+    (checked at the ends and where two entries cross)."""
+    best = 0.0
+    for u in vectors:
+        for w in vectors:
+            ts = {0.0, 1.0}
+            for i in range(len(u)):
+                for j in range(i + 1, len(u)):
+                    den = (u[i] - w[i]) - (u[j] - w[j])
+                    if den:
+                        t = (w[j] - w[i]) / den
+                        if 0 < t < 1:
+                            ts.add(t)
+            best = max(best, max(min(t * a + (1 - t) * b for a, b in zip(u, w)) for t in ts))
+    return best
+
+
+def _edge_work(g: _Ranges, a: int, e: int, k: int, L: int, tail: int) -> float:
+    """`_work` of blocks a..e-1 plus the suffix layers when the rank holds them."""
+    if not tail:
+        return _work(g, a, e, k)
+    # the suffix is contiguous with the last blocks; shifting the block range to end at L - tail
+    # keeps its length (identical blocks)
+    shift = L - tail - e
+    return _work(g, a + shift, L, k)
+
+
+def reachable(cm: CostModel, s: Strategy, target: float) -> bool:
+    """False when no partition and recompute can have a step time at most `target` (a necessary
+    condition, cheap: one pass over the layers). One chunk per rank: rank r's last action ends no
+    earlier than its predecessors' work on the first micro-batch, its own n micro-batches and the last
+    backward back through them, T >= sum_{r'<r} W_r' + n W_r + the end floor, W being the fastest work
+    per micro-batch plus the recompute that rank's memory forces at its in-flight count; a greedy over
+    contiguous ranges decides this relaxation exactly (a later start only loosens a rank's inequality).
+    Interleaved: `_interleaved`."""
+    g = _ranges(cm, s)
+    budget = target - end_floor(cm, s)
+    if s.vpp > 1:
+        return _interleaved(cm, s, g, budget)
+    return _greedy(cm, s, g, budget) is not None
+
+
+def floor(cm: CostModel, s: Strategy, lo: float, hi: float, rel: float = 1e-6) -> float:
+    """The least step time `reachable` allows between `lo` (a known lower bound) and `hi`, from below."""
+    return _bisect(cm, s, lo, hi, rel)[0]
+
+
+def _bisect(cm: CostModel, s: Strategy, lo: float, hi: float, rel: float) -> tuple[float, float]:
+    """(a floor, a reachable target) within `rel` of each other, or (hi, hi) if `hi` is not reachable."""
+    if reachable(cm, s, lo):
+        return lo, lo
+    if not reachable(cm, s, hi):
+        return hi, hi
+    while hi - lo > rel * hi:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if reachable(cm, s, mid) else (mid, hi)
+    return lo, hi
+
+
+def seed(cm: CostModel, s: Strategy, p: Problem, lo: float, hi: float) -> Strategy | None:
+    """A plan for a one-chunk-per-rank strategy without the solver: the greedy ranges at the floor's
+    step time, each rank with the least whole-block recompute that fits its exact memory (`p`, the
+    strategy's partition problem). None when a rank is left without a block or cannot fit."""
+    if s.vpp > 1:
+        return None
+    g = _ranges(cm, s)
+    ends = _greedy(cm, s, g, _bisect(cm, s, lo, hi, 1e-6)[1] - end_floor(cm, s))
+    if ends is None:
+        return None
+    starts = [0, *ends[:-1]]
+    if any(g.blocks[e] - g.blocks[a] < 1 for a, e in zip(starts, ends)):
+        return None
+    names = []
+    for r, (a, e) in enumerate(zip(starts, ends)):
+        k = s.num_micro_batches if s.schedule == "gpipe" else min(s.num_micro_batches, s.pp - r)
+        choice = _least_recompute(p, a, e, k, p.cap[r])
+        if choice is None:
+            return None
+        names.append(recompute_name(*choice, g.blocks[e] - g.blocks[a]))
+    return replace(s, layers_per_chunk=tuple(e - a for a, e in zip(starts, ends)), recompute=tuple(names))
+
+
+def _least_recompute(p: Problem, a: int, e: int, k: int, cap: int) -> tuple[int, int] | None:
+    """The cheapest (full, selective) block counts for layers a..e-1 that fit `cap` with `k`
+    micro-batches in flight, memory counted exactly as `partition.fits` does (one chunk per rank): for
+    each full count, the fewest selective blocks that fit (memory falls as they grow: bisection)."""
+    nb = sum(p.is_block[a:e])
+    static = sum(p.static[a:e]) + (2 * p.out[e - 1] if p.pp > 1 else 0) + max(p.comm_buffer[a:e])
+
+    def chunk(f: int, sel: int) -> tuple[int, bool]:
+        modes, j = [], 0
+        for i in range(a, e):
+            modes.append(0 if not p.is_block[i] else 2 if j < f else 1 if j < f + sel else 0)
+            j += p.is_block[i]
+        act = k * sum(p.act[i][m] for i, m in zip(range(a, e), modes))
+        tr = max(p.transient[i][m] for i, m in zip(range(a, e), modes))
+        return sum(p.bwd[i][m] for i, m in zip(range(a, e), modes)), static + act + tr + (act + tr) // ALLOCATOR_DIVISOR <= cap
+    best = None
+    for f in range(nb + 1):
+        lo, hi = 0, nb - f
+        if not chunk(f, hi)[1]:
+            continue
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if chunk(f, mid)[1] else (mid + 1, hi)
+        cost = chunk(f, lo)[0]
+        if best is None or (cost, f, lo) < best:
+            best = (cost, f, lo)
+    return None if best is None else best[1:]

@@ -1,0 +1,89 @@
+"""The discrete partition floor (`floor.reachable`) never rises above the exact optimum (the
+solver's, itself checked against brute force in test_partition.py), and the greedy seed is a real,
+fitting plan no better than that optimum. Memory is squeezed so that recompute is forced."""
+from dataclasses import replace
+
+import pytest
+
+from planner.cluster.graph import parse_gpus
+from planner.cost.model import CostModel
+from planner.search.bounds import lower_bound
+from planner.search.floor import floor, seed
+from planner.search.search import evaluate_fixed, problem
+from planner.search.space import parse_layout
+
+from conftest import example
+
+LAYOUTS = ["tp1-pp2-dp2-mbs1", "tp2-pp2-dp1-mbs2", "tp1-pp4-dp1-mbs1", "tp1-pp4-dp1-mbs1-gpipe",
+           "tp1-pp2-dp2-mbs1-interleaved-v2", "tp1-pp4-dp1-mbs1-zero0", "tp1-pp2-dp2-mbs1-zero3"]
+
+
+@pytest.fixture(scope="module", params=["gpt.py:tiny", "llama.py:tiny"])
+def prof(request):
+    import planner
+    return planner.profile(example(request.param), micro_batch=1, dtype="float32")
+
+
+def _fraction(prof, s, mode: str) -> float:
+    """The least memory fraction (of an A100's) at which `s` fits with `mode` everywhere, even split."""
+    cluster = parse_gpus("4", "a100-80gb")[0]
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        cm = CostModel(prof, cluster, memory_fraction=mid)
+        lo, hi = (lo, mid) if cm.estimate(replace(s, recompute=(mode,) * s.chunks), 8).feasible else (mid, hi)
+    return hi
+
+
+def _squeezed(prof, s, squeeze: float) -> CostModel:
+    """Usable memory `squeeze` of the way from what full recompute needs to what none needs: below 1
+    recompute is forced somewhere, above 1 nothing binds."""
+    lo, hi = _fraction(prof, s, "full"), _fraction(prof, s, "none")
+    return CostModel(prof, parse_gpus("4", "a100-80gb")[0], memory_fraction=lo + squeeze * (hi - lo))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("squeeze", [1.5, 0.7, 0.3, 0.02])
+def test_floor_is_below_the_exact_optimum_and_the_seed_above(prof, layout, squeeze):
+    s = parse_layout(layout, prof, 4, 8)
+    cm = _squeezed(prof, s, squeeze)
+    lb = lower_bound(cm, s)
+    exact = evaluate_fixed(cm, s, 8)
+    f = floor(cm, s, lb, 4 * lb + 1.0)
+    assert lb <= f * (1 + 1e-9)
+    if exact.estimate is None or not exact.estimate.feasible:
+        assert exact.solver_status == "NO_FIT"
+        assert seed(cm, s, problem(cm, s), lb, 4 * lb + 1.0) is None
+        return
+    assert exact.solver_status == "OPTIMAL"
+    best = exact.estimate.step_time_s
+    assert f <= best * (1 + 1e-9), (f, best)
+    seeded = seed(cm, s, problem(cm, s), lb, 4 * lb + 1.0)
+    if s.vpp == 1 and squeeze > 1:
+        assert seeded is not None  # nothing binds: the greedy ranges are a plan
+    if seeded is not None:
+        e = cm.estimate(seeded, 8)
+        assert e.feasible
+        assert e.step_time_s >= best * (1 - 1e-9)
+
+
+def test_squeezing_forces_recompute_somewhere(prof):
+    """The squeezed cases above really bind: the exact plan recomputes."""
+    s = parse_layout("tp1-pp2-dp2-mbs1", prof, 4, 8)
+    exact = evaluate_fixed(_squeezed(prof, s, 0.7), s, 8)
+    assert exact.estimate is not None and exact.estimate.feasible
+    assert any(r != "none" for r in exact.strategy.recompute)
+    loose = evaluate_fixed(_squeezed(prof, s, 1.5), s, 8)
+    assert set(loose.strategy.recompute) == {"none"}
+
+
+def test_water_filling_closed_form_fills_exactly():
+    """The interleaved bound's T: the ranks' shares max(0, (T - r w_min) / n) add up to W exactly."""
+    import random
+    from planner.search.bounds import _fill_and_work
+    rng = random.Random(7)
+    for _ in range(500):
+        w, n, pp = rng.uniform(0.1, 100), rng.randint(1, 64), rng.randint(1, 64)
+        w_min = rng.uniform(0, w / rng.randint(1, 100))
+        t = _fill_and_work(w, n, pp, w_min)
+        assert sum(max(0.0, (t - r * w_min) / n) for r in range(pp)) == pytest.approx(w, rel=1e-9)
