@@ -63,14 +63,14 @@ def _loads(cluster: Cluster, flows: list[tuple[int, int, float]], nbytes: float)
     """(max over edges of load / achievable bandwidth, slowest path latency) for concurrent flows."""
     load: dict[tuple, float] = defaultdict(float)
     worst_latency = 0.0
-    g = cluster.graph
+    links = cluster.links
     for src, dst, share in flows:
         lat = 0.0
         for e in cluster.route(src, dst):
             load[e] += share * nbytes
-            lat += g.edges[e]["latency"]
+            lat += links[e][1]
         worst_latency = max(worst_latency, lat)
-    busiest = max((v / (g.edges[e]["bandwidth"] * g.edges[e]["efficiency"]) for e, v in load.items()), default=0.0)
+    busiest = max((v / links[e][0] for e, v in load.items()), default=0.0)
     return busiest, worst_latency
 
 

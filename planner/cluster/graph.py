@@ -38,10 +38,15 @@ class Cluster:
     oversubscription: float = 1.0
     first_ranks: tuple[int, ...] = field(init=False, repr=False)
     """Global rank of each node's GPU 0 (derived), so rank lookups are a bisection, not a scan."""
+    links: dict = field(init=False, repr=False)
+    """Directed edge -> (achievable bytes/s, latency s), derived from the graph: collective pricing
+    reads them millions of times in a search, and networkx's edge views cost microseconds each."""
 
     def __post_init__(self) -> None:
         starts = itertools.accumulate((n.gpus_per_node for n in self.nodes[:-1]), initial=0)
         object.__setattr__(self, "first_ranks", tuple(starts))
+        object.__setattr__(self, "links", {(u, v): (d["bandwidth"] * d["efficiency"], d["latency"])
+                                           for u, v, d in self.graph.edges(data=True)})
 
     @property
     def num_gpus(self) -> int:

@@ -158,6 +158,7 @@ class CostModel:
         self._state_sum = lru_cache(maxsize=None)(self._state_sum_uncached)
         self._terms = lru_cache(maxsize=None)(self._terms_uncached)
         self._in_flight = lru_cache(maxsize=None)(self._in_flight_uncached)
+        self._memo: dict = {}
         self.shape_keys = [tuple((t.shape, t.tp_dim) for t in l.tensors) for l in profile.layers]
 
     # -- shared pieces -------------------------------------------------------------------------
@@ -206,7 +207,22 @@ class CostModel:
         return layer_costs(self.profile, self.device, tp, sp, mbs, tp_time)
 
     def layer_costs(self, s: Strategy) -> list[LayerCost]:
-        return self._costs(s.tp, s.sequence_parallel, s.micro_batch_size)
+        return self._costs(*self.costs_key(s))
+
+    def costs_key(self, s: Strategy) -> tuple:
+        """What `layer_costs` depends on."""
+        return s.tp, s.sequence_parallel, s.micro_batch_size
+
+    def terms_key(self, s: Strategy) -> tuple:
+        """What `terms` depends on."""
+        return tuple(sorted(s.sizes().items())), s.tp, s.sharding, s.dp_shard, s.accumulating, s.pp == 1
+
+    def memo(self, key: tuple, make):
+        """`make()` computed once per key: sums the search derives from the cached per-layer numbers
+        (keys built from `costs_key` / `terms_key`, so they stay pure functions of the strategy)."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
 
     def _in_flight_uncached(self, schedule: str, pp: int, vpp: int, n: int) -> tuple[list[tuple[int, ...]], ...]:
         return tuple(in_flight(o, vpp, pp) for o in rank_orders(schedule, pp, vpp, n))
@@ -305,7 +321,7 @@ class CostModel:
         """Per layer: its state, optimizer step, data-parallel communication and buffers on one rank.
         Tied copies count in every layer that holds one when pp > 1 (they sit on different ranks), once
         (in the first holder) when one rank holds the whole model."""
-        return self._terms(tuple(sorted(s.sizes().items())), s.tp, s.sharding, s.dp_shard, s.accumulating, s.pp == 1)
+        return self._terms(*self.terms_key(s))
 
     def _terms_uncached(self, sizes: tuple, tp: int, zero: int, shard: int, acc: bool, one_rank: bool) -> list[LayerTerms]:
         layers = self.profile.layers

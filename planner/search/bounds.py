@@ -30,33 +30,47 @@ def _forced_recompute(cm: CostModel, s: Strategy) -> float:
     recompute everywhere cannot fit."""
     if s.vpp > 1:  # in-flight counts differ per chunk: no simple room, no forced recompute
         return 0.0
-    costs = cm.layer_costs(s)
-    need = sum(x.act["none"] for x in costs) - _room(cm, s)
+    sums = _sums(cm, s)
+    need = sums["act"] - _room(cm, s)
     if need <= 0:
         return 0.0
-    blocks = [x for k, x in zip(cm.kinds, costs) if k == "block"]
-    most = sum(x.act["none"] - x.act["full"] for x in blocks)
-    if need > most or not blocks:
+    if need > sums["most"] or not sums["blocks"]:
         return math.inf
-    rates = [r for x in blocks for r in (x.elementwise / max(1, x.act["none"] - x.act["selective"]),
-                                         (x.fwd + x.tp_fwd) / max(1, x.act["none"] - x.act["full"]))]
-    return need * min(rates)
+    return need * sums["rate"]
+
+
+def _sums(cm: CostModel, s: Strategy) -> dict:
+    """Per-layer cost totals the bounds use, once per (tp, sp, micro-batch)."""
+    def make() -> dict:
+        costs = cm.layer_costs(s)
+        blocks = [x for k, x in zip(cm.kinds, costs) if k == "block"]
+        rates = [r for x in blocks for r in (x.elementwise / max(1, x.act["none"] - x.act["selective"]),
+                                             (x.fwd + x.tp_fwd) / max(1, x.act["none"] - x.act["full"]))]
+        return {"act": sum(x.act["none"] for x in costs), "act_full": sum(x.act["full"] for x in costs),
+                "most": sum(x.act["none"] - x.act["full"] for x in blocks), "blocks": len(blocks),
+                "rate": min(rates, default=0.0), "work": sum(x.fwd + x.bwd + x.tp_fwd + x.tp_bwd for x in costs),
+                "block_work": min((x.fwd + x.bwd + x.tp_fwd + x.tp_bwd for x in blocks), default=0.0)}
+    return cm.memo(("bound-sums", *cm.costs_key(s)), make)
 
 
 def fits_at_all(cm: CostModel, s: Strategy) -> bool:
     """False only when no partition and recompute can fit `s` (a necessary condition)."""
     if s.vpp > 1:
         state = cm.state_total(s)
-        act = sum(x.act["full"] for x in cm.layer_costs(s))
-        return (state + act) / s.pp + cm.reserve <= cm.usable
+        return (state + _sums(cm, s)["act_full"]) / s.pp + cm.reserve <= cm.usable
     return _forced_recompute(cm, s) < math.inf
 
 
 def end_floor(cm: CostModel, s: Strategy) -> float:
     """The least optimizer + exposed data-parallel time any rank ends with: exact inputs for one rank,
-    one block's share (each rank holds one at least, with every window as large as it can be) else."""
-    terms, costs = cm.terms(s), cm.layer_costs(s)
+    one block's share (each rank holds one at least, with every window as large as it can be) else.
+    Computed once per (terms, costs, data-parallel model) key."""
     dpm = cm.dp_model(s)
+    return cm.memo(("end-floor", cm.terms_key(s), cm.costs_key(s), dpm), lambda: _end_floor(cm, s, dpm))
+
+
+def _end_floor(cm: CostModel, s: Strategy, dpm) -> float:
+    terms, costs = cm.terms(s), cm.layer_costs(s)
     if s.pp == 1:
         fwd = sum(x.fwd + x.tp_fwd for x in costs)
         slow = sum(x.bwd + x.tp_bwd + (x.fwd + x.tp_fwd if k == "block" else 0) for k, x in zip(cm.kinds, costs))
@@ -77,21 +91,16 @@ def lower_bound(cm: CostModel, s: Strategy) -> float:
     and for the last backward through them after, so T >= sum_{r'<r} W_r' + n W_r for every r; the
     convex combination that makes every W_r's coefficient equal gives T >= W / (1 - (1 - 1/n)^pp).
     With interleaving, see `_fill_and_work`. Rank 0 then adds its optimizer step and exposed
-    data-parallel time, at least `_end_floor`."""
-    costs = cm.layer_costs(s)
-    w = sum(x.fwd + x.bwd + x.tp_fwd + x.tp_bwd for x in costs) + _forced_recompute(cm, s)
+    data-parallel time, at least `end_floor`."""
+    w = _sums(cm, s)["work"] + _forced_recompute(cm, s)
     n, pp = s.num_micro_batches, s.pp
     if pp == 1:
         body = n * w
     elif s.vpp == 1:
         body = w / (1 - (1 - 1 / n) ** pp) if n > 1 else w
     else:
-        body = max(_fill_and_work(w, n, pp, _block_work(cm, s)), w)
+        body = max(_fill_and_work(w, n, pp, _sums(cm, s)["block_work"]), w)
     return body + end_floor(cm, s)
-
-
-def _block_work(cm: CostModel, s: Strategy) -> float:
-    return min(x.fwd + x.bwd + x.tp_fwd + x.tp_bwd for k, x in zip(cm.kinds, cm.layer_costs(s)) if k == "block")
 
 
 def _fill_and_work(w: float, n: int, pp: int, w_min: float) -> float:
