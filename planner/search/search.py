@@ -18,7 +18,7 @@ from planner.cost.memory import state_bytes
 from planner.cost.model import CostModel, even_split
 from planner.cost.terms import dp_interference
 from planner.search.bounds import fits_at_all, lower_bound
-from planner.search.floor import reachable, seed
+from planner.search.floor import floor, reachable, seed
 from planner.search.budget import WALL_CAP, WORK_PER_BOUND, WORK_PER_CANDIDATE, Budget
 from planner.search.master import solve
 from planner.search.partition import Problem
@@ -148,7 +148,6 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
     families: set[tuple] = set()
     solved = pruned = no_fit = 0
     open_bounds: list[float] = []  # proved bounds of candidates left unresolved by the time limit
-    status = "OPTIMAL"
     last_tick = [0.0]
     work = Budget(c.time_limit, wall_deadline=t0 + WALL_CAP * max(c.time_limit, 0.05))
     work.spend(WORK_PER_BOUND * (len(bounded) + too_big))
@@ -161,7 +160,6 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
             continue
         left = work.left()
         if top and work.spent():  # never stop before a plan exists
-            status = "TIME_LIMIT"
             open_bounds += [x[0] for x in bounded[i:]]
             pruned += len(bounded) - i
             break
@@ -182,20 +180,24 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
         solved += 1
         if cand.solver_status in ("CUTOFF", "UNRESOLVED"):
             if cand.solver_status == "UNRESOLVED":
-                status = "TIME_LIMIT"
-                open_bounds.append(cand.lower_bound)
+                open_bounds.append(_open_bound(cm, s, cand.lower_bound, best))
             continue
         families.add(_family(s))
         if cand.estimate is None or not cand.estimate.feasible:
             no_fit += 1
             continue
         if cand.solver_status != "OPTIMAL":
-            status = "TIME_LIMIT"
-            open_bounds.append(cand.estimate.step_time_s * (1 - cand.gap))
+            open_bounds.append(_open_bound(cm, s, cand.estimate.step_time_s * (1 - cand.gap), best))
         _keep(top, cand, c.top_k + 1)
     counts = dict(candidates=len(bounded) + too_big, pruned=pruned + too_big, solved=solved,
                   did_not_fit=no_fit + too_big)
-    return _result(cm, c, batch, top, status, open_bounds, counts, excluded, time.perf_counter() - t0)
+    return _result(cm, c, batch, top, open_bounds, counts, excluded, time.perf_counter() - t0)
+
+
+def _open_bound(cm: CostModel, s: Strategy, proved: float, best: float) -> float:
+    """What a candidate the time limit left unproved may still reach: its solver's bound, raised by the
+    discrete floor (`floor.floor`) when that bound is below the best plan."""
+    return proved if proved >= best else floor(cm, s, proved, best)
 
 
 def _bounded(cm: CostModel, c: Constraints, batch: int, excluded: dict[str, int]) -> tuple[list[tuple], int]:
@@ -210,12 +212,17 @@ def _bounded(cm: CostModel, c: Constraints, batch: int, excluded: dict[str, int]
     return bounded, too_big
 
 
-def _result(cm: CostModel, c: Constraints, batch: int, top: list[Candidate], status: str, open_bounds: list[float],
+def _result(cm: CostModel, c: Constraints, batch: int, top: list[Candidate], open_bounds: list[float],
             counts: dict, excluded: dict, wall: float) -> SearchResult:
-    gap = 0.0
-    if top and open_bounds:
+    """The search is OPTIMAL unless a candidate left open by the time limit may still beat the best
+    (a runner-up family's solve that stopped early above the best leaves the plan proved); the gap is
+    how much the best open bound could undercut it."""
+    gap, status = 0.0, "OPTIMAL"
+    if top:
         best = top[0].estimate.step_time_s
-        gap = max(0.0, (best - min(open_bounds)) / best)  # no unexplored candidate beats best by more
+        below = [b for b in open_bounds if b < best * (1 - 1e-9)]
+        if below:
+            status, gap = "TIME_LIMIT", (best - min(below)) / best
     stats = SolverStats(wall_s=wall, status=status if top else "INFEASIBLE", gap=gap, **counts,
                         excluded=dict(sorted(excluded.items())), not_searched=dict(EXCLUDED))
     if not top:
@@ -271,12 +278,19 @@ def _keep(top: list[Candidate], cand: Candidate, size: int) -> None:
 
 
 def _why_not(best: Candidate, other: Candidate) -> str:
-    """What separates a runner-up from the best: the breakdown part that grew the most."""
+    """What separates a runner-up from the best: the breakdown part that grew the most; and, when its
+    family's solve was not proved optimal (time limit, or never solved: the starting plan), that its
+    figure is only the best found in that family."""
     a, b = best.estimate, other.estimate
     diffs = {k: b.breakdown[k] - a.breakdown.get(k, 0.0) for k in b.breakdown}
     part = max(diffs, key=diffs.get)
     slower = b.step_time_s / a.step_time_s - 1
-    return f"{slower:+.1%}: {part.replace('_', ' ')} +{diffs[part]:.3g} s"
+    why = f"{slower:+.1%}: {part.replace('_', ' ')} +{diffs[part]:.3g} s"
+    if other.solver_status == "TIME_LIMIT":
+        why += f" (family best not proved, gap {other.gap:.1%})"
+    elif other.solver_status == "HEURISTIC":
+        why += " (family not solved: the starting plan)"
+    return why
 
 
 def _why_nothing(cm: CostModel, c: Constraints, batch: int, had_candidates: bool) -> str:

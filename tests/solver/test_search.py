@@ -100,8 +100,11 @@ def test_bad_plan_json(text, message):
 def test_time_limit_returns_the_best_found_with_its_gap(tiny):
     """A limit hit before the search ends still gives a plan, flagged TIME_LIMIT with a gap bounded by
     the first unexplored candidate's lower bound; a limit too short for any solve returns the even-split
-    plan the search starts from."""
-    cm = CostModel(tiny, parse_gpus("4x2", "cpu")[0])
+    plan the search starts from. On CPUs that starting plan is already proved optimal by the bounds
+    (every other candidate's bound is above it), so the search says OPTIMAL without solving anything."""
+    proved = search(CostModel(tiny, parse_gpus("4x2", "cpu")[0]), Constraints(global_batch=16, time_limit=1e-9))
+    assert proved.stats.status == "OPTIMAL" and proved.stats.solved == 0
+    cm = CostModel(tiny, parse_gpus("4x2", "a100-80gb")[0])
     res = search(cm, Constraints(global_batch=16, time_limit=1e-9))
     assert res.best is not None and res.stats.status == "TIME_LIMIT"
     assert 0 <= res.stats.gap < 1 and res.best.estimate.feasible
