@@ -6,11 +6,8 @@ graph - a chain of forwards, backwards and sends that must run one after another
 bound `T >= sum(counts x durations) + rank end terms`, linear in the chunk times, and the step time is
 the maximum over all paths. The master problem minimises T under the paths found so far (initially
 each rank's "fill, then all my work" path, and with 1F1B the paths through the ranks after it), which is a relaxation: its optimum is a lower bound on
-the true optimum. Its solution is simulated (`partition.evaluate`), and so are its neighbours (one
-block across a boundary, one recompute count changed: milliseconds each, where a round is a CP-SAT
-solve); each rank's longest path of every one of them is added (a richer cut pool where the optimum
-lies: about a fifth fewer rounds on 70B interleaved); the best simulated assignment so far is kept
-and the master is asked only for strictly better ones.
+the true optimum. Its solution is simulated (`partition.evaluate`); each rank's longest path is added;
+the best simulated assignment so far is kept and the master is asked only for strictly better ones.
 When the master proves nothing better exists, the incumbent is optimal under the simulation itself.
 Every added path is tight at the assignment that produced it, so no assignment is proposed twice and
 the loop ends. Memory and the rank end terms (optimizer, exposed data-parallel time, the allocator's
@@ -35,13 +32,9 @@ from ortools.sat.python import cp_model
 from planner.cost.schedule import in_flight
 from planner.search.budget import WORK_PER_ACTION, WORK_PER_DETERMINISTIC_S, WORK_PER_ROUND, Budget
 from planner.cost.terms import ALLOCATOR_DIVISOR
-from planner.search.partition import FULL, NONE, SELECTIVE, Problem, Solution, evaluate, neighbours
+from planner.search.partition import FULL, NONE, SELECTIVE, Problem, Solution, evaluate
 
 __all__ = ["solve"]
-
-NEIGHBOUR_ACTIONS = 300_000
-"""Simulated actions a round may spend on the proposal's neighbours (at most 9 per chunk): about a
-second. Deep pipelines with many micro-batches skip them; their rounds keep the proposal's paths only."""
 
 
 def _prefix(values) -> list[int]:
@@ -215,7 +208,6 @@ class _Master:
                 self.m.add(D * (fixed + act) + act + tr <= D * p.cap[r] + D - 1)
             self.extra.append(self._rank_extra(mine, horizon))
         self.paths = 0
-        self.seen: set = set()
 
     def _rank_extra(self, mine: list[int], horizon: int):
         """The rank's optimizer step + exposed data-parallel time, as an expression whose minimum under
@@ -244,14 +236,6 @@ class _Master:
         m.add(u2 >= bwd_comm - n * sum(q["bwd"][c] for c in mine))
         m.add(u2 >= sync - last_bwd)
         return opt + u1 + u2 + q["first"][mine[0]]
-
-    def add_paths(self, paths) -> None:
-        """Each rank's path (of a simulated assignment), unless the master has it already."""
-        for r, counts in enumerate(paths):
-            key = (r, frozenset(counts.items()))
-            if key not in self.seen:
-                self.seen.add(key)
-                self.add_path(r, counts)
 
     def add_path(self, r: int, counts: Counter) -> None:
         q = self.x.q
@@ -375,15 +359,13 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
         budget.spend(WORK_PER_ACTION * actions)
         if not score.fits:
             raise AssertionError("the master's memory model disagrees with evaluate()")
-        pool = _pool(p, (bounds, full, sel, score), orders, vectors, actions, budget)
-        for b, f, g, sc in pool:
-            if best is None or sc.objective < best.objective:
-                best = Solution(b, f, g, sc.objective)
-        master.m.add(master.T <= best.objective - 1)
+        if best is None or score.objective < best.objective:
+            best = Solution(bounds, full, sel, score.objective)
+            master.m.add(master.T <= best.objective - 1)
         if status == cp_model.OPTIMAL and bound >= best.objective:
             break
-        for sc in (x[3] for x in pool):
-            master.add_paths(sc.paths)
+        for r in range(p.pp):
+            master.add_path(r, score.paths[r])
         master.m.clear_hints()
         _hint(master, best, p)
     if best is None:  # no assignment: unresolved (bound known), none below the cutoff, or none fits
@@ -393,19 +375,6 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
     gap = 0.0 if status_name == "OPTIMAL" else max(0.0, (best.objective - bound) / max(best.objective, 1))
     return Solution(best.bounds, best.full, best.selective, best.objective, status_name, gap,
                     {"rounds": rounds, "paths": master.paths, "wall_s": time.perf_counter() - t0})
-
-
-def _pool(p: Problem, proposal: tuple, orders, vectors, actions: int, budget: Budget) -> list[tuple]:
-    """The proposal and its fitting neighbours, simulated with their critical paths (none when that
-    would cost more than NEIGHBOUR_ACTIONS simulated actions)."""
-    pool = [proposal]
-    if actions * 9 * p.chunks <= NEIGHBOUR_ACTIONS:
-        for nb in neighbours(p, *proposal[:3]):
-            budget.spend(WORK_PER_ACTION * actions)
-            sc = evaluate(p, *nb, orders, vectors, paths=True)
-            if sc.fits:
-                pool.append((*nb, sc))
-    return pool
 
 
 def _hint(master: _Master, best: Solution, p: Problem) -> None:

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from planner.cost.schedule import Action, in_flight, rank_orders, simulate
 from planner.cost.terms import ALLOCATOR_DIVISOR, DpModel, dp_exposed
 
-__all__ = ["Problem", "Solution", "Part", "Score", "evaluate", "parts_of", "neighbours", "brute_force", "NONE", "SELECTIVE",
-           "FULL"]
+__all__ = ["Problem", "Solution", "Part", "Score", "evaluate", "parts_of", "brute_force", "NONE", "SELECTIVE", "FULL"]
 
 NONE, SELECTIVE, FULL = 0, 1, 2
 
@@ -217,34 +216,6 @@ def _critical(orders: list[list[Action]], events: list, send: list[int], chunks:
                 cur = prev[cur]
         out.append(counts)
     return tuple(out)
-
-
-def neighbours(p: Problem, bounds: tuple, full: tuple, sel: tuple):
-    """Assignments one step away: a block moved across a chunk boundary (the source keeps at most its
-    remaining blocks under recompute), or one chunk's full / selective count changed by one."""
-    starts = list(itertools.accumulate(bounds, initial=0))
-    blocks = [sum(p.is_block[a:e]) for a, e in zip(starts, starts[1:])]
-    if not p.fixed_bounds:
-        for c in range(p.chunks - 1):
-            for src, dst in ((c, c + 1), (c + 1, c)):
-                if blocks[src] > 1:
-                    b, f, g = list(bounds), list(full), list(sel)
-                    b[src] -= 1
-                    b[dst] += 1
-                    f[src] = min(f[src], blocks[src] - 1)
-                    g[src] = min(g[src], blocks[src] - 1 - f[src])
-                    if p.recompute == "full":
-                        f[dst] += 1
-                    elif p.recompute == "selective":
-                        g[dst] += 1
-                    yield tuple(b), tuple(f), tuple(g)
-    if p.recompute is not None:
-        return
-    for c in range(p.chunks):
-        for df, dg in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, -1), (-1, 1)):
-            f, g = full[c] + df, sel[c] + dg
-            if f >= 0 and g >= 0 and f + g <= blocks[c]:
-                yield bounds, full[:c] + (f,) + full[c + 1:], sel[:c] + (g,) + sel[c + 1:]
 
 
 def _compositions(p: Problem):
