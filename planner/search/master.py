@@ -6,8 +6,9 @@ graph - a chain of forwards, backwards and sends that must run one after another
 bound `T >= sum(counts x durations) + rank end terms`, linear in the chunk times, and the step time is
 the maximum over all paths. The master problem minimises T under the paths found so far (initially
 each rank's "fill, then all my work" path, and with 1F1B the paths through the ranks after it), which
-is a relaxation: its optimum is a lower bound on the true optimum. Its solution is simulated (`partition.evaluate`); each rank's longest path is added;
-the best simulated assignment so far is kept and the master is asked only for strictly better ones.
+is a relaxation: its optimum is a lower bound on the true optimum. Its solution is simulated
+(`partition.evaluate`); each rank's longest path is added; the best simulated assignment so far is
+kept and the master is asked only for strictly better ones.
 When the master proves nothing better exists, the incumbent is optimal under the simulation itself.
 Every added path is tight at the assignment that produced it, so no assignment is proposed twice and
 the loop ends. Memory and the rank end terms (optimizer, exposed data-parallel time, the allocator's
