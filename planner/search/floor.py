@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from planner.cost.model import CostModel
 from planner.cost.terms import ALLOCATOR_DIVISOR
 from planner.search.bounds import end_floor
-from planner.search.partition import Problem
+from planner.search.partition import Problem, parts_of, rank_fits
 from planner.types.strategy import Strategy, recompute_name
 
 __all__ = ["reachable", "floor", "seed"]
@@ -115,33 +115,32 @@ def _greedy(cm: CostModel, s: Strategy, g: _Ranges, budget: float) -> list[int] 
     return None
 
 
-def _interleaved(cm: CostModel, s: Strategy, g: _Ranges, budget: float) -> bool:
+def _interleaved(cm: CostModel, s: Strategy, g: _Ranges, budget: float) -> list[int] | None:
     """Interleaved, identical blocks: rank r starts after micro-batch 0's forward through r chunks of a
     block at least and holds, besides its edge layers (prefix on rank 0, suffix on the last), at most
-    the m blocks with n W_r + r w_min <= T; the ranks must hold every block, vpp each at least. Its
-    activations count at the in-flight vector with the largest least entry (every chunk holds a block)."""
-    if not g.uniform:
-        return True
+    the m_r blocks with n W_r + r w_min <= T; the ranks must hold every block, vpp each at least. Its
+    activations count at the in-flight vector with the largest least entry (every chunk holds a block).
+    The m_r, or None when they cannot hold the model."""
     n, pp, L = s.num_micro_batches, s.pp, len(cm.kinds)
     lead, tail = g.blocks.index(1) - 1, L - g.blocks.index(g.blocks[-1])
     b = lead  # first block's index
     w_min = g.work[b + 1] - g.work[b]
     blocks = g.blocks[-1]
-    counts = cm.in_flight(s)
-    total = 0
+    ks = cm.memo(("mixed-in-flight", s.schedule, pp, s.vpp, n),
+                 lambda: [_mixed_floor(tuple(v)) for v in cm.in_flight(s)])
+    most = []
     for r in range(pp):
-        k = _mixed_floor(tuple(counts[r]))
         m, best = 0, -1
         while m <= blocks:
             a, e = (0 if r == 0 else b), b + m
-            x = _edge_work(g, a, e, k, L, tail if r == pp - 1 else 0)
+            x = _edge_work(g, a, e, ks[r], L, tail if r == pp - 1 else 0)
             if n * x + r * w_min > budget:
                 break
             best, m = m, m + 1
         if best < s.vpp:
-            return False
-        total += best
-    return total >= blocks
+            return None
+        most.append(best)
+    return most if sum(most) >= blocks else None
 
 
 def _mixed_floor(vectors: tuple[tuple[int, ...], ...]) -> float:
@@ -184,7 +183,7 @@ def reachable(cm: CostModel, s: Strategy, target: float) -> bool:
     g = _ranges(cm, s)
     budget = target - end_floor(cm, s)
     if s.vpp > 1:
-        return _interleaved(cm, s, g, budget)
+        return not g.uniform or _interleaved(cm, s, g, budget) is not None
     return _greedy(cm, s, g, budget) is not None
 
 
@@ -206,11 +205,11 @@ def _bisect(cm: CostModel, s: Strategy, lo: float, hi: float, rel: float) -> tup
 
 
 def seed(cm: CostModel, s: Strategy, p: Problem, lo: float, hi: float) -> Strategy | None:
-    """A plan for a one-chunk-per-rank strategy without the solver: the greedy ranges at the floor's
-    step time, each rank with the least whole-block recompute that fits its exact memory (`p`, the
-    strategy's partition problem). None when a rank is left without a block or cannot fit."""
+    """A plan without the solver (`p` is the strategy's partition problem). One chunk per rank: the
+    greedy ranges at the floor's step time, each rank with the least whole-block recompute that fits its
+    exact memory; None when a rank is left without a block or cannot fit. Interleaved: `_seed_chunks`."""
     if s.vpp > 1:
-        return None
+        return _seed_chunks(cm, s, p, lo, hi)
     g = _ranges(cm, s)
     ends = _greedy(cm, s, g, _bisect(cm, s, lo, hi, 1e-6)[1] - end_floor(cm, s))
     if ends is None:
@@ -255,3 +254,61 @@ def _least_recompute(p: Problem, a: int, e: int, k: int, cap: int) -> tuple[int,
         if best is None or (cost, f, lo) < best:
             best = (cost, f, lo)
     return None if best is None else best[1:]
+
+
+def _seed_chunks(cm: CostModel, s: Strategy, p: Problem, lo: float, hi: float) -> Strategy | None:
+    """Interleaved, identical blocks: the block counts `_interleaved` allows at the floor's step time,
+    trimmed to the model (from the fullest ranks), spread over each rank's chunks with the remainder on
+    its later chunks (they hold fewer micro-batches in flight); each rank takes the cheapest single
+    recompute mode that fits its exact memory. None when that fails."""
+    g = _ranges(cm, s)
+    if not g.uniform:
+        return None
+    most = _interleaved(cm, s, g, _bisect(cm, s, lo, hi, 1e-6)[1] - end_floor(cm, s))
+    if most is None:
+        return None
+    pp, vpp, L = s.pp, s.vpp, len(cm.kinds)
+    for _ in range(sum(most) - g.blocks[-1]):
+        r = max(range(pp), key=lambda i: (most[i], i))
+        if most[r] <= vpp:
+            return None
+        most[r] -= 1
+    sizes = [0] * s.chunks
+    for r in range(pp):
+        base, extra = divmod(most[r], vpp)
+        for j in range(vpp):
+            sizes[r + j * pp] = base + (1 if j >= vpp - extra else 0)
+    sizes[0] += g.blocks.index(1) - 1
+    sizes[-1] += L - g.blocks.index(g.blocks[-1])
+    lead, tail = g.blocks.index(1) - 1, L - g.blocks.index(g.blocks[-1])
+    nb = [x - (c == 0) * lead - (c == s.chunks - 1) * tail for c, x in enumerate(sizes)]
+    full, sel = [0] * s.chunks, [0] * s.chunks
+    vectors = cm.in_flight(s)
+    for r in range(pp):
+        mine = list(range(r, s.chunks, pp))
+
+        def at(level: int) -> bool:
+            _ladder(level, [nb[c] for c in mine], mine, full, sel)
+            return rank_fits(p, parts_of(p, tuple(sizes), tuple(full), tuple(sel)), vectors, r)
+        lo_, hi_ = 0, 2 * most[r]
+        if not at(hi_):
+            return None
+        while lo_ < hi_:
+            mid = (lo_ + hi_) // 2
+            lo_, hi_ = (lo_, mid) if at(mid) else (mid + 1, hi_)
+        at(lo_)
+    names = tuple(recompute_name(full[c], sel[c], nb[c]) for c in range(s.chunks))
+    return replace(s, layers_per_chunk=tuple(sizes), recompute=names)
+
+
+def _ladder(level: int, counts: list[int], chunks: list[int], full: list[int], sel: list[int]) -> None:
+    """A rank's recompute at `level`: its blocks in chunk order (the first local chunk holds the most
+    micro-batches in flight), the first `level` selective, then the first `level - m` upgraded to full."""
+    m = sum(counts)
+    n_sel, n_full = min(level, m), max(0, level - m)
+    for c, k in zip(chunks, counts):
+        f = min(k, n_full)
+        g = min(k - f, max(0, n_sel - f))
+        full[c], sel[c] = f, g
+        n_full -= f
+        n_sel -= f + g

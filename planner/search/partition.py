@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from planner.cost.schedule import Action, in_flight, rank_orders, simulate
 from planner.cost.terms import ALLOCATOR_DIVISOR, DpModel, dp_exposed
 
-__all__ = ["Problem", "Solution", "Part", "Score", "evaluate", "parts_of", "brute_force", "NONE", "SELECTIVE", "FULL"]
+__all__ = ["Problem", "Solution", "Part", "Score", "evaluate", "parts_of", "rank_fits", "brute_force", "NONE", "SELECTIVE", "FULL"]
 
 NONE, SELECTIVE, FULL = 0, 1, 2
 
@@ -166,14 +166,17 @@ def rank_extra(p: Problem, parts: list[Part], r: int) -> int:
 
 
 def fits(p: Problem, parts: list[Part], vectors) -> bool:
-    for r in range(p.pp):
-        mine = [parts[c] for c in range(r, p.chunks, p.pp)]
-        act = max(sum(n * x.act for n, x in zip(v, mine)) for v in vectors[r])
-        tr = max(x.transient for x in mine)
-        used = sum(x.static + x.buffer for x in mine) + max(x.comm_buffer for x in mine) + act + tr
-        if used + (act + tr) // ALLOCATOR_DIVISOR > p.cap[r]:
-            return False
-    return True
+    return all(rank_fits(p, parts, vectors, r) for r in range(p.pp))
+
+
+def rank_fits(p: Problem, parts: list[Part], vectors, r: int) -> bool:
+    """Pipeline rank r's peak (state, buffers, activations at its worst in-flight vector, transient and
+    the allocator's share) within its cap."""
+    mine = [parts[c] for c in range(r, p.chunks, p.pp)]
+    act = max(sum(n * x.act for n, x in zip(v, mine)) for v in vectors[r])
+    tr = max(x.transient for x in mine)
+    used = sum(x.static + x.buffer for x in mine) + max(x.comm_buffer for x in mine) + act + tr
+    return used + (act + tr) // ALLOCATOR_DIVISOR <= p.cap[r]
 
 
 def evaluate(p: Problem, bounds, full, sel, orders=None, vectors=None, paths: bool = False) -> Score:

@@ -239,7 +239,7 @@ def _ceiling(cm: CostModel, bounded: list[tuple], batch: int, fixed: str | None)
     best: Candidate | None = None
     for lb, _, s in bounded:
         tries = [replace(s, recompute=(mode,) * s.chunks) for mode in ((fixed,) if fixed else ("none", "selective", "full"))]
-        seeded = seed(cm, s, problem(cm, s), lb, 4 * lb) if fixed is None and s.vpp == 1 else None
+        seeded = seed(cm, s, problem(cm, s), lb, 4 * lb) if fixed is None else None
         for t in ([seeded] if seeded else []) + tries:
             e = cm.estimate(t, batch)
             if e.feasible:
