@@ -284,30 +284,33 @@ def _seed_paths(p: Problem, orders) -> list[tuple[int, Counter]]:
                 down[("B", c)] += 1
                 down[("S", c)] += 1
             out.append((0, down))
-    if p.vpp == 1 and p.schedule == "1f1b":
-        out += _through_paths(p)
-    return out
+    return out + (_through_paths(p, orders) if p.vpp == 1 else [])
 
 
-def _through_paths(p: Problem) -> list[tuple[int, Counter]]:
-    """1F1B: micro-batch 0 goes forward through every rank and back to rank r before rank r's first
-    backward; rank r then runs its remaining n - w forwards and n backwards (w = min(n, pp - r) warm-up
-    forwards, the first on the path), and the last backward returns through the ranks before it. This
-    path carries the ranks after r (the pipeline's fill and drain), which the seed paths lack."""
-    n, pp, out = p.micro_batches, p.pp, []
-    for r in range(pp - 1):
+def _through_paths(p: Problem, orders) -> list[tuple[int, Counter]]:
+    """Rank r's first backward B(c0, m) waits for micro-batch m's forward through every chunk and its
+    backward back down to chunk c0 + 1; from there rank r runs the rest of its order, and its last
+    backward returns through the chunks below it to rank 0. These paths carry the chunks after r (the
+    pipeline's fill and drain, which the seed paths lack). Valid for any order, used with one chunk per
+    rank: with interleaving they made the master larger without making the search better (GPT-3 13B on
+    8x4 at a 30-unit limit: 12.24 s/step, gap 2.5%, against 12.16 s, 0.7% without them)."""
+    out = []
+    for r, order in enumerate(orders):
+        i0 = next(i for i, a in enumerate(order) if a[1] == "B")
+        c0 = order[i0][0]
         counts: Counter = Counter()
-        for c in range(pp):
-            if c != r:
-                counts[("F", c)] += 1
+        for c in range(p.chunks):
+            counts[("F", c)] += 1
+            if c > c0:
                 counts[("B", c)] += 1
-            if c < pp - 1:
-                counts[("S", c)] += 2 if c >= r else 1
-        counts[("F", r)] += n - min(n, pp - r) + 1
-        counts[("B", r)] += n
-        mine = Counter({k: v for k, v in counts.items() if not (k[0] == "B" and k[1] < r)})
-        out.append((r, mine))
-        for c in range(r):
+            if c < p.chunks - 1:
+                counts[("S", c)] += 2 if c >= c0 else 1
+        for c, k, _ in order[i0:]:
+            counts[(k, c)] += 1
+        out.append((r, Counter(counts)))
+        last = order[-1][0]
+        for c in range(last):
+            counts[("B", c)] += 1
             counts[("S", c)] += 1
         out.append((0, counts))
     return out

@@ -64,3 +64,37 @@ def test_a_limit_hit_before_any_assignment_is_unresolved_not_infeasible():
     p = instance(random.Random(9), False, "1f1b")
     got = solve(Problem(**{**p.__dict__, "cap": (10**6,) * p.pp}), time_limit=1e-6)
     assert got is not None and got.status == "UNRESOLVED" and got.bounds == ()
+
+
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "interleaved"])
+def test_seed_paths_never_exceed_the_simulated_end(schedule):
+    """Every path the master starts from (fill, through, down) is a chain of actions that run one after
+    another, so its length plus its rank's end terms is at most that rank's simulated end, for any
+    assignment: a longer one would cut off the optimum."""
+    import itertools
+    from planner.search.master import _seed_paths, _through_paths
+    from planner.search.partition import parts_of, rank_extra
+    rng = random.Random(99 + len(schedule))
+    checked = 0
+    for _ in range(15):
+        p = instance(rng, rng.random() < 0.5, schedule)
+        orders = p.orders()
+        paths = _seed_paths(p, orders) + _through_paths(p, orders)  # through paths for every schedule
+        blocks = sum(p.is_block)
+        for _ in range(6):
+            cut = sorted(rng.sample(range(1, blocks), p.chunks - 1))
+            sizes = [b - a for a, b in zip((0, *cut), (*cut, blocks))]
+            sizes[0] += p.lead
+            sizes[-1] += p.tail
+            starts = list(itertools.accumulate(sizes, initial=0))
+            nb = [sum(p.is_block[a:e]) for a, e in zip(starts, starts[1:])]
+            full = tuple(rng.randint(0, n) for n in nb)
+            sel = tuple(rng.randint(0, n - f) for n, f in zip(nb, full))
+            parts = parts_of(p, tuple(sizes), full, sel)
+            ends = evaluate(p, tuple(sizes), full, sel).ends
+            value = {"F": lambda c: parts[c].fwd, "B": lambda c: parts[c].bwd, "S": lambda c: parts[c].send}
+            for r, counts in paths:
+                length = sum(n * value[k](c) for (k, c), n in counts.items())
+                assert length + rank_extra(p, parts, r) <= ends[r], (r, counts)
+                checked += 1
+    assert checked > 100
