@@ -42,6 +42,16 @@ class _Ranges:
     cap: int
     uniform: bool
 
+    @property
+    def lead(self) -> int:
+        """Prefix layers (before the first block)."""
+        return self.blocks.index(1) - 1
+
+    @property
+    def tail(self) -> int:
+        """Suffix layers (after the last block)."""
+        return len(self.blocks) - 1 - self.blocks.index(self.blocks[-1])
+
 
 def _hull(x) -> tuple[tuple[int, float], tuple[int, float]]:
     """A block's recompute savings as two segments (bytes, seconds per byte), cheaper first."""
@@ -58,6 +68,12 @@ def _hull(x) -> tuple[tuple[int, float], tuple[int, float]]:
 
 
 def _ranges(cm: CostModel, s: Strategy) -> _Ranges:
+    """Built once per cost, terms and data-parallel key: `floor` asks `reachable` dozens of times."""
+    dpm = cm.dp_model(s)
+    return cm.memo(("floor-ranges", cm.costs_key(s), cm.terms_key(s), dpm), lambda: _build_ranges(cm, s, dpm))
+
+
+def _build_ranges(cm: CostModel, s: Strategy, dpm) -> _Ranges:
     costs, terms = cm.layer_costs(s), cm.terms(s)
     zero = ((0, 0.0), (0, 0.0))
     hulls = [_hull(x) if k == "block" else zero for k, x in zip(cm.kinds, costs)]
@@ -78,7 +94,7 @@ def _ranges(cm: CostModel, s: Strategy) -> _Ranges:
     return _Ranges(work=acc(x.fwd + x.bwd + x.tp_fwd + x.tp_bwd for x in costs), state=acc(t.state for t in terms),
                    act=acc(x.act["none"] for x in costs), blocks=acc(k == "block" for k in cm.kinds),
                    seg1=acc(h[0][0] for h in hulls), seg2=acc(h[1][0] for h in hulls), rates=rates, fixed=fixed,
-                   cap=cm.usable - cm.reserve - cm.dp_model(s).buffer,
+                   cap=cm.usable - cm.reserve - dpm.buffer,
                    uniform=len(per_block) == 1 and len(block_hulls) == 1)
 
 
@@ -122,8 +138,7 @@ def _interleaved(cm: CostModel, s: Strategy, g: _Ranges, budget: float) -> list[
     activations count at the in-flight vector with the largest least entry (every chunk holds a block).
     The m_r, or None when they cannot hold the model."""
     n, pp, L = s.num_micro_batches, s.pp, len(cm.kinds)
-    lead, tail = g.blocks.index(1) - 1, L - g.blocks.index(g.blocks[-1])
-    b = lead  # first block's index
+    b, tail = g.lead, g.tail  # b: the first block's index
     w_min = g.work[b + 1] - g.work[b]
     blocks = g.blocks[-1]
     ks = cm.memo(("mixed-in-flight", s.schedule, pp, s.vpp, n),
@@ -217,31 +232,27 @@ def seed(cm: CostModel, s: Strategy, p: Problem, lo: float, hi: float) -> Strate
     starts = [0, *ends[:-1]]
     if any(g.blocks[e] - g.blocks[a] < 1 for a, e in zip(starts, ends)):
         return None
+    bounds = tuple(e - a for a, e in zip(starts, ends))
+    vectors = cm.in_flight(s)
     names = []
     for r, (a, e) in enumerate(zip(starts, ends)):
-        k = s.num_micro_batches if s.schedule == "gpipe" else min(s.num_micro_batches, s.pp - r)
-        choice = _least_recompute(p, a, e, k, p.cap[r])
+        choice = _least_recompute(p, bounds, r, vectors)
         if choice is None:
             return None
         names.append(recompute_name(*choice, g.blocks[e] - g.blocks[a]))
-    return replace(s, layers_per_chunk=tuple(e - a for a, e in zip(starts, ends)), recompute=tuple(names))
+    return replace(s, layers_per_chunk=bounds, recompute=tuple(names))
 
 
-def _least_recompute(p: Problem, a: int, e: int, k: int, cap: int) -> tuple[int, int] | None:
-    """The cheapest (full, selective) block counts for layers a..e-1 that fit `cap` with `k`
-    micro-batches in flight, memory counted exactly as `partition.fits` does (one chunk per rank): for
-    each full count, the fewest selective blocks that fit (memory falls as they grow: bisection)."""
-    nb = sum(p.is_block[a:e])
-    static = sum(p.static[a:e]) + (2 * p.out[e - 1] if p.pp > 1 else 0) + max(p.comm_buffer[a:e])
+def _least_recompute(p: Problem, bounds: tuple[int, ...], r: int, vectors) -> tuple[int, int] | None:
+    """The cheapest (full, selective) block counts for rank r's chunk (one chunk per rank) that fit its
+    memory exactly (`partition.rank_fits`): for each full count, the fewest selective blocks that fit
+    (memory falls as they grow: bisection)."""
+    zero = (0,) * p.chunks
+    nb = sum(p.is_block[sum(bounds[:r]):sum(bounds[:r + 1])])
 
     def chunk(f: int, sel: int) -> tuple[int, bool]:
-        modes, j = [], 0
-        for i in range(a, e):
-            modes.append(0 if not p.is_block[i] else 2 if j < f else 1 if j < f + sel else 0)
-            j += p.is_block[i]
-        act = k * sum(p.act[i][m] for i, m in zip(range(a, e), modes))
-        tr = max(p.transient[i][m] for i, m in zip(range(a, e), modes))
-        return sum(p.bwd[i][m] for i, m in zip(range(a, e), modes)), static + act + tr + (act + tr) // ALLOCATOR_DIVISOR <= cap
+        parts = parts_of(p, bounds, zero[:r] + (f,) + zero[r + 1:], zero[:r] + (sel,) + zero[r + 1:])
+        return parts[r].bwd, rank_fits(p, parts, vectors, r)
     best = None
     for f in range(nb + 1):
         lo, hi = 0, nb - f
@@ -267,21 +278,18 @@ def _seed_chunks(cm: CostModel, s: Strategy, p: Problem, lo: float, hi: float) -
     most = _interleaved(cm, s, g, _bisect(cm, s, lo, hi, 1e-6)[1] - end_floor(cm, s))
     if most is None:
         return None
-    pp, vpp, L = s.pp, s.vpp, len(cm.kinds)
+    pp, vpp = s.pp, s.vpp
     for _ in range(sum(most) - g.blocks[-1]):
         r = max(range(pp), key=lambda i: (most[i], i))
         if most[r] <= vpp:
             return None
         most[r] -= 1
-    sizes = [0] * s.chunks
+    nb = [0] * s.chunks  # blocks per chunk
     for r in range(pp):
         base, extra = divmod(most[r], vpp)
         for j in range(vpp):
-            sizes[r + j * pp] = base + (1 if j >= vpp - extra else 0)
-    sizes[0] += g.blocks.index(1) - 1
-    sizes[-1] += L - g.blocks.index(g.blocks[-1])
-    lead, tail = g.blocks.index(1) - 1, L - g.blocks.index(g.blocks[-1])
-    nb = [x - (c == 0) * lead - (c == s.chunks - 1) * tail for c, x in enumerate(sizes)]
+            nb[r + j * pp] = base + (1 if j >= vpp - extra else 0)
+    sizes = [x + (c == 0) * g.lead + (c == s.chunks - 1) * g.tail for c, x in enumerate(nb)]
     full, sel = [0] * s.chunks, [0] * s.chunks
     vectors = cm.in_flight(s)
     for r in range(pp):

@@ -172,7 +172,7 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
             progress("search", i, len(bounded))
         cut = None if math.isinf(cutoff) else cutoff * (1 + 1e-9) + TIME_UNIT
         if cut is not None and c.recompute is None and not reachable(cm, s, cut * (1 + 1e-7)):
-            pruned += 1  # no partition can reach the cutoff (the discrete floor, `bounds.reachable`)
+            pruned += 1  # no partition can reach the cutoff (the discrete floor, `floor.reachable`)
             continue
         share = work.child(max(0.05, min(left, max(PER_SOLVE, left / 4)))) if left > 0 else Budget(0.05)
         cand = evaluate_fixed(cm, s, batch, c.recompute, cutoff=cut, tick=tick, budget=share)
@@ -244,10 +244,10 @@ def _ceiling(cm: CostModel, bounded: list[tuple], batch: int, fixed: str | None)
             e = cm.estimate(t, batch)
             if e.feasible:
                 if best is None or e.step_time_s < best.estimate.step_time_s:
-                    t = t if t.layers_per_chunk else replace(t, layers_per_chunk=even_split(cm.profile, s.chunks))
-                    best = Candidate(t, e, lb, "HEURISTIC")
+                    placed = t if t.layers_per_chunk else replace(t, layers_per_chunk=even_split(cm.profile, s.chunks))
+                    best = Candidate(placed, e, lb, "HEURISTIC")
                 if t is not seeded:
-                    break
+                    break  # the least recompute mode that fits the even split
     return [best] if best else []
 
 
