@@ -47,6 +47,10 @@ class Device:
     tp_op_overhead: float = 0.0
     """Host seconds a tensor-parallel (DTensor) projection adds per forward + backward on a host-bound
     device (its sharding propagation and redistribution bookkeeping); 0 for GPUs, where it overlaps."""
+    comm_interference: float = 0.0
+    """Compute seconds lost per second of data-parallel collective running beside it (NCCL's kernels
+    hold SMs and memory bandwidth the GEMMs would use); 0 where collectives take no compute units
+    (a CPU's gloo). Fitted, see the GPU files."""
     measured: tuple[tuple[int, int, int, str, float], ...] = field(default=())
     """Measured (m, n, k, dtype, FLOP/s) rows; when present they replace the fitted curve."""
 
@@ -164,6 +168,7 @@ def device(name: str) -> Device:
                   matmul_half_dim=float(_field(mm, "half_dim", where)),
                   default_node=_field(d, "default_node", where), op_overhead=float(d.get("op_overhead", 0.0)),
                   tp_op_overhead=float(d.get("tp_op_overhead", 0.0)),
+                  comm_interference=float(d.get("comm_interference", 0.0)),
                   source=str(d.get("source", f"datasheet ({where})")), node=d.get("node"), measured=measured)
 
 

@@ -23,12 +23,15 @@ ATTENTION_BWD_FACTOR = 2.5
 FlashAttention-2 §3.1.2): hardware time, while MFU counts the model's 2x."""
 
 BWD_OPS_PER_FWD_OP = 2.0
-"""Autograd runs about two operators per forward operator (a matmul's two products, an elementwise
-op's gradient and its accumulation). An assumption, used only with a device's `op_overhead`."""
+"""Where the backward was not measured (prefix, suffix): autograd runs about two operators per forward
+operator (a matmul's two products, an elementwise op's gradient and its accumulation). An assumption,
+used only with a device's `op_overhead`; blocks use the count recorded in their backward (`bwd_ops`)."""
 
 ELEMENTWISE_BWD_FACTOR = 2.0
-"""Memory-bound ops move about twice their forward bytes in backward (read the saved input and the
-incoming gradient, write the outgoing gradient). An assumption, not measured."""
+"""Where a layer's backward was not measured (prefix, suffix): memory-bound ops move about twice their
+forward bytes in backward (read the saved input and the incoming gradient, write the outgoing
+gradient). An assumption; blocks use the bytes the profiler recorded in their backward (`bwd_mem_bytes`:
+e.g. softmax 3 passes against its forward's 2, dropout 2.5 against 2.5, a residual add's gradient none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,16 +140,17 @@ def tp_collectives(profile: ModelProfile) -> int:
     return sum(1 for style in profile.tp_plan.values() if style == "rowwise")
 
 
-def _elementwise_bytes(layer: LayerProfile, scale: float, tp: int, sp: bool) -> float:
-    """Memory-bound forward bytes on one rank: the share on TP-split tensors (as measured by the saved
-    tensors' tags) divides by t, the h-wide rest only with sequence parallel."""
+def _elementwise_bytes(layer: LayerProfile, nbytes: float, scale: float, tp: int, sp: bool) -> float:
+    """Memory-bound bytes (`nbytes` at the profiled micro-batch, forward or backward) on one rank: the
+    share on TP-split tensors (as measured by the saved tensors' tags) divides by t, the h-wide rest
+    only with sequence parallel."""
     if tp == 1 or layer.kind != "block":
-        return layer.fwd_mem_bytes * scale
+        return nbytes * scale
     saved = layer.saved["none"]
     total = sum(t.nbytes for t in saved) or 1
     tp_share = sum(t.nbytes for t in saved if t.shard == "tp") / total
     rest = 1 - tp_share
-    return layer.fwd_mem_bytes * scale * (tp_share / tp + rest / (tp if sp else 1))
+    return nbytes * scale * (tp_share / tp + rest / (tp if sp else 1))
 
 
 def layer_costs(profile: ModelProfile, device: Device, tp: int, sp: bool, micro_batch: int,
@@ -204,7 +208,9 @@ def _one(profile: ModelProfile, layer: LayerProfile, device: Device, split: int,
          scale: float, n_coll: int, tp_time: TpTime) -> LayerCost:
     g_f, g_b = gemm_times(device, layer.gemms, scale, split)
     a_f, a_b = _attention_times(device, layer, scale, split)
-    elem = device.memory_time(_elementwise_bytes(layer, scale, split, sp))
+    elem = device.memory_time(_elementwise_bytes(layer, layer.fwd_mem_bytes, scale, split, sp))
+    elem_bwd = ELEMENTWISE_BWD_FACTOR * elem if layer.bwd_mem_bytes is None else \
+        device.memory_time(_elementwise_bytes(layer, layer.bwd_mem_bytes, scale, split, sp))
     msg = layer.output_bytes * scale
     if split > 1 and n_coll:
         per = tp_time("reduce_scatter", msg) + tp_time("all_gather", msg) if sp else tp_time("all_reduce", msg)
@@ -216,8 +222,9 @@ def _one(profile: ModelProfile, layer: LayerProfile, device: Device, split: int,
     flops = (layer.fwd_flops + layer.bwd_flops) * scale / split
     host = layer.fwd_ops * device.op_overhead  # per micro-batch, whatever its size
     tp_host = sum(1 for g in layer.gemms if g.tp) * device.tp_op_overhead if split > 1 else 0.0
-    host_fwd, host_bwd = host + tp_host / 3, BWD_OPS_PER_FWD_OP * host + 2 * tp_host / 3
-    return LayerCost(fwd=g_f + a_f + elem + host_fwd, bwd=g_b + a_b + ELEMENTWISE_BWD_FACTOR * elem + host_bwd,
+    host_bwd = BWD_OPS_PER_FWD_OP * host if layer.bwd_ops is None else layer.bwd_ops * device.op_overhead
+    host_fwd, host_bwd = host + tp_host / 3, host_bwd + 2 * tp_host / 3
+    return LayerCost(fwd=g_f + a_f + elem + host_fwd, bwd=g_b + a_b + elem_bwd + host_bwd,
                      tp_fwd=tp_f, tp_bwd=tp_b, elementwise=elem, act=act, model_flops=flops,
                      # with sequence parallel a block hands on its sequence shard (the program gathers the
                      # sequence only after the model's last block): a stage boundary sends 1/t of it

@@ -20,7 +20,7 @@ from planner.cost.layer import LayerCost, layer_costs
 from planner.cost.memory import (DTYPE_BYTES, StateBytes, held_after_step, local_numel, state_bytes,
                                  state_bytes_by_layer)
 from planner.cost.schedule import in_flight, rank_orders, simulate
-from planner.cost.terms import DP_INTERFERENCE, ALLOCATOR_DIVISOR, DpModel, LayerTerms, dp_exposed, dp_interference
+from planner.cost.terms import ALLOCATOR_DIVISOR, DpModel, LayerTerms, dp_exposed, dp_interference
 from planner.types.estimate import ChunkTime, Estimate, HeldBytes
 from planner.types.profile import ModelProfile
 from planner.types.strategy import Strategy, parse_recompute
@@ -130,14 +130,16 @@ class CostModel:
     their keys (mesh sizes, TP degree, micro-batch), so results never depend on call order."""
 
     def __init__(self, profile: ModelProfile, cluster: Cluster, dtype: str | None = None,
-                 memory_fraction: float = MEMORY_FRACTION, gemm_slowdown: float = 1.0, comm_slowdown: float = 1.0):
+                 memory_fraction: float = MEMORY_FRACTION, gemm_slowdown: float = 1.0, comm_slowdown: float = 1.0,
+                 device: Device | None = None):
         """`gemm_slowdown` and `comm_slowdown` scale every GEMM's and every collective's and send's time:
-        the what-ifs the plan reports (how its ranking holds if the prices are off)."""
+        the what-ifs the plan reports (how its ranking holds if the prices are off). `device` prices
+        compute with other constants for the cluster's (homogeneous) device: what calibration varies."""
         self.profile = profile
         self.cluster = cluster
         self.dtype = dtype or profile.dtype
         self.devices: list[Device] = [cluster.device_of(cluster.first_ranks[j]) for j in range(len(cluster.nodes))]
-        self.device = min(self.devices, key=lambda d: d.peak(self.dtype))
+        self.device = device or min(self.devices, key=lambda d: d.peak(self.dtype))
         if gemm_slowdown != 1.0:
             self.device = self.device.slowed(gemm_slowdown)
         self.comm_slowdown = comm_slowdown
@@ -310,7 +312,7 @@ class CostModel:
         n = s.num_micro_batches
         if s.dp == 1:
             return DpModel("none", n)
-        gamma = 0.0 if self.device.name == "cpu" else DP_INTERFERENCE
+        gamma = self.device.comm_interference
         if s.zero:
             return DpModel("fsdp", n, zero3=s.zero == 3, interference=gamma)
         per_byte, fixed = self._coll(tuple(sorted(s.sizes().items())), "dp", "all_reduce")

@@ -17,22 +17,17 @@ The physics, per pipeline rank, with n micro-batches:
   runs one layer ahead).
 - Overlap is not free: while a data-parallel collective runs beside the backward (or FSDP's gathers
   beside the forward), NCCL's kernels hold SMs and memory bandwidth the GEMMs would use
-  (`dp_interference`).
+  (`dp_interference`, at the device's `comm_interference`: NCCL runs one thread block per channel on
+  its own SM for the whole collective, 16-24 channels for inter-node rings on 8-NIC nodes, a sixth of
+  an A100's 108 SMs, and a GEMM sized in full waves loses more than its share; the value is fitted to
+  published runs by `benchmarks/calibrate_published.py`).
 - AdamW's step is memory-bound: 28 bytes moved per fp32 element the rank updates.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["LayerTerms", "DpModel", "dp_exposed", "dp_interference", "ALLOCATOR_DIVISOR", "DP_INTERFERENCE"]
-
-DP_INTERFERENCE = 1 / 6
-"""Compute seconds lost per second of data-parallel communication running beside it. NCCL runs one
-thread block per channel on its own SM for the whole collective (16-24 channels for inter-node rings on
-8-NIC nodes), a sixth of an A100's 108 SMs or an H100's 132, and a GEMM sized in full waves loses more
-than its share (NVIDIA developer forum, 2025: a 24-block all-gather beside a 132-block GEMM on an H100
-nearly doubled the GEMM). An assumption of magnitude, not a fit: to be fitted with `plan calibrate`
-on a GPU together with the GEMM curve."""
+__all__ = ["LayerTerms", "DpModel", "dp_exposed", "dp_interference", "ALLOCATOR_DIVISOR"]
 
 ALLOCATOR_DIVISOR = 20
 """The caching allocator's fragmentation, 1/20 (5%) of activations and transient buffers, as an
@@ -74,12 +69,12 @@ class DpModel:
     buffer: int = 0
     """DDP: bytes of its two buckets in flight."""
     interference: float = 0.0
-    """Compute seconds lost per second of overlapped collective (DP_INTERFERENCE on GPUs, 0 on CPUs)."""
+    """Compute seconds lost per second of overlapped collective (the device's `comm_interference`)."""
 
 
 def dp_interference(m: DpModel, sync: float, gather: float) -> float:
     """Seconds the rank's compute loses to its data-parallel collectives running beside it
-    (`m.interference` of their time: DP_INTERFERENCE on GPUs; a CPU's gloo has no SMs to take): DDP's all-reduce during the last backward; FSDP's reduce-scatters and
+    (`m.interference` of their time; 0 for a CPU, whose gloo takes no SMs): DDP's all-reduce during the last backward; FSDP's reduce-scatters and
     its gathers, once in the first forward and, with ZeRO 3, again in every micro-batch's backward. Not
     for DDP under TP, whose all-reduce runs after the backward (it is all exposed already). Linear in the
     per-layer sums, so the partition solver adds it to each layer's end-of-step term."""

@@ -45,11 +45,15 @@ class BlockRun:
     hidden: torch.Tensor
     inputs: set[int]
     output: torch.Tensor | None
+    backward: Record | None = None
+    """The backward's memory-bound bytes and op count (None when not run)."""
 
 
 def block_run(block: nn.Module, args: tuple, kwargs: dict, mode: FakeTensorMode,
-               rel_plan: dict[str, str]) -> BlockRun:
-    """One forward of a block alone, recording saved tensors and the selective policy's cache."""
+               rel_plan: dict[str, str], backward: bool = False) -> BlockRun:
+    """One forward of a block alone, recording saved tensors and the selective policy's cache; with
+    `backward`, then its backward (gradients of the inputs and parameters, none accumulated into
+    `.grad`), recording what that moves."""
     params = {storage_id(p) for p in [*block.parameters(), *block.buffers()]}
     rec = Recorder(params)
     args, kwargs = tuple(_fresh(a) for a in args), {k: _fresh(v) for k, v in kwargs.items()}
@@ -63,7 +67,25 @@ def block_run(block: nn.Module, args: tuple, kwargs: dict, mode: FakeTensorMode,
     hidden = first_tensor(args)
     inputs = {storage_id(t) for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
     rec.keep.append((args, kwargs, out))
-    return BlockRun(rec.layer, rec.producer, hidden, inputs, first_tensor(out))
+    out_t = first_tensor(out)
+    return BlockRun(rec.layer, rec.producer, hidden, inputs, out_t,
+                    _backward(block, args, kwargs, out_t, mode, params) if backward else None)
+
+
+def _backward(block: nn.Module, args: tuple, kwargs: dict, out: torch.Tensor | None, mode: FakeTensorMode,
+              params: set[int]) -> Record | None:
+    """Record the block's backward from a gradient shaped like its output: every op autograd runs,
+    memory-bound bytes counted as in forward (the recorder leaves matmuls and attention kernels out)."""
+    if out is None or not out.requires_grad:
+        return None
+    wrt = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor) and t.requires_grad]
+    wrt += [p for p in block.parameters() if p.requires_grad]
+    rec = Recorder(params)
+    with mode:
+        grad = torch.ones_like(out)
+        with rec:
+            torch.autograd.grad(out, wrt, grad, allow_unused=True)
+    return rec.layer
 
 
 def tp_gemms(main: BlockRun, part: BlockRun | None, t: int) -> tuple[Gemm, ...]:

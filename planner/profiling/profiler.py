@@ -29,6 +29,7 @@ from torch.utils._pytree import tree_flatten
 from planner.load.model_file import ModelSource, build_meta, sample_batch
 from planner.load.structure import VOCAB_STYLES, TPStructure, detect_tp, find_blocks
 from planner.program.runtime.policy import batch_map, forward_loss, takes_targets, token_count, training_kwargs
+from planner.profiling.cuda_ops import FusedOnCuda
 from planner.profiling.blocks import block_run, block_saved, hook_tp, narrow, tp_gemms
 from planner.profiling.recorder import FLOP_MAP, Record, Recorder, fakeify, first_tensor, saved_records, storage_id, tensor_bytes
 from planner.types.profile import LayerProfile, ModelProfile, ParamTensor
@@ -262,13 +263,15 @@ def _block_layers(cut: _Cut, run: _ModelRun, block_keys: list[str], tokens: int,
     measured = []
     for i, block in enumerate(cut.reps):
         args, kwargs = run.block_inputs[i]
-        main = block_run(block, args, kwargs, cut.mode, cut.rel_plan)
+        main = block_run(block, args, kwargs, cut.mode, cut.rel_plan, backward=True)
         part = block_run(cut.narrowed[i], args, kwargs, cut.mode, cut.rel_plan) if cut.narrowed else None
         fwd, tot = _flops(run.fwd, block_keys[i]), _flops(run.total, block_keys[i])
         measured.append(dict(
             kind="block", params=_numel(block), param_bytes=_nbytes(block, torch_dtype), fwd_flops=fwd,
             bwd_flops=tot - fwd, gemms=tp_gemms(main, part, cut.t), attention=tuple(main.record.attention),
             fwd_mem_bytes=main.record.mem_bytes, fwd_ops=main.record.ops, saved=block_saved(main, part, cut.t, tokens),
+            bwd_mem_bytes=main.backward.mem_bytes if main.backward else None,
+            bwd_ops=main.backward.ops if main.backward else None,
             output_bytes=tensor_bytes(main.output), signature=cut.sigs[i]))
     layers = []
     for i, sig in enumerate(cut.blocks.signatures):
@@ -290,6 +293,11 @@ def _edge_flops(counts: dict[str, dict[Any, int]], root: str, pre: list, post: l
 
 def profile_model(source: ModelSource, micro_batch: int = 1, dtype: str = "bfloat16") -> ModelProfile:
     """Measure every layer of `source`'s model at `micro_batch` samples in `dtype` (see module doc)."""
+    with FusedOnCuda():
+        return _profile(source, micro_batch, dtype)
+
+
+def _profile(source: ModelSource, micro_batch: int, dtype: str) -> ModelProfile:
     torch_dtype = getattr(torch, dtype)
     cut = _cut(source, torch_dtype)
     model = cut.model

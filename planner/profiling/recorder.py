@@ -98,6 +98,8 @@ class Recorder(TorchDispatchMode):
             self.layer.attention.append(Attention(batch=q.shape[0], heads=q.shape[1], q_len=q.shape[2],
                                                   kv_len=k.shape[2], head_dim=q.shape[3], dtype=_dtype(q),
                                                   causal=bool(_argument(func, args, kwargs, "is_causal", False))))
+        elif "scaled_dot_product" in name or "flash_attention" in name or "efficient_attention" in name:
+            pass  # an attention kernel's backward: priced with its forward (ATTENTION_BWD_FACTOR)
         elif fresh:  # views move no bytes
             self.layer.mem_bytes += sum(t.numel() * t.element_size() for t in ins + outs)
         if func in SELECTIVE_SAVE_OPS:

@@ -109,6 +109,11 @@ class LayerProfile:
     """The parameters this layer holds (tied ones listed in every layer that uses them)."""
     fwd_ops: int = 0
     """Operators the forward dispatches (views included): what a host-bound device pays per op."""
+    bwd_mem_bytes: int | None = None
+    """Bytes read and written by the backward's memory-bound ops (matmuls and attention kernels
+    excluded), measured by running the block's backward; None where not measured (prefix, suffix)."""
+    bwd_ops: int | None = None
+    """Operators the backward dispatches; None where not measured."""
 
     def saved_bytes(self, mode: str = "none", shard: str | None = None) -> int:
         return sum(t.nbytes for t in self.saved[mode] if shard is None or t.shard == shard)

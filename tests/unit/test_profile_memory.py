@@ -16,6 +16,7 @@ from torch.profiler import ProfilerActivity, profile as torch_profile
 from torch.utils.checkpoint import checkpoint
 
 from planner import profile
+from planner.profiling.cuda_ops import FusedOnCuda
 from planner.program.runtime.policy import selective_context
 from conftest import EXAMPLES, example
 
@@ -49,7 +50,8 @@ CASES = {  # file:factory, a function giving (block, args) of the real model
 @pytest.mark.parametrize("mode", ["none", "selective", "full"])
 @pytest.mark.parametrize("ref", CASES)
 def test_saved_bytes_equal_real_memory_growth(ref, mode):
-    """growth = saved − (saved tensors that already existed: the block's inputs) + the block's output."""
+    """growth = saved − (saved tensors that already existed: the block's inputs) + the block's output.
+    The real block runs with RMSNorm as the GPU build runs it (`FusedOnCuda`), which the profile describes."""
     b = 2
     p = profile(example(ref), micro_batch=b, dtype="float32")
     layer = p.blocks[1]
@@ -58,7 +60,8 @@ def test_saved_bytes_equal_real_memory_growth(ref, mode):
     model = getattr(module, ref.split(":")[1])()
     hidden = torch.randn(_hidden_shape(p), requires_grad=True)
     block, args = CASES[ref](model, hidden)
-    growth, out = allocated_growth(lambda: run_block(block, args, mode))
+    with FusedOnCuda():
+        growth, out = allocated_growth(lambda: run_block(block, args, mode))
     pre_existing = sum(t.nbytes for t in layer.saved[mode] if t.op == "input")
     new_output = 0 if mode == "none" and _saves_its_output(block, args) else out.numel() * out.element_size()
     assert growth == layer.saved_bytes(mode) - pre_existing + new_output
@@ -77,19 +80,21 @@ def _hidden_shape(p) -> tuple[int, ...]:
 
 
 def test_dropout_masks_are_counted():
-    """With dropout on, the CPU kernels keep a mask per dropout in the activation dtype."""
+    """With dropout on, a GPU's `native_dropout` keeps a 1-byte mask per dropout (the profile's
+    `FusedOnCuda`; the CPU build's own dropout would keep one in the activation dtype)."""
     torch.manual_seed(0)
     block = gpt.Block(gpt.GPTConfig(n_layer=1, n_embd=64, n_head=4, vocab_size=64, seq_len=32, dropout=0.1))
     x = torch.randn(2, 32, 64, requires_grad=True)
-    growth, out = allocated_growth(lambda: block(x))
+    with FusedOnCuda():
+        growth, out = allocated_growth(lambda: block(x))
     path = EXAMPLES.parent / "tests" / "_dropout_model.py"
     p = profile(str(_dropout_file(path)), micro_batch=2, dtype="float32")
     layer = p.blocks[0]
     pre = sum(t.nbytes for t in layer.saved["none"] if t.op == "input")
     assert growth == layer.saved_bytes("none") - pre + out.numel() * 4
-    # the two residual dropouts keep an h-wide fp32 mask each on top of the dropout-free block
+    # the two residual dropouts keep an h-wide 1-byte mask each on top of the dropout-free block
     plain = profile(example("gpt.py:tiny"), micro_batch=2, dtype="float32").blocks[0]
-    assert layer.saved_bytes("none", "sp") == plain.saved_bytes("none", "sp") + 2 * 2 * 32 * 64 * 4
+    assert layer.saved_bytes("none", "sp") == plain.saved_bytes("none", "sp") + 2 * 2 * 32 * 64 * 1
     path.unlink()
 
 
