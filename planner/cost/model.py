@@ -20,7 +20,7 @@ from planner.cost.layer import LayerCost, layer_costs
 from planner.cost.memory import (DTYPE_BYTES, StateBytes, held_after_step, local_numel, state_bytes,
                                  state_bytes_by_layer)
 from planner.cost.schedule import in_flight, rank_orders, simulate
-from planner.cost.terms import ALLOCATOR_DIVISOR, DpModel, LayerTerms, dp_exposed, dp_interference
+from planner.cost.terms import ALLOCATOR_DIVISOR, DpModel, LayerTerms, dp_exposed, dp_compute
 from planner.types.estimate import ChunkTime, Estimate, HeldBytes
 from planner.types.profile import ModelProfile
 from planner.types.strategy import Strategy, parse_recompute
@@ -47,13 +47,10 @@ streams, the first step's autotuning, variable-length batches) is what fails a r
 def even_split(profile: ModelProfile, chunks: int) -> tuple[int, ...]:
     """Layers per chunk with the blocks spread as evenly as possible (prefix on the first chunk, suffix
     on the last): the starting point when a strategy does not give its own boundaries."""
-    blocks = len(profile.blocks)
-    base, extra = divmod(blocks, chunks)
+    base, extra = divmod(len(profile.blocks), chunks)
     counts = [base + (1 if c < extra else 0) for c in range(chunks)]
-    lead = sum(1 for l in profile.layers if l.kind == "prefix")
-    tail = sum(1 for l in profile.layers if l.kind == "suffix")
-    counts[0] += lead
-    counts[-1] += tail
+    counts[0] += sum(1 for l in profile.layers if l.kind == "prefix")
+    counts[-1] += sum(1 for l in profile.layers if l.kind == "suffix")
     return tuple(counts)
 
 
@@ -298,7 +295,8 @@ class CostModel:
         dpm = self.dp_model(s)
         sync, gather = sum(terms[i].sync for i in layer_ids), sum(terms[i].gather for i in layer_ids)
         dp = dp_exposed(dpm, sync, gather, first.sync + first.gather, sum(chunks[c].fwd for c in mine),
-                        sum(chunks[c].bwd for c in mine), chunks[mine[0]].bwd) + dp_interference(dpm, sync, gather)
+                        sum(chunks[c].bwd for c in mine), chunks[mine[0]].bwd) + dp_compute(
+            dpm, sync, gather, sum(terms[i].sync_copy for i in layer_ids), sum(terms[i].gather_copy for i in layer_ids))
         opt = sum(terms[i].opt for i in layer_ids)
         buffers = self.buffers(s, dpm.buffer + max(terms[i].comm_buffer for i in layer_ids),
                                sum(chunks[c].out_bytes for c in mine), max(chunks[c].transient_bytes for c in mine),
@@ -346,7 +344,9 @@ class CostModel:
             gather = self._coll_time(sizes, axis, "all_gather", compute * elems * shard)
             big = sum(local_numel(t, tp) for t in layer.tensors)
             buf = fsdp_buffer(big, compute, zero == 3 and not acc)
-            out.append(LayerTerms(st.total, elems, opt, sync, gather, buf))
+            copies = (self.device.memory_time((compute + 4) * elems * shard + 8 * elems),  # concat + cast; shard
+                      self.device.memory_time(2 * compute * elems * (shard + 1)))  # split copy-out; shard in
+            out.append(LayerTerms(st.total, elems, opt, sync, gather, buf, *copies))
         return out
 
     def _coll_time(self, sizes: tuple, axis: str, op: str, nbytes: float) -> float:

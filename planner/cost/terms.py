@@ -17,17 +17,23 @@ The physics, per pipeline rank, with n micro-batches:
   runs one layer ahead).
 - Overlap is not free: while a data-parallel collective runs beside the backward (or FSDP's gathers
   beside the forward), NCCL's kernels hold SMs and memory bandwidth the GEMMs would use
-  (`dp_interference`, at the device's `comm_interference`: NCCL runs one thread block per channel on
+  (`dp_compute`, at the device's `comm_interference`: NCCL runs one thread block per channel on
   its own SM for the whole collective, 16-24 channels for inter-node rings on 8-NIC nodes, a sixth of
   an A100's 108 SMs, and a GEMM sized in full waves loses more than its share; the value is fitted to
   published runs by `benchmarks/calibrate_published.py`).
+- FSDP2's copies run on the compute stream (`dp_compute`): after each all-gather, the gathered flat
+  buffer is split into the unsharded parameters (`split_with_sizes_copy`: read and write every
+  unsharded byte; the copy-in of the local shards before it moves 1/shard of that); before each
+  reduce-scatter the unsharded gradients are concatenated into its input, cast to the fp32 reduce
+  dtype (`_chunk_cat`: read the compute dtype, write fp32), and the reduced fp32 shard is read and
+  written once more after it (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py).
 - AdamW's step is memory-bound: 28 bytes moved per fp32 element the rank updates.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["LayerTerms", "DpModel", "dp_exposed", "dp_interference", "ALLOCATOR_DIVISOR"]
+__all__ = ["LayerTerms", "DpModel", "dp_exposed", "dp_compute", "ALLOCATOR_DIVISOR"]
 
 ALLOCATOR_DIVISOR = 20
 """The caching allocator's fragmentation, 1/20 (5%) of activations and transient buffers, as an
@@ -52,6 +58,10 @@ class LayerTerms:
     """FSDP: its all-gather seconds, latency included; 0 for DDP."""
     comm_buffer: int
     """FSDP: bytes of communication buffers when it is the rank's largest layer; 0 for DDP."""
+    sync_copy: float = 0.0
+    """FSDP: seconds of FSDP2's copies around the layer's reduce-scatter (see the module doc)."""
+    gather_copy: float = 0.0
+    """FSDP: seconds of FSDP2's copies around one all-gather of the layer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,17 +82,20 @@ class DpModel:
     """Compute seconds lost per second of overlapped collective (the device's `comm_interference`)."""
 
 
-def dp_interference(m: DpModel, sync: float, gather: float) -> float:
-    """Seconds the rank's compute loses to its data-parallel collectives running beside it
-    (`m.interference` of their time; 0 for a CPU, whose gloo takes no SMs): DDP's all-reduce during the last backward; FSDP's reduce-scatters and
-    its gathers, once in the first forward and, with ZeRO 3, again in every micro-batch's backward. Not
-    for DDP under TP, whose all-reduce runs after the backward (it is all exposed already). Linear in the
-    per-layer sums, so the partition solver adds it to each layer's end-of-step term."""
+def dp_compute(m: DpModel, sync: float, gather: float, sync_copy: float = 0.0, gather_copy: float = 0.0) -> float:
+    """Seconds of the rank's compute taken by its data-parallel work: the collectives running beside it
+    (`m.interference` of their time; 0 for a CPU, whose gloo takes no SMs) — DDP's all-reduce during the
+    last backward, FSDP's reduce-scatters and its gathers, once in the first forward and, with ZeRO 3,
+    again in every micro-batch's backward — plus FSDP2's copies (`sync_copy` once per step,
+    `gather_copy` per gather, as many gathers as above). Not for DDP under TP, whose all-reduce runs
+    after the backward (it is all exposed already). Linear in the per-layer sums, so the partition
+    solver adds it to each layer's end-of-step term."""
     if m.kind in ("none", "ddp_tp"):
         return 0.0
     if m.kind == "ddp":
         return m.interference * sync
-    return m.interference * (sync + gather * (1 + m.micro_batches if m.zero3 else 1))
+    gathers = 1 + m.micro_batches if m.zero3 else 1
+    return m.interference * (sync + gather * gathers) + sync_copy + gather_copy * gathers
 
 
 def dp_exposed(m: DpModel, sync, gather, first, fwd_window, bwd_sum, last_bwd):

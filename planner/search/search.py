@@ -16,7 +16,7 @@ from typing import Callable
 
 from planner.cost.memory import state_bytes
 from planner.cost.model import CostModel, even_split
-from planner.cost.terms import dp_interference
+from planner.cost.terms import dp_compute
 from planner.search.bounds import fits_at_all, lower_bound
 from planner.search.floor import floor, reachable, seed
 from planner.search.budget import WALL_CAP, WORK_PER_BOUND, WORK_PER_CANDIDATE, Budget
@@ -91,7 +91,7 @@ def problem(cm: CostModel, s: Strategy, recompute: str | None = None, bounds: tu
                    static=tuple(x.state for x in terms), out=tuple(x.out_bytes for x in costs),
                    is_block=tuple(k == "block" for k in cm.kinds), pp=s.pp, vpp=s.vpp,
                    micro_batches=s.num_micro_batches, schedule=s.schedule, cap=(int(cap),) * s.pp, send=send, dp=dp,
-                   opt=tuple(t(x.opt + dp_interference(dpm, x.sync, x.gather)) for x in terms),
+                   opt=tuple(t(x.opt + dp_compute(dpm, x.sync, x.gather, x.sync_copy, x.gather_copy)) for x in terms),
                    sync=tuple(t(x.sync) for x in terms),
                    gather=tuple(t(x.gather) for x in terms), comm_buffer=tuple(x.comm_buffer for x in terms),
                    recompute=recompute, fixed_bounds=bounds)

@@ -199,14 +199,34 @@ def test_overlapped_data_parallel_communication_costs_its_interference_share():
     forward's and one per micro-batch's backward) cost the device's `comm_interference` share of their
     seconds in compute (here g = 1/6); DDP under TP (all-reduce after the backward, already all
     exposed) and dp = 1 nothing."""
-    from planner.cost.terms import DpModel, dp_interference
+    from planner.cost.terms import DpModel, dp_compute
     g = 1 / 6
-    assert dp_interference(DpModel("ddp", 4, interference=g), 6.0, 0.0) == pytest.approx(1.0)
-    assert dp_interference(DpModel("fsdp", 4, interference=g), 3.0, 1.5) == pytest.approx((3.0 + 1.5) / 6)
-    assert dp_interference(DpModel("fsdp", 4, zero3=True, interference=g), 3.0, 1.5) == pytest.approx((3.0 + 5 * 1.5) / 6)
-    assert dp_interference(DpModel("ddp_tp", 4, interference=g), 6.0, 0.0) == 0
+    assert dp_compute(DpModel("ddp", 4, interference=g), 6.0, 0.0) == pytest.approx(1.0)
+    assert dp_compute(DpModel("fsdp", 4, interference=g), 3.0, 1.5) == pytest.approx((3.0 + 1.5) / 6)
+    assert dp_compute(DpModel("fsdp", 4, zero3=True, interference=g), 3.0, 1.5) == pytest.approx((3.0 + 5 * 1.5) / 6)
+    assert dp_compute(DpModel("ddp_tp", 4, interference=g), 6.0, 0.0) == 0
     # the cost model takes it from the device file: fitted for GPUs, 0 for CPUs (gloo takes no SMs)
     s = dataclasses.replace(_fsdp_strategy(), dp=8, dp_shard=8)
     a100 = planner.clusters("8", "a100-80gb")[0]
     assert CostModel(profile(True), a100).dp_model(s).interference == a100.device_of(0).comm_interference > 0
     assert CostModel(profile(True), planner.clusters("8", "cpu")[0]).dp_model(s).interference == 0
+
+
+def test_fsdp2_copies_around_each_collective():
+    """The hand profile's embedding (V x H) under FSDP over 8 ranks, bf16:
+    P unsharded elements, P/8 local. After each all-gather FSDP2 splits the flat buffer into the
+    parameters (read + write 2P bytes each) after copying its shard in (2 x 2P/8); before the
+    reduce-scatter it concatenates the bf16 gradients into an fp32 input (read 2P, write 4P) and moves
+    the fp32 shard after it (8P/8). ZeRO 3 with 4 micro-batches gathers 1 + 4 times."""
+    from planner.cost.terms import DpModel, dp_compute
+    a100 = planner.clusters("8", "a100-80gb")[0]
+    cm = CostModel(profile(False), a100)
+    s = dataclasses.replace(_fsdp_strategy(), num_micro_batches=4)
+    wte = cm.terms(s)[0]
+    P = V * H
+    bw = cm.device.hbm_bandwidth * cm.device.hbm_efficiency
+    assert wte.gather_copy == pytest.approx((2 * 2 * P + 2 * 2 * P / 8) / bw)
+    assert wte.sync_copy == pytest.approx((2 * P + 4 * P + 8 * P / 8) / bw)
+    m = DpModel("fsdp", 4, zero3=True, interference=0.0)
+    assert dp_compute(m, 0.0, 0.0, wte.sync_copy, wte.gather_copy) == pytest.approx(wte.sync_copy + 5 * wte.gather_copy)
+    assert cm.terms(dataclasses.replace(s, dp_shard=1, zero=0))[0].gather_copy == 0  # DDP copies nothing
