@@ -17,7 +17,7 @@ from planner.types.profile import SCHEMA, ModelProfile
 
 __all__ = ["cache_dir", "profile_key", "load_cached", "store"]
 
-_CODE = ("profiling/profiler.py", "profiling/recorder.py", "profiling/blocks.py", "profiling/cuda_ops.py", "types/profile.py",
+_CODE = ("profiling/profiler.py", "profiling/recorder.py", "profiling/blocks.py", "program/runtime/cuda_ops.py", "types/profile.py",
          "program/runtime/policy.py", "load/structure.py",
          "load/model_file.py", "load/fingerprint.py")
 """The sources a profile depends on, relative to the package root: each path and its bytes go into the

@@ -29,7 +29,7 @@ from torch.utils._pytree import tree_flatten
 from planner.load.model_file import ModelSource, build_meta, sample_batch
 from planner.load.structure import VOCAB_STYLES, TPStructure, detect_tp, find_blocks
 from planner.program.runtime.policy import batch_map, forward_loss, takes_targets, token_count, training_kwargs
-from planner.profiling.cuda_ops import FusedOnCuda
+from planner.program.runtime.cuda_ops import FusedOnCuda
 from planner.profiling.blocks import block_run, block_saved, hook_tp, narrow, tp_gemms
 from planner.profiling.recorder import FLOP_MAP, Record, Recorder, fakeify, first_tensor, saved_records, storage_id, tensor_bytes
 from planner.types.profile import LayerProfile, ModelProfile, ParamTensor

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from planner.profiling.blocks import block_run
-from planner.profiling.cuda_ops import FusedOnCuda
+from planner.program.runtime.cuda_ops import FusedOnCuda
 from planner.profiling.recorder import fakeify
 from planner.cost.layer import ELEMENTWISE_BWD_FACTOR, layer_costs
 from planner.types.profile import LayerProfile, ModelProfile

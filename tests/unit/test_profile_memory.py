@@ -16,7 +16,7 @@ from torch.profiler import ProfilerActivity, profile as torch_profile
 from torch.utils.checkpoint import checkpoint
 
 from planner import profile
-from planner.profiling.cuda_ops import FusedOnCuda
+from planner.program.runtime.cuda_ops import FusedOnCuda
 from planner.program.runtime.policy import selective_context
 from conftest import EXAMPLES, example
 

@@ -9,6 +9,7 @@ default loss), so a profile never disagrees with the program that runs.
 """
 from __future__ import annotations
 
+from .cuda_ops import FusedOnCuda, as_on_gpu
 from .data_parallel import allreduce_grads, apply_ddp, apply_fsdp, apply_recompute
 from .distributed import init_distributed, pick_device
 from .pipeline import attach_chunk_hooks, build_meta_parameters, set_micro_batches, split_chunk, watch_inference
@@ -18,7 +19,7 @@ from .state import (ActivationMeter, TiedWeights, clean_name, clip_grad_norm, he
                     named_local_params)
 from .tensor_parallel import apply_tp
 
-__all__ = ["init_distributed", "pick_device", "SELECTIVE_SAVE_OPS", "selective_policy", "selective_context", "default_loss",
+__all__ = ["FusedOnCuda", "as_on_gpu", "init_distributed", "pick_device", "SELECTIVE_SAVE_OPS", "selective_policy", "selective_context", "default_loss",
            "cosine_lr", "split_chunk", "attach_chunk_hooks", "set_micro_batches", "watch_inference", "build_meta_parameters", "batch_map",
            "forward_loss", "takes_targets", "token_count", "training_kwargs", "collate", "apply_tp", "apply_recompute", "apply_fsdp",
            "apply_ddp", "allreduce_grads", "materialise", "TiedWeights", "clip_grad_norm", "held_bytes",

@@ -487,15 +487,17 @@ def train(args, device) -> int:
 
 def run_step(run: Run, x, y) -> list[float]:
     """Forward and backward of this rank's share of the global batch; returns the micro-batch losses
-    (on the last pipeline rank). Gradients are the mean over the global batch once DP has reduced them."""
+    (on the last pipeline rank). Gradients are the mean over the global batch once DP has reduced them.
+    On a CPU, RMSNorm and dropout run as the GPU build runs them (`rt.as_on_gpu`)."""
     micro = [rt.batch_map(lambda t, i=i: t.chunk(NUM_MICRO_BATCHES)[i], (x, y)) for i in range(NUM_MICRO_BATCHES)]
     if run.schedule is not None:
         for part in run.parts:
             rt.set_micro_batches(part, micro, run.loss_fn, run.pass_targets, run.fixed)
         losses: list[torch.Tensor] = []
         index = torch.arange(NUM_MICRO_BATCHES, device=run.device)
-        run.schedule.step(*((index,) if run.first else ()), target=index if run.last else None,
-                          losses=losses if run.last else None)
+        with rt.as_on_gpu(run.device):
+            run.schedule.step(*((index,) if run.first else ()), target=index if run.last else None,
+                              losses=losses if run.last else None)
         return [float(t.detach()) for t in losses]
     (part,) = run.parts
     out = []
@@ -505,7 +507,7 @@ def run_step(run: Run, x, y) -> list[float]:
             part.set_requires_gradient_sync(sync)
             part.set_reshard_after_backward(sync)
         ctx = part.no_sync() if hasattr(part, "no_sync") and not sync else contextlib.nullcontext()
-        with ctx:
+        with ctx, rt.as_on_gpu(run.device):
             loss = rt.forward_loss(part, xm, ym, run.loss_fn, run.pass_targets, run.fixed)
             (loss / NUM_MICRO_BATCHES).backward()
         out.append(loss.item())

@@ -19,13 +19,20 @@ what the CUDA op's backward saves. The op computes the same values as torch's co
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.distributed.tensor import Partial, Replicate, Shard
+from torch.distributed.tensor.experimental import register_sharding
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["FusedOnCuda"]
+__all__ = ["FusedOnCuda", "as_on_gpu"]
+
+_NS = __name__.split(".")[0]
+"""The op namespace: `planner` for the profiler, `planner_runtime` in an emitted program (its copy of
+this package), so both can live in one process without registering one op twice."""
 
 
 def _dims(x: torch.Tensor, shape: Sequence[int]) -> list[int]:
@@ -37,7 +44,7 @@ def _up(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
-@torch.library.custom_op("planner::fused_rms_norm", mutates_args=())
+@torch.library.custom_op(f"{_NS}::fused_rms_norm", mutates_args=())
 def _fused(x: torch.Tensor, shape: list[int], weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     up = _up(x)
     rstd = torch.rsqrt(up.pow(2).mean(_dims(x, shape), keepdim=True) + eps)
@@ -50,7 +57,7 @@ def _(x, shape, weight, eps):
     return torch.empty_like(x), x.new_empty(stat, dtype=torch.promote_types(x.dtype, torch.float32))
 
 
-@torch.library.custom_op("planner::fused_rms_norm_backward", mutates_args=())
+@torch.library.custom_op(f"{_NS}::fused_rms_norm_backward", mutates_args=())
 def _fused_bwd(grad: torch.Tensor, x: torch.Tensor, rstd: torch.Tensor, weight: torch.Tensor,
                shape: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     dims = _dims(x, shape)
@@ -74,12 +81,33 @@ def _setup(ctx, inputs, output):
 
 
 def _backward(ctx, grad, _grad_rstd):
+    if grad is None:  # the output took no part in the loss
+        return None, None, None, None
     x, rstd, weight = ctx.saved_tensors
     dx, dw = _fused_bwd(grad, x, rstd, weight, ctx.shape)
     return dx, None, dw, None
 
 
 _fused.register_autograd(_backward, setup_context=_setup)
+
+
+@register_sharding(_fused._opoverload)
+def _(x, shape, weight, eps):
+    """On DTensors (sequence parallel hands RMSNorm a sequence shard): all replicated, or input, output
+    and rstd sharded alike on a dimension the norm does not reduce, the weight replicated."""
+    out = [([Replicate(), Replicate()], [Replicate(), None, Replicate(), None])]
+    for d in range(x.ndim - len(shape)):
+        out.append(([Shard(d), Shard(d)], [Shard(d), None, Replicate(), None]))
+    return out
+
+
+@register_sharding(_fused_bwd._opoverload)
+def _(grad, x, rstd, weight, shape):
+    """As the forward; the weight's gradient from row shards is a partial sum."""
+    out = [([Replicate(), Replicate()], [Replicate()] * 4 + [None])]
+    for d in range(x.ndim - len(shape)):
+        out.append(([Shard(d), Partial()], [Shard(d), Shard(d), Shard(d), Replicate(), None]))
+    return out
 
 
 def _dropout(args: tuple, kwargs: dict) -> torch.Tensor | None:
@@ -113,3 +141,9 @@ class FusedOnCuda(TorchFunctionMode):
                 eps = torch.finfo(torch.float32).eps if eps is None else eps
                 return _fused(x, shape, weight, float(eps))[0]
         return func(*args, **kwargs)
+
+
+def as_on_gpu(device: torch.device):
+    """The context a training step runs in: on a CPU, `FusedOnCuda`, so that the program keeps what the
+    plan (made for GPUs, from a profile taken the same way) predicts; on a GPU torch fuses by itself."""
+    return FusedOnCuda() if device.type == "cpu" else contextlib.nullcontext()
