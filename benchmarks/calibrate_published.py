@@ -39,7 +39,7 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fidelity import LLAMA_FILE, PUBLISHED, ROOT, TMP, Case, _strategy, cases, cost_model, price  # noqa: E402
+from fidelity import PUBLISHED, TMP, Case, cases, cost_model, llama_case, price  # noqa: E402
 
 from planner.cluster.hardware import Device, device  # noqa: E402
 from planner.types.strategy import Strategy  # noqa: E402
@@ -60,22 +60,15 @@ implausible constant; a fitted value on a range's edge is reported as such."""
 
 HELD_OUT = [  # torchtitan docs/performance.md, Llama 3 on 64 A100 80GB with FSDP2, local batch 1: not fitted
     dict(name="llama3 8B sel", layers=32, hidden=4096, heads=32, kv_heads=8, ffn=14336, vocab=128256, seq=8192,
-         tp=1, pp=1, gpus=64, batch=64, mbs=1, zero=3, recompute="selective", wps=2973),
+         tp=1, pp=1, gpus=64, batch=64, mbs=1, zero=3, recompute="selective", rope_theta=500000.0, wps=2973),
     dict(name="llama3 70B full", layers=80, hidden=8192, heads=64, kv_heads=8, ffn=28672, vocab=128256, seq=8192,
-         tp=1, pp=1, gpus=64, batch=64, mbs=1, zero=3, recompute="full", wps=331),
+         tp=1, pp=1, gpus=64, batch=64, mbs=1, zero=3, recompute="full", rope_theta=500000.0, wps=331),
 ]
 """Two rows the fit never sees, priced at the shipped and the fitted constants as a check."""
 
 
 def held_out() -> list[tuple[Case, Strategy]]:
-    out = []
-    for row in HELD_OUT:
-        path = TMP / f"llama_{row['name'].replace(' ', '_')}.py"
-        path.write_text(LLAMA_FILE.format(examples=str(ROOT / "examples"), **row).replace("10000.0", "500000.0"))
-        case = Case("held out", row["name"], row["wps"], path, "8x8", "a100-80gb",
-                    _strategy(row, row["zero"], row["recompute"]), row["batch"], row["batch"] * row["seq"] / row["gpus"])
-        out.append((case, price(case)[1]))
-    return out
+    return [(case, price(case)[1]) for case in (llama_case("held out", row, 8, "a100-80gb", TMP) for row in HELD_OUT)]
 
 
 def errors(placed: list[tuple[Case, Strategy]], dev: Device) -> dict[str, list[float]]:

@@ -105,7 +105,7 @@ from llama import Llama, LlamaConfig, batch  # noqa: E402,F401
 
 def model():
     return Llama(LlamaConfig(n_layers={layers}, dim={hidden}, n_heads={heads}, n_kv_heads={kv_heads},
-                             ffn_dim={ffn}, vocab_size={vocab}, seq_len={seq}, rope_theta=10000.0))
+                             ffn_dim={ffn}, vocab_size={vocab}, seq_len={seq}, rope_theta={rope_theta}))
 """
 
 
@@ -145,13 +145,17 @@ def cases(data: dict, tmp: Path) -> list[Case]:
                         _strategy(row, 0, t["recompute"]), row["batch"],
                         megatron_flops(row, t["seq"], t["vocab"]) / row["gpus"] / 1e12))
     t = data["torchtitan_llama2_a100"]
-    for row in t["rows"]:
-        path = tmp / f"llama_{row['name'].replace(' ', '_')}.py"
-        path.write_text(LLAMA_FILE.format(examples=examples, **row))
-        out.append(Case("torchtitan", row["name"], row["wps"], path, f"{t['gpus_per_node']}x{row['gpus'] // t['gpus_per_node']}",
-                        t["gpu"], _strategy(row, row["zero"], row["recompute"]), row["batch"],
-                        row["batch"] * row["seq"] / row["gpus"]))
+    out += [llama_case("torchtitan", row, t["gpus_per_node"], t["gpu"], tmp) for row in t["rows"]]
     return out
+
+
+def llama_case(table: str, row: dict, gpus_per_node: int, gpu: str, tmp: Path) -> Case:
+    """A torchtitan row (tokens/s per GPU) on the bundled Llama; RoPE base 10,000 (Llama 2) unless the
+    row gives its own."""
+    path = tmp / f"llama_{row['name'].replace(' ', '_')}.py"
+    path.write_text(LLAMA_FILE.format(examples=str(ROOT / "examples"), **{"rope_theta": 10000.0, **row}))
+    return Case(table, row["name"], row["wps"], path, f"{gpus_per_node}x{row['gpus'] // gpus_per_node}", gpu,
+                _strategy(row, row["zero"], row["recompute"]), row["batch"], row["batch"] * row["seq"] / row["gpus"])
 
 
 def _strategy(row: dict, zero: int, recompute: str) -> Strategy:

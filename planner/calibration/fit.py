@@ -13,7 +13,7 @@ from datetime import date
 
 from planner.cluster.collectives import collective_model
 from planner.cluster.graph import build_cluster
-from planner.cluster.hardware import LinkSpec, NodeSpec, node_preset
+from planner.cluster.hardware import LinkSpec, NodeSpec, device, node_preset
 
 __all__ = ["profile_toml", "fit_half_dim", "fit_link"]
 
@@ -85,6 +85,7 @@ def profile_toml(raw: dict, *, base_node: str, command: str) -> str:
         f"memory_bytes = {int(raw['memory_bytes'])}",
         f"hbm_bandwidth = {raw['memory_bandwidth']:.6g}        # measured copy bandwidth per rank",
         "hbm_efficiency = 1.0",
+        _interference_line(dtype, base),
         f"op_overhead = {raw['op_overhead']:.6g}        # measured host seconds per operator",
         f"tp_op_overhead = {raw.get('tp_op_overhead', 0.0):.6g}        # measured host seconds a TP projection adds",
         'default_node = "calibrated"',
@@ -101,6 +102,15 @@ def profile_toml(raw: dict, *, base_node: str, command: str) -> str:
         *_tables(raw),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _interference_line(dtype: str, base: NodeSpec) -> str:
+    """Not measured here (it needs a training step beside a collective): a CPU's gloo takes no compute
+    units; a GPU takes the value of its base node's GPU file, fitted there to published runs."""
+    if dtype == "float32":
+        return "comm_interference = 0.0        # gloo on CPUs takes no compute units"
+    return (f"comm_interference = {device(base.gpu).comm_interference:.6g}        # not measured: as "
+            f"{base.gpu} (benchmarks/calibrate_published.py)")
 
 
 def _node_lines(raw: dict, base: NodeSpec, base_node: str, latency: float, bandwidth: float) -> list[str]:

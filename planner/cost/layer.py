@@ -140,17 +140,17 @@ def tp_collectives(profile: ModelProfile) -> int:
     return sum(1 for style in profile.tp_plan.values() if style == "rowwise")
 
 
-def _elementwise_bytes(layer: LayerProfile, nbytes: float, scale: float, tp: int, sp: bool) -> float:
-    """Memory-bound bytes (`nbytes` at the profiled micro-batch, forward or backward) on one rank: the
-    share on TP-split tensors (as measured by the saved tensors' tags) divides by t, the h-wide rest
-    only with sequence parallel."""
+def _elementwise_share(layer: LayerProfile, tp: int, sp: bool) -> float:
+    """The share of a layer's memory-bound bytes (forward or backward) one rank moves: the share on
+    TP-split tensors (as measured by the saved tensors' tags) divides by t, the h-wide rest only with
+    sequence parallel."""
     if tp == 1 or layer.kind != "block":
-        return nbytes * scale
+        return 1.0
     saved = layer.saved["none"]
     total = sum(t.nbytes for t in saved) or 1
     tp_share = sum(t.nbytes for t in saved if t.shard == "tp") / total
     rest = 1 - tp_share
-    return nbytes * scale * (tp_share / tp + rest / (tp if sp else 1))
+    return tp_share / tp + rest / (tp if sp else 1)
 
 
 def layer_costs(profile: ModelProfile, device: Device, tp: int, sp: bool, micro_batch: int,
@@ -208,9 +208,10 @@ def _one(profile: ModelProfile, layer: LayerProfile, device: Device, split: int,
          scale: float, n_coll: int, tp_time: TpTime) -> LayerCost:
     g_f, g_b = gemm_times(device, layer.gemms, scale, split)
     a_f, a_b = _attention_times(device, layer, scale, split)
-    elem = device.memory_time(_elementwise_bytes(layer, layer.fwd_mem_bytes, scale, split, sp))
+    share = _elementwise_share(layer, split, sp) * scale
+    elem = device.memory_time(layer.fwd_mem_bytes * share)
     elem_bwd = ELEMENTWISE_BWD_FACTOR * elem if layer.bwd_mem_bytes is None else \
-        device.memory_time(_elementwise_bytes(layer, layer.bwd_mem_bytes, scale, split, sp))
+        device.memory_time(layer.bwd_mem_bytes * share)
     msg = layer.output_bytes * scale
     if split > 1 and n_coll:
         per = tp_time("reduce_scatter", msg) + tp_time("all_gather", msg) if sp else tp_time("all_reduce", msg)

@@ -190,3 +190,14 @@ def test_detect_without_cuda_is_one_line(capsys):
     else:
         assert main(["cluster", "--detect"]) == 2
         assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_calibrated_gpu_keeps_the_fitted_collective_interference():
+    """`plan calibrate` cannot measure it; a GPU file takes its base node's GPU value (nonzero, fitted to
+    published runs), a CPU file 0 (gloo takes no compute units)."""
+    from planner.calibration.fit import _interference_line
+    from planner.cluster.hardware import device, node_preset
+    base = node_preset("dgx-h100")
+    assert device(base.gpu).comm_interference > 0
+    assert _interference_line("bfloat16", base).startswith(f"comm_interference = {device(base.gpu).comm_interference:.6g} ")
+    assert _interference_line("float32", node_preset("cpu-host")).startswith("comm_interference = 0.0 ")

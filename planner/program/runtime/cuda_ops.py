@@ -110,37 +110,45 @@ def _(grad, x, rstd, weight, shape):
     return out
 
 
+def _arguments(args: tuple, kwargs: dict, names: tuple[str, ...]) -> dict:
+    """A functional's arguments by name, however they were passed."""
+    return {**dict(zip(names, args)), **kwargs}
+
+
 def _dropout(args: tuple, kwargs: dict) -> torch.Tensor | None:
     """`F.dropout` as torch runs it on a GPU in training (`at::dropout` takes `native_dropout` for CUDA
     inputs with 0 < p < 1): one kernel, a 1-byte mask kept for backward. On CPU it decomposes into a
     mask of the input's dtype (bernoulli_, div_) and a multiply. None: leave the call as it is."""
-    names = ("input", "p", "training", "inplace")
-    a = {**dict(zip(names, args)), **kwargs}
-    p, training = a.get("p", 0.5), a.get("training", True)
-    x = a["input"]
+    a = _arguments(args, kwargs, ("input", "p", "training", "inplace"))
+    p, training, x = a.get("p", 0.5), a.get("training", True), a["input"]
     if a.get("inplace", False) or not training or not 0 < p < 1 or x.numel() == 0:
         return None
     return torch.native_dropout(x, p, True)[0]
 
 
+def _rms_norm(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """`F.rms_norm` as torch runs it on a GPU (`_fused_rms_norm`), except where torch keeps the
+    composite: no weight, a weight of another dtype, complex input. None: leave the call as it is."""
+    a = _arguments(args, kwargs, ("input", "normalized_shape", "weight", "eps"))
+    x, weight, eps = a["input"], a.get("weight"), a.get("eps")
+    if weight is None or weight.dtype != x.dtype or x.is_complex():
+        return None
+    eps = torch.finfo(torch.float32).eps if eps is None else eps
+    return _fused(x, list(a["normalized_shape"]), weight, float(eps))[0]
+
+
+_ROUTES = {F.dropout: _dropout, F.rms_norm: _rms_norm}
+
+
 class FusedOnCuda(TorchFunctionMode):
     """Routes `F.rms_norm` with a weight of the input's dtype to the fused op, and `F.dropout` in
-    training to `native_dropout` (see the module doc and `_dropout`)."""
+    training to `native_dropout` (see the module doc, `_rms_norm` and `_dropout`)."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is F.dropout:
-            out = _dropout(args, kwargs)
-            if out is not None:
-                return out
-        if func is F.rms_norm:
-            x, shape = args[0], list(args[1] if len(args) > 1 else kwargs["normalized_shape"])
-            weight = args[2] if len(args) > 2 else kwargs.get("weight")
-            eps = args[3] if len(args) > 3 else kwargs.get("eps")
-            if weight is not None and weight.dtype == x.dtype and not x.is_complex():
-                eps = torch.finfo(torch.float32).eps if eps is None else eps
-                return _fused(x, shape, weight, float(eps))[0]
-        return func(*args, **kwargs)
+        route = _ROUTES.get(func)
+        out = route(args, kwargs) if route is not None else None
+        return func(*args, **kwargs) if out is None else out
 
 
 def as_on_gpu(device: torch.device):
