@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from planner.search.master import solve
+from planner.search.master import _unit, solve
 from planner.search.partition import Problem, brute_force, evaluate
 
 from instances import instance
@@ -33,6 +33,42 @@ def test_solver_equals_brute_force_on_the_simulated_step(uniform, schedule):
         assert sum(got.bounds) == p.layers and all(b >= 1 for b in got.bounds)
     assert feasible >= 9  # the instances must mostly be feasible to test anything
     assert len(kinds) >= 3
+
+
+def _scaled(p: Problem, rng: random.Random, k: int) -> Problem:
+    """`p` with every time k times larger plus noise below 1000: real-model magnitudes, where the master
+    works in coarse units (`master._unit`, 100 or 1000 here) and rounding loses something on every
+    time. (Noise as large as k makes almost every assignment's critical path its own: the loop then
+    needs hundreds of rounds, before this change as after.)"""
+    from dataclasses import replace
+
+    def t(x: int) -> int:
+        return x * k + rng.randrange(1000)
+    bwd = []
+    for b in p.bwd:  # one noise per layer: a layer outside the blocks keeps one time for every mode
+        e = rng.randrange(1000)
+        bwd.append(tuple(x * k + e for x in b))
+    return replace(p, fwd=tuple(map(t, p.fwd)), bwd=tuple(bwd),
+                   send=tuple(tuple(map(t, s)) for s in p.send), opt=tuple(map(t, p.opt)),
+                   sync=tuple(map(t, p.sync)), gather=tuple(map(t, p.gather)),
+                   dp=replace(p.dp, fixed=t(int(p.dp.fixed)), bucket=t(int(p.dp.bucket))))
+
+
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "interleaved"])
+def test_coarse_master_units_keep_the_solver_exact(schedule):
+    """With times of real models' size the master counts in coarse units (rounded down, subtracted
+    terms up) and excludes rounding ties by no-goods, then turns exact: still brute force's optimum."""
+    rng = random.Random(40 + len(schedule))
+    coarse = 0
+    for i in range(10):
+        p = _scaled(instance(rng, i % 2 == 0, schedule), rng, 10**6)
+        exact, got = brute_force(p), solve(p, time_limit=60)
+        assert (exact is None) == (got is None)
+        if exact is None:
+            continue
+        coarse += _unit(p) > 1
+        assert got.status == "OPTIMAL" and got.objective == exact.objective
+    assert coarse >= 6
 
 
 def test_fixed_recompute_and_bounds_are_respected():
