@@ -240,18 +240,9 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
             master.m.add(unit * master.T <= best.objective - 1)
         if status == cp_model.OPTIMAL and bound >= best.objective:
             break
-        worst = score.ends.index(score.objective)
-        new = {(r, frozenset(c.items())): c for r, c in enumerate(score.paths)}
-        tie = unit > 1 and not improved and (worst, frozenset(score.paths[worst].items())) in paths
-        paths.update(new)
-        if tie:
+        if _learn(master, solver, score, paths, unit, improved):
             unit = 1
             master = _build(p, unit, orders, vectors, paths, cutoff, best)
-        else:
-            for r, counts in new.items():
-                master.add_path(r[0], counts)
-            if unit > 1:
-                master.exclude(solver, worst, score.paths[worst])
         master.m.clear_hints()
         _hint(master, best, p)
     if best is None:  # no assignment: unresolved (bound known), none below the cutoff, or none fits
@@ -261,6 +252,22 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
     gap = 0.0 if status_name == "OPTIMAL" else max(0.0, (best.objective - bound) / max(best.objective, 1))
     return Solution(best.bounds, best.full, best.selective, best.objective, status_name, gap,
                     {"rounds": rounds, "paths": len(paths), "unit": unit, "wall_s": time.perf_counter() - t0})
+
+
+def _learn(master: _Master, solver: cp_model.CpSolver, score, paths: dict, unit: int, improved: bool) -> bool:
+    """Add the proposal's longest paths to `paths` and (unless it returns True) to the master, with a
+    no-good when the master is coarse. True: a tie of rounding (the proposal is no better than the
+    incumbent and its slowest path was in the master already): the master should turn exact."""
+    worst = score.ends.index(score.objective)
+    new = {(r, frozenset(c.items())): c for r, c in enumerate(score.paths)}
+    tie = unit > 1 and not improved and (worst, frozenset(score.paths[worst].items())) in paths
+    paths.update(new)
+    if not tie:
+        for (r, _), counts in new.items():
+            master.add_path(r, counts)
+        if unit > 1:
+            master.exclude(solver, worst, score.paths[worst])
+    return tie
 
 
 def _build(p: Problem, unit: int, orders, vectors, paths: dict, cutoff: int | None,
