@@ -3,7 +3,8 @@ cost depends on, in one of two encodings (`master.py` builds on them).
 
 When all blocks are identical (the usual transformer), a chunk is three integers (blocks, full,
 selective) and everything is linear in them; otherwise each chunk's boundaries and split points index
-prefix-sum and range-maximum tables (element constraints). Times are in the problem's units (the master passes one rounded down to coarse units), memory in bytes.
+prefix-sum and range-maximum tables (element constraints). Times are in the problem's units (the
+master passes one rounded down to coarse units), memory in bytes.
 """
 from __future__ import annotations
 

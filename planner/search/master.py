@@ -18,8 +18,10 @@ rounded so that every path and end term stays at most its true value (down where
 it is subtracted): still a relaxation, and CP-SAT solves it many times faster than at the problem's
 own 10 ns. "Better than the incumbent" is `unit x T < best` in true units, so the proof stays exact.
 Each proposal is then excluded by a no-good over the chunks its slowest rank's longest path and end
-terms read (every assignment that agrees there is no faster), which rounding alone would not do: no
-assignment is proposed twice and the loop ends.
+terms read (every assignment that agrees there is no faster), which rounding alone would not do.
+Once rounding rather than a missing path lets a proposal through, the master is rebuilt exact (unit
+1, every path so far): there every added path is tight at the assignment that produced it. Either
+way no assignment is proposed twice and the loop ends.
 Encodings: `encoding.py`. One worker with a fixed seed, and limits counted in work (`budget.py`:
 CP-SAT's deterministic time, rounds, simulated actions) rather than seconds: the answer does not depend
 on the machine's load or core count.
@@ -46,12 +48,12 @@ __all__ = ["solve"]
 class _Master:
     """The master problem: memory exact, the step time as max over the paths added so far."""
 
-    def __init__(self, p: Problem, uniform: bool, orders, vectors, rounded: bool = False):
-        """`p` in the master's units (`_coarse`, `rounded` when they are coarse); `uniform`: the true
-        problem's blocks are identical."""
-        self.p, self.m, self.rounded = p, cp_model.CpModel(), rounded
+    def __init__(self, fine: Problem, unit: int, orders, vectors):
+        """The master of `fine` with its times in `unit`s (`_coarse`)."""
+        p = _coarse(fine, unit)
+        self.p, self.m, self.rounded = p, cp_model.CpModel(), unit > 1
         self.x = Chunks(p, self.m)
-        if uniform and not p.fixed_bounds:
+        if fine.uniform() and not p.fixed_bounds:
             self.x.uniform()
         else:
             self.x.general()
@@ -72,7 +74,6 @@ class _Master:
                 act = sum(k * q["act"][c] for k, c in zip(vec, mine))
                 self.m.add(D * (fixed + act) + act + tr <= D * p.cap[r] + D - 1)
             self.extra.append(self._rank_extra(mine, horizon))
-        self.paths = 0
 
     def _rank_extra(self, mine: list[int], horizon: int):
         """The rank's optimizer step + exposed data-parallel time, as an expression whose minimum under
@@ -108,7 +109,6 @@ class _Master:
         q = self.x.q
         key = {"F": "fwd", "B": "bwd", "S": "send"}
         self.m.add(self.T >= sum(n * q[key[k]][c] for (k, c), n in sorted(counts.items())) + self.extra[r])
-        self.paths += 1
 
     def exclude(self, solver: cp_model.CpSolver, r: int, counts: Counter) -> None:
         """A no-good: the current assignment, and every other that agrees with it on the chunks rank r's
@@ -273,7 +273,7 @@ def _learn(master: _Master, solver: cp_model.CpSolver, score, paths: dict, unit:
 def _build(p: Problem, unit: int, orders, vectors, paths: dict, cutoff: int | None,
            best: Solution | None) -> _Master:
     """A master in `unit`s with `paths`, asked for a step below the cutoff and the incumbent."""
-    master = _Master(_coarse(p, unit), p.uniform(), orders, vectors, rounded=unit > 1)
+    master = _Master(p, unit, orders, vectors)
     for (r, _), counts in paths.items():
         master.add_path(r, counts)
     master.m.minimize(master.T)
