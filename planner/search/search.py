@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from planner.cost.memory import state_bytes
@@ -36,8 +36,11 @@ WARM_START = 20
 PER_SOLVE = 5.0
 """Work (about seconds, see budget.py) one candidate may take while more than 4x that is left (a quarter
 of what is left after): one hard candidate cannot use up the whole limit; one stopped early marks the
-search TIME_LIMIT. The limit is counted in work, not read off the clock, so the plan does not depend on
-the machine's load."""
+search TIME_LIMIT unless deepening (`_deepen`) finishes it. The limit is counted in work, not read off
+the clock, so the plan does not depend on the machine's load."""
+PROOF_SHARE = 0.8
+"""Of the time limit (after the bounds), what the proof and deepening may use; the runner-up families
+get the rest and whatever the proof did not need."""
 TIME_UNIT = 1e-8
 """Solver time unit (10 ns): integer costs keep CP-SAT exact; memory is in bytes."""
 
@@ -134,64 +137,148 @@ def evaluate_fixed(cm: CostModel, s: Strategy, global_batch: int, recompute: str
 
 def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], None] | None = None) -> SearchResult:
     """The best strategy under `c`, the best of each other layout family (the runner-ups), and the
-    solver statistics. Candidates are visited cheapest kind first (`_solve_cost`), each kind in order of
-    its lower bounds; each solve is told the
-    step time it must beat (the best so far, or within RUNNER_UP_MARGIN of it for a family not yet
-    shown), so one that cannot win stops as soon as that is proved."""
+    solver statistics, in three passes over the candidates (cheapest kind first, `_solve_cost`, each
+    kind in order of its lower bounds). The proof (`_prove`): each solve is told to beat the best so far
+    and stops as soon as it cannot. Deepening (`_deepen`): the candidates it left open are solved again,
+    each with an equal share of what the proof has left. The runner-ups (`_runner_ups`): with what is
+    left, the first candidate of each layout family not yet shown, told to come within RUNNER_UP_MARGIN
+    of the best. The runner-up table is filled after the proof, so it never takes the proof's time."""
     t0 = time.perf_counter()
     batch = c.global_batch or default_global_batch(cm.world)
     excluded: dict[str, int] = {}
     bounded, too_big = _bounded(cm, c, batch, excluded)
     top: list[Candidate] = _ceiling(cm, bounded[:WARM_START], batch, c.recompute)
     bounded.sort(key=lambda x: (_solve_cost(x[2]), x[0], x[1]))
-    ceiling = top[0].estimate.step_time_s if top else math.inf
-    families: set[tuple] = set()
-    solved = pruned = no_fit = 0
-    open_bounds: list[float] = []  # proved bounds of candidates left unresolved by the time limit
-    last_tick = [0.0]
     work = Budget(c.time_limit, wall_deadline=t0 + WALL_CAP * max(c.time_limit, 0.05))
     work.spend(WORK_PER_BOUND * (len(bounded) + too_big))
-    for i, (lb, _, s) in enumerate(bounded):
-        best = top[0].estimate.step_time_s if top else math.inf
-        shown = _family(s) in families or len(top) > c.top_k
-        cutoff = min(best if shown else RUNNER_UP_MARGIN * best, RUNNER_UP_MARGIN * ceiling)
-        if lb >= cutoff:
-            pruned += 1  # cannot beat the best, and its family is shown, the table full, or it is far off
-            continue
-        left = work.left()
-        if top and work.spent():  # never stop before a plan exists
-            open_bounds += [x[0] for x in bounded[i:]]
-            pruned += len(bounded) - i
-            break
+    run = _Run(cm, c, batch, bounded, top, work, progress)
+    proof = work.child(PROOF_SHARE * work.left())
+    _prove(run, proof)
+    _deepen(run, proof)
+    _runner_ups(run)
+    counts = dict(candidates=len(bounded) + too_big, pruned=run.pruned + too_big, solved=run.solved,
+                  did_not_fit=run.no_fit + too_big)
+    return _result(cm, c, batch, top, list(run.open.values()), counts, excluded, time.perf_counter() - t0)
 
-        def tick(i=i):
-            if progress and time.perf_counter() - last_tick[0] >= 1.0:
-                last_tick[0] = time.perf_counter()
-                progress("search", i, len(bounded))
-        if progress:
-            progress("search", i, len(bounded))
+
+@dataclass
+class _Run:
+    """What the passes share: the candidates, the table (best first, `_keep`), the families solved, the
+    counters, and, per candidate index left open, the least step time it may still reach."""
+
+    cm: CostModel
+    c: Constraints
+    batch: int
+    bounded: list[tuple]
+    top: list[Candidate]
+    work: Budget
+    progress: Callable[[str, int, int], None] | None
+    families: set = field(default_factory=set)
+    open: dict = field(default_factory=dict)
+    shares: dict = field(default_factory=dict)
+    solved: int = 0
+    pruned: int = 0
+    no_fit: int = 0
+    last_tick: float = 0.0
+
+    def best(self) -> float:
+        return self.top[0].estimate.step_time_s if self.top else math.inf
+
+    def attempt(self, i: int, cutoff: float, budget: Budget, phase: str) -> None:
+        """Solve candidate `i` told to beat `cutoff` (within `budget`, charged to it and to the limit)
+        and record what it proved: a plan (kept in the table), or nothing below the cutoff, or a bound it
+        may still reach (open)."""
+        lb, _, s = self.bounded[i]
         cut = None if math.isinf(cutoff) else cutoff * (1 + 1e-9) + TIME_UNIT
-        if cut is not None and c.recompute is None and not reachable(cm, s, cut * (1 + 1e-7)):
-            pruned += 1  # no partition can reach the cutoff (the discrete floor, `floor.reachable`)
-            continue
-        share = work.child(max(0.05, min(left, max(PER_SOLVE, left / 4)))) if left > 0 else Budget(0.05)
-        cand = evaluate_fixed(cm, s, batch, c.recompute, cutoff=cut, tick=tick, budget=share)
-        work.spend(share.used + WORK_PER_CANDIDATE)
-        solved += 1
-        if cand.solver_status in ("CUTOFF", "UNRESOLVED"):
-            if cand.solver_status == "UNRESOLVED":
-                open_bounds.append(_open_bound(cm, s, cand.lower_bound, best))
-            continue
-        families.add(_family(s))
+        if cut is not None and self.c.recompute is None and not reachable(self.cm, s, cut * (1 + 1e-7)):
+            self.pruned += 1  # no partition can reach the cutoff (the discrete floor, `floor.reachable`)
+            self.open.pop(i, None)
+            return
+        self.tick(phase, i, force=True)
+        cand = evaluate_fixed(self.cm, s, self.batch, self.c.recompute, cutoff=cut,
+                              tick=lambda: self.tick(phase, i), budget=budget)
+        self.work.spend(WORK_PER_CANDIDATE)
+        self.shares[i] = budget.limit
+        self.solved += 1
+        best = self.best()
+        if cand.solver_status == "UNRESOLVED":
+            self.open[i] = max(self.open.get(i, 0.0), _open_bound(self.cm, s, cand.lower_bound, best))
+            return
+        self.open.pop(i, None)
+        if cand.solver_status == "CUTOFF":
+            return
+        self.families.add(_family(s))
         if cand.estimate is None or not cand.estimate.feasible:
-            no_fit += 1
-            continue
+            self.no_fit += 1
+            return
         if cand.solver_status != "OPTIMAL":
-            open_bounds.append(_open_bound(cm, s, cand.estimate.step_time_s * (1 - cand.gap), best))
-        _keep(top, cand, c.top_k + 1)
-    counts = dict(candidates=len(bounded) + too_big, pruned=pruned + too_big, solved=solved,
-                  did_not_fit=no_fit + too_big)
-    return _result(cm, c, batch, top, open_bounds, counts, excluded, time.perf_counter() - t0)
+            proved = cand.estimate.step_time_s * (1 - cand.gap)
+            self.open[i] = max(self.open.get(i, 0.0), _open_bound(self.cm, s, proved, best))
+        _keep(self.top, cand, self.c.top_k + 1)
+
+    def tick(self, phase: str, i: int, force: bool = False) -> None:
+        if self.progress and (force or time.perf_counter() - self.last_tick >= 1.0):
+            self.last_tick = time.perf_counter()
+            self.progress(phase, i, len(self.bounded))
+
+
+def _share(budget: Budget, floor_share: float) -> Budget:
+    """One solve's part of `budget`: `floor_share` while more than 4x that is left, else a quarter of
+    what is left (one hard candidate cannot use up the whole limit)."""
+    left = budget.left()
+    if left <= 0:
+        return Budget(0.05, wall_deadline=budget.wall_deadline)
+    return budget.child(max(0.05, min(left, max(floor_share, left / 4))))
+
+
+def _prove(run: _Run, proof: Budget) -> None:
+    """The first pass: every candidate whose lower bound is below the best so far, told to beat it. When
+    the proof's budget runs out (and a plan exists), the candidates not visited stay open at their
+    lower bounds."""
+    for i, (lb, _, s) in enumerate(run.bounded):
+        if lb >= run.best():
+            run.pruned += 1  # cannot beat the best
+            continue
+        if run.top and proof.spent():  # never stop before a plan exists
+            run.open.update({j: run.bounded[j][0] for j in range(i, len(run.bounded))})
+            run.pruned += len(run.bounded) - i
+            return
+        share = _share(proof, PER_SOLVE)
+        run.attempt(i, run.best(), share, "search")
+        proof.spend(share.used)
+        run.work.spend(share.used)
+
+
+def _deepen(run: _Run, proof: Budget) -> None:
+    """The candidates the first pass left open below the best, solved again from scratch in order of
+    their bounds, each with an equal share of what the proof has left, and only when that share is
+    larger than the one it had (a solve is deterministic: the same share would stop at the same place)."""
+    order = sorted(run.open, key=lambda i: (run.open[i], i))
+    for j, i in enumerate(order):
+        if i not in run.open or run.open[i] >= run.best():
+            continue
+        if proof.spent():
+            return
+        share = proof.child(proof.left() / (len(order) - j))
+        if share.limit <= run.shares.get(i, 0.0):
+            continue
+        run.attempt(i, run.best(), share, "deepen")
+        proof.spend(share.used)
+        run.work.spend(share.used)
+
+
+def _runner_ups(run: _Run) -> None:
+    """With what is left of the limit: until the table is full, the first candidate of each layout family
+    not yet shown whose bound is within RUNNER_UP_MARGIN of the best, told to come within it."""
+    for i, (lb, _, s) in enumerate(run.bounded):
+        if len(run.top) > run.c.top_k or run.work.spent():
+            return
+        cutoff = RUNNER_UP_MARGIN * run.best()
+        if _family(s) in run.families or lb >= cutoff:
+            continue
+        share = _share(run.work, PER_SOLVE)
+        run.attempt(i, cutoff, share, "runner-ups")
+        run.work.spend(share.used)
 
 
 def _open_bound(cm: CostModel, s: Strategy, proved: float, best: float) -> float:

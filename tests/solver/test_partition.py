@@ -71,6 +71,26 @@ def test_coarse_master_units_keep_the_solver_exact(schedule):
     assert coarse >= 6
 
 
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "interleaved"])
+def test_cutoff_answers_only_below_it(schedule):
+    """Told to beat brute force's optimum, the solver proves that nothing does (CUTOFF, no assignment,
+    even when it met the optimum on the way: that one is not below the cutoff, and was not proved best
+    among those at or above it); told to beat it by one unit, it returns the optimum, proved."""
+    rng = random.Random(70 + len(schedule))
+    checked = 0
+    for i in range(8):
+        p = instance(rng, i % 2 == 0, schedule)
+        exact = brute_force(p)
+        if exact is None:
+            continue
+        checked += 1
+        none = solve(p, cutoff=exact.objective)
+        assert none.status == "CUTOFF" and none.bounds == () and none.objective == exact.objective
+        got = solve(p, cutoff=exact.objective + 1)
+        assert got.status == "OPTIMAL" and got.objective == exact.objective
+    assert checked >= 5
+
+
 def test_fixed_recompute_and_bounds_are_respected():
     rng = random.Random(11)
     p = instance(rng, False, "1f1b")

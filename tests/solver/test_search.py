@@ -145,3 +145,16 @@ def test_time_limited_search_gives_the_same_plan_on_a_loaded_machine(monkeypatch
     assert (first.stats.solved, first.stats.pruned, first.stats.gap) == (second.stats.solved, second.stats.pruned,
                                                                          second.stats.gap)
     assert [r.strategy for r in first.runner_ups] == [r.strategy for r in second.runner_ups]
+
+
+def test_runner_ups_never_take_the_proofs_time():
+    """The runner-up families are solved after the best plan is proved (or the proof's share of the
+    limit is spent): at a limit tight enough to stop the search, asking for five runner-ups or none
+    gives the same plan, status and gap. (Solved as they came, the runner-ups used to cost the proof
+    its best: at this limit 12.97 s/step with five of them, 12.87 without, against 12.68 now.)"""
+    cm = CostModel(planner_profile(example("gpt.py:gpt3_13b")), parse_gpus("8x4", "a100-80gb")[0])
+    alone = search(cm, Constraints(global_batch=512, time_limit=8, top_k=0))
+    shown = search(cm, Constraints(global_batch=512, time_limit=8, top_k=5))
+    assert alone.stats.status == "TIME_LIMIT" and not alone.runner_ups and shown.runner_ups
+    assert alone.best.strategy == shown.best.strategy
+    assert (alone.stats.status, alone.stats.gap) == (shown.stats.status, shown.stats.gap)
