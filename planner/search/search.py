@@ -5,7 +5,7 @@ Candidates are visited in order of a lower bound on their step time that holds f
 and recompute choice (see `lower_bound`). A candidate whose bound is not below the best step time
 found cannot win, so it is skipped: the best plan is optimal under the cost model (up to each CP-SAT
 solve's own gap, reported). Runner-ups are the best of each other layout family (mesh and schedule)
-evaluated; until K families are shown, the first candidate of each new family is still evaluated.
+within RUNNER_UP_MARGIN of the best, found after the proof with what is left of the limit.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from planner.types.strategy import EXCLUDED, Strategy, recompute_name
 __all__ = ["Candidate", "SearchResult", "search", "evaluate_fixed", "lower_bound"]
 
 RUNNER_UP_MARGIN = 1.25
-"""A new layout family is evaluated for the runner-up table only if its bound is within 25% of the best."""
+"""A layout family is solved for the runner-up table only as far as it can come within 25% of the best."""
 WARM_START = 20
 """Candidates (best lower bounds first) whose even split prices the first ceiling."""
 PER_SOLVE = 5.0
@@ -141,8 +141,8 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
     kind in order of its lower bounds). The proof (`_prove`): each solve is told to beat the best so far
     and stops as soon as it cannot. Deepening (`_deepen`): the candidates it left open are solved again,
     each with an equal share of what the proof has left. The runner-ups (`_runner_ups`): with what is
-    left, the first candidate of each layout family not yet shown, told to come within RUNNER_UP_MARGIN
-    of the best. The runner-up table is filled after the proof, so it never takes the proof's time."""
+    left, each other layout family's best within RUNNER_UP_MARGIN of the best. The runner-up table is
+    filled after the proof, so it never takes the proof's time."""
     t0 = time.perf_counter()
     batch = c.global_batch or default_global_batch(cm.world)
     excluded: dict[str, int] = {}
@@ -156,15 +156,16 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
     _prove(run, proof)
     _deepen(run, proof)
     _runner_ups(run)
-    counts = dict(candidates=len(bounded) + too_big, pruned=run.pruned + too_big, solved=run.solved,
-                  did_not_fit=run.no_fit + too_big)
+    solved = len(run.solved)  # candidates solved at least once; the others were pruned or never reached
+    counts = dict(candidates=len(bounded) + too_big, pruned=len(bounded) - solved + too_big, solved=solved,
+                  did_not_fit=len(run.no_fit) + too_big)
     return _result(cm, c, batch, top, list(run.open.values()), counts, excluded, time.perf_counter() - t0)
 
 
 @dataclass
 class _Run:
-    """What the passes share: the candidates, the table (best first, `_keep`), the families solved, the
-    counters, and, per candidate index left open, the least step time it may still reach."""
+    """What the passes share: the candidates, the table (best first, `_keep`), the counters, and, per
+    candidate index left open, the least step time it may still reach."""
 
     cm: CostModel
     c: Constraints
@@ -173,12 +174,10 @@ class _Run:
     top: list[Candidate]
     work: Budget
     progress: Callable[[str, int, int], None] | None
-    families: set = field(default_factory=set)
     open: dict = field(default_factory=dict)
     shares: dict = field(default_factory=dict)
-    solved: int = 0
-    pruned: int = 0
-    no_fit: int = 0
+    solved: set = field(default_factory=set)
+    no_fit: set = field(default_factory=set)
     last_tick: float = 0.0
 
     def best(self) -> float:
@@ -191,7 +190,7 @@ class _Run:
         lb, _, s = self.bounded[i]
         cut = None if math.isinf(cutoff) else cutoff * (1 + 1e-9) + TIME_UNIT
         if cut is not None and self.c.recompute is None and not reachable(self.cm, s, cut * (1 + 1e-7)):
-            self.pruned += 1  # no partition can reach the cutoff (the discrete floor, `floor.reachable`)
+            # no partition can reach the cutoff (the discrete floor, `floor.reachable`)
             self.open.pop(i, None)
             return
         self.tick(phase, i, force=True)
@@ -199,7 +198,7 @@ class _Run:
                               tick=lambda: self.tick(phase, i), budget=budget)
         self.work.spend(WORK_PER_CANDIDATE)
         self.shares[i] = budget.limit
-        self.solved += 1
+        self.solved.add(i)
         best = self.best()
         if cand.solver_status == "UNRESOLVED":
             self.open[i] = max(self.open.get(i, 0.0), _open_bound(self.cm, s, cand.lower_bound, best))
@@ -207,9 +206,8 @@ class _Run:
         self.open.pop(i, None)
         if cand.solver_status == "CUTOFF":
             return
-        self.families.add(_family(s))
         if cand.estimate is None or not cand.estimate.feasible:
-            self.no_fit += 1
+            self.no_fit.add(i)
             return
         if cand.solver_status != "OPTIMAL":
             proved = cand.estimate.step_time_s * (1 - cand.gap)
@@ -237,11 +235,9 @@ def _prove(run: _Run, proof: Budget) -> None:
     lower bounds."""
     for i, (lb, _, s) in enumerate(run.bounded):
         if lb >= run.best():
-            run.pruned += 1  # cannot beat the best
-            continue
+            continue  # cannot beat the best
         if run.top and proof.spent():  # never stop before a plan exists
             run.open.update({j: run.bounded[j][0] for j in range(i, len(run.bounded))})
-            run.pruned += len(run.bounded) - i
             return
         share = _share(proof, PER_SOLVE)
         run.attempt(i, run.best(), share, "search")
@@ -268,17 +264,33 @@ def _deepen(run: _Run, proof: Budget) -> None:
 
 
 def _runner_ups(run: _Run) -> None:
-    """With what is left of the limit: until the table is full, the first candidate of each layout family
-    not yet shown whose bound is within RUNNER_UP_MARGIN of the best, told to come within it."""
+    """With what is left of the limit, the best plan of each other layout family: every candidate whose
+    bound is below what it must beat (`_table_cutoff`), told to beat that."""
     for i, (lb, _, s) in enumerate(run.bounded):
-        if len(run.top) > run.c.top_k or run.work.spent():
+        if run.work.spent():
             return
-        cutoff = RUNNER_UP_MARGIN * run.best()
-        if _family(s) in run.families or lb >= cutoff:
+        cutoff = _table_cutoff(run.top, s, run.c.top_k + 1)
+        if lb >= cutoff:
             continue
         share = _share(run.work, PER_SOLVE)
         run.attempt(i, cutoff, share, "runner-ups")
         run.work.spend(share.used)
+
+
+def _table_cutoff(top: list[Candidate], s: Strategy, size: int) -> float:
+    """What `s` must beat to change the runner-up table: its family's best so far, or, for a family not
+    shown, the slowest entry once the table is full; and within RUNNER_UP_MARGIN of the best either way.
+    -inf for the best plan's own family (the proof already found its best)."""
+    if not top:
+        return math.inf
+    fam = _family(s)
+    if _family(top[0].strategy) == fam:
+        return -math.inf
+    cut = RUNNER_UP_MARGIN * top[0].estimate.step_time_s
+    same = [t.estimate.step_time_s for t in top if _family(t.strategy) == fam]
+    if same:
+        return min(cut, same[0])
+    return min(cut, top[-1].estimate.step_time_s) if len(top) >= size else cut
 
 
 def _open_bound(cm: CostModel, s: Strategy, proved: float, best: float) -> float:
