@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ortools.sat.python import cp_model
@@ -42,7 +42,20 @@ from planner.cost.terms import ALLOCATOR_DIVISOR
 from planner.search.encoding import Chunks, prefix
 from planner.search.partition import Problem, Solution, evaluate
 
-__all__ = ["solve"]
+__all__ = ["solve", "Warm"]
+
+
+@dataclass
+class Warm:
+    """What a solve learned, so that a later solve of the same problem goes on from it rather than
+    start over (the search's deepening pass): every path found (each a valid constraint whatever the
+    cutoff), the best assignment, the master's unit and its proved bound. The bound stays valid under a
+    later cutoff: an assignment not below the earlier cutoff is not below the bound either."""
+
+    paths: dict = field(default_factory=dict)
+    best: Solution | None = None
+    unit: int = 0
+    bound: int = 0
 
 
 class _Master:
@@ -196,7 +209,8 @@ def _through_paths(p: Problem, orders) -> list[tuple[int, Counter]]:
 
 
 def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
-          tick: Callable[[], None] | None = None, budget: Budget | None = None) -> Solution | None:
+          tick: Callable[[], None] | None = None, budget: Budget | None = None,
+          warm: Warm | None = None) -> Solution | None:
     """The assignment with the least simulated step time (None if nothing fits). Status OPTIMAL when
     proved; TIME_LIMIT with the gap to the master's bound when the work limit (`time_limit` units, or
     `budget`, see budget.py) ran out first;
@@ -205,15 +219,18 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
     and a time limit that stops the loop before one below it is found leaves UNRESOLVED.
     `tick` is called after every round (progress reports). The master starts in coarse units and
     turns exact (`unit` 1, every path found so far) once a proposal no better than the incumbent had
-    its longest path in it already: from there on rounding, not a missing path, lets proposals through."""
+    its longest path in it already: from there on rounding, not a missing path, lets proposals through.
+    With `warm`, the solve starts from what it holds and leaves there what it learned."""
     t0 = time.perf_counter()
+    warm = warm or Warm()
     orders = p.orders()
     vectors = [in_flight(o, p.vpp, p.pp) for o in orders]
-    paths = {(r, frozenset(c.items())): c for r, c in _seed_paths(p, orders)}
-    unit = _unit(p)
-    master = _build(p, unit, orders, vectors, paths, cutoff, None)
-    best: Solution | None = None
-    bound, rounds = 0, 0
+    paths = warm.paths or {(r, frozenset(c.items())): c for r, c in _seed_paths(p, orders)}
+    unit = warm.unit or _unit(p)
+    best, bound, rounds = warm.best, warm.bound, 0
+    master = _build(p, unit, orders, vectors, paths, cutoff, best)
+    if best is not None:
+        _hint(master, best, p)
     status_name = "OPTIMAL"
     budget = budget or Budget(time_limit)
     actions = sum(len(o) for o in orders)
@@ -248,6 +265,7 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
             master = _build(p, unit, orders, vectors, paths, cutoff, best)
         master.m.clear_hints()
         _hint(master, best, p)
+    warm.paths, warm.best, warm.unit, warm.bound = paths, best, unit, bound
     if best is not None and cutoff is not None and best.objective >= cutoff:
         best = None  # only assignments below the cutoff are answers
     if best is None:  # no assignment: unresolved (bound known), none below the cutoff, or none fits

@@ -20,7 +20,7 @@ from planner.cost.terms import dp_compute
 from planner.search.bounds import fits_at_all, lower_bound
 from planner.search.floor import floor, reachable, seed
 from planner.search.budget import WALL_CAP, WORK_PER_BOUND, WORK_PER_CANDIDATE, Budget
-from planner.search.master import solve
+from planner.search.master import Warm, solve
 from planner.search.partition import Problem
 from planner.search.space import Constraints, default_global_batch, skeletons
 from planner.types.estimate import Estimate
@@ -101,13 +101,14 @@ def problem(cm: CostModel, s: Strategy, recompute: str | None = None, bounds: tu
 
 
 def _place(cm: CostModel, s: Strategy, recompute: str | None, limit: float, bounds: tuple[int, ...] = (),
-           cutoff: float | None = None, tick=None, budget: Budget | None = None) -> tuple[Strategy | None, str, float, float]:
+           cutoff: float | None = None, tick=None, budget: Budget | None = None,
+           warm: Warm | None = None) -> tuple[Strategy | None, str, float, float]:
     """Solve `s`'s stage bounds and recompute: (placed strategy or None, status, gap, proved bound in
     seconds). Status OPTIMAL / TIME_LIMIT with a strategy; NO_FIT, CUTOFF (nothing below `cutoff`
     seconds) or UNRESOLVED (limit hit before any assignment) without one."""
     p = problem(cm, s, recompute, bounds)
     sol = solve(p, time_limit=limit, cutoff=None if cutoff is None else int(cutoff / TIME_UNIT), tick=tick,
-                budget=budget)
+                budget=budget, warm=warm)
     if sol is None:
         return None, "NO_FIT", 0.0, math.inf
     if not sol.bounds:
@@ -120,14 +121,14 @@ def _place(cm: CostModel, s: Strategy, recompute: str | None, limit: float, boun
 
 def evaluate_fixed(cm: CostModel, s: Strategy, global_batch: int, recompute: str | None = None,
                    solve_bounds: bool = True, limit: float = 60.0, cutoff: float | None = None,
-                   tick=None, budget: Budget | None = None) -> Candidate:
+                   tick=None, budget: Budget | None = None, warm: Warm | None = None) -> Candidate:
     """Price one strategy: its own bounds and recompute if it has them, else the solver's (the best
     under the cost model's step time). With `cutoff`, a strategy that cannot beat it comes back
-    without an estimate, status CUTOFF."""
+    without an estimate, status CUTOFF. `warm`: what an earlier solve of it learned (`master.Warm`)."""
     lb = lower_bound(cm, s)
     if not solve_bounds:
         return Candidate(s, cm.estimate(s, global_batch), lb)
-    placed, status, gap, bound = _place(cm, s, recompute, limit, s.layers_per_chunk, cutoff, tick, budget)
+    placed, status, gap, bound = _place(cm, s, recompute, limit, s.layers_per_chunk, cutoff, tick, budget, warm)
     if placed is None:
         why = {"NO_FIT": "does not fit in memory with any recompute", "CUTOFF": "cannot beat the best plan",
                "UNRESOLVED": "not solved within the time limit"}[status]
@@ -175,7 +176,7 @@ class _Run:
     work: Budget
     progress: Callable[[str, int, int], None] | None
     open: dict = field(default_factory=dict)
-    shares: dict = field(default_factory=dict)
+    warm: dict = field(default_factory=dict)
     solved: set = field(default_factory=set)
     no_fit: set = field(default_factory=set)
     last_tick: float = 0.0
@@ -192,18 +193,20 @@ class _Run:
         if cut is not None and self.c.recompute is None and not reachable(self.cm, s, cut * (1 + 1e-7)):
             # no partition can reach the cutoff (the discrete floor, `floor.reachable`)
             self.open.pop(i, None)
+            self.warm.pop(i, None)
             return
         self.tick(phase, i, force=True)
         cand = evaluate_fixed(self.cm, s, self.batch, self.c.recompute, cutoff=cut,
-                              tick=lambda: self.tick(phase, i), budget=budget)
+                              tick=lambda: self.tick(phase, i), budget=budget, warm=self.warm.setdefault(i, Warm()))
         self.work.spend(WORK_PER_CANDIDATE)
-        self.shares[i] = budget.limit
         self.solved.add(i)
         best = self.best()
         if cand.solver_status == "UNRESOLVED":
             self.open[i] = max(self.open.get(i, 0.0), _open_bound(self.cm, s, cand.lower_bound, best))
             return
         self.open.pop(i, None)
+        if cand.solver_status != "TIME_LIMIT":
+            del self.warm[i]  # resolved: nothing left to go on from
         if cand.solver_status == "CUTOFF":
             return
         if cand.estimate is None or not cand.estimate.feasible:
@@ -246,21 +249,22 @@ def _prove(run: _Run, proof: Budget) -> None:
 
 
 def _deepen(run: _Run, proof: Budget) -> None:
-    """The candidates the first pass left open below the best, solved again from scratch in order of
-    their bounds, each with an equal share of what the proof has left, and only when that share is
-    larger than the one it had (a solve is deterministic: the same share would stop at the same place)."""
-    order = sorted(run.open, key=lambda i: (run.open[i], i))
-    for j, i in enumerate(order):
-        if i not in run.open or run.open[i] >= run.best():
-            continue
-        if proof.spent():
+    """The candidates the proof left open below the best, solved on from where they stopped
+    (`master.Warm`) in order of their bounds, each with an equal share of what the proof has left, until
+    none is open or the proof's budget is spent."""
+    while not proof.spent():
+        order = sorted((i for i in run.open if run.open[i] < run.best()), key=lambda i: (run.open[i], i))
+        if not order:
             return
-        share = proof.child(proof.left() / (len(order) - j))
-        if share.limit <= run.shares.get(i, 0.0):
-            continue
-        run.attempt(i, run.best(), share, "deepen")
-        proof.spend(share.used)
-        run.work.spend(share.used)
+        for j, i in enumerate(order):
+            if proof.spent():
+                return
+            if i not in run.open or run.open[i] >= run.best():
+                continue
+            share = proof.child(proof.left() / (len(order) - j))
+            run.attempt(i, run.best(), share, "deepen")
+            proof.spend(share.used)
+            run.work.spend(share.used)
 
 
 def _runner_ups(run: _Run) -> None:

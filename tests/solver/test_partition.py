@@ -6,7 +6,8 @@ from collections import Counter
 
 import pytest
 
-from planner.search.master import _unit, solve
+from planner.search.budget import Budget
+from planner.search.master import Warm, _unit, solve
 from planner.search.partition import Problem, brute_force, evaluate
 
 from instances import instance
@@ -89,6 +90,32 @@ def test_cutoff_answers_only_below_it(schedule):
         got = solve(p, cutoff=exact.objective + 1)
         assert got.status == "OPTIMAL" and got.objective == exact.objective
     assert checked >= 5
+
+
+@pytest.mark.parametrize("schedule", ["1f1b", "interleaved"])
+def test_a_stopped_solve_goes_on_from_where_it_stopped(schedule):
+    """A solve stopped by its budget after a round or two, then solved on with what it learned
+    (`master.Warm`: paths, incumbent, unit, bound), ends at brute force's optimum, proved, keeping every
+    path it had."""
+    rng = random.Random(90 + len(schedule))
+    resumed = 0
+    for i in range(8):
+        p = _scaled(instance(rng, i % 2 == 0, schedule), rng, 10**6)
+        exact = brute_force(p)
+        if exact is None:
+            continue
+        whole = solve(p, time_limit=60)
+        warm = Warm()
+        first = solve(p, budget=Budget(0.07), warm=warm)
+        if first.status == "OPTIMAL":
+            continue
+        resumed += 1
+        assert warm.bound <= exact.objective
+        learned = set(warm.paths)
+        rest = solve(p, time_limit=60, warm=warm)
+        assert rest.status == "OPTIMAL" and rest.objective == exact.objective == whole.objective
+        assert learned <= set(warm.paths)
+    assert resumed >= 3
 
 
 def test_fixed_recompute_and_bounds_are_respected():
