@@ -266,15 +266,21 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
         master.m.clear_hints()
         _hint(master, best, p)
     warm.paths, warm.best, warm.unit, warm.bound = paths, best, unit, bound
+    return _answer(best, bound, status_name, cutoff,
+                   {"rounds": rounds, "paths": len(paths), "unit": unit, "wall_s": time.perf_counter() - t0})
+
+
+def _answer(best: Solution | None, bound: int, status: str, cutoff: int | None, stats: dict) -> Solution | None:
+    """What `solve` returns: only an assignment below the cutoff is an answer; without one, UNRESOLVED
+    (the proved bound) when the limit stopped the loop, else CUTOFF, or None when nothing fits."""
     if best is not None and cutoff is not None and best.objective >= cutoff:
-        best = None  # only assignments below the cutoff are answers
-    if best is None:  # no assignment: unresolved (bound known), none below the cutoff, or none fits
-        if status_name == "TIME_LIMIT":
+        best = None
+    if best is None:
+        if status == "TIME_LIMIT":
             return Solution((), (), (), bound, "UNRESOLVED")
         return Solution((), (), (), cutoff, "CUTOFF") if cutoff is not None else None
-    gap = 0.0 if status_name == "OPTIMAL" else max(0.0, (best.objective - bound) / max(best.objective, 1))
-    return Solution(best.bounds, best.full, best.selective, best.objective, status_name, gap,
-                    {"rounds": rounds, "paths": len(paths), "unit": unit, "wall_s": time.perf_counter() - t0})
+    gap = 0.0 if status == "OPTIMAL" else max(0.0, (best.objective - bound) / max(best.objective, 1))
+    return Solution(best.bounds, best.full, best.selective, best.objective, status, gap, stats)
 
 
 def _learn(master: _Master, solver: cp_model.CpSolver, score, paths: dict, unit: int, improved: bool) -> bool:
