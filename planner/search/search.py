@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from planner.cost.memory import state_bytes
 from planner.cost.model import CostModel, even_split
 from planner.cost.terms import dp_compute
+from planner.search import explain
 from planner.search.bounds import fits_at_all, lower_bound
 from planner.search.floor import floor, reachable, seed
 from planner.search.budget import WALL_CAP, WORK_PER_BOUND, WORK_PER_CANDIDATE, Budget
@@ -157,6 +157,7 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
     _prove(run, proof)
     _deepen(run, proof)
     _runner_ups(run)
+    _settle(run)
     solved = len(run.solved)  # candidates solved at least once; the others were pruned or never reached
     counts = dict(candidates=len(bounded) + too_big, pruned=len(bounded) - solved + too_big, solved=solved,
                   did_not_fit=len(run.no_fit) + too_big)
@@ -297,6 +298,21 @@ def _table_cutoff(top: list[Candidate], s: Strategy, size: int) -> float:
     return min(cut, top[-1].estimate.step_time_s) if len(top) >= size else cut
 
 
+def _settle(run: _Run) -> None:
+    """Candidates the limit left unvisited are open at their cheap lower bounds. Raise them, least
+    first, to the discrete floor (`_open_bound`, as a solved candidate's bound is raised) until the least
+    open bound is one the floor proved: the gap reported is then what the floor allows, and a search
+    whose every unvisited candidate the floor puts at or above the plan is proved."""
+    best = run.best()
+    raw = sorted((b, i) for i, b in run.open.items() if i not in run.solved and b < best)
+    settled = math.inf
+    for b, i in raw:
+        if b >= settled:
+            return
+        run.open[i] = _open_bound(run.cm, run.bounded[i][2], b, best)
+        settled = min(settled, run.open[i])
+
+
 def _open_bound(cm: CostModel, s: Strategy, proved: float, best: float) -> float:
     """What a candidate the time limit left unproved may still reach: its solver's bound, raised by the
     discrete floor (`floor.floor`) when that bound is below the best plan."""
@@ -329,9 +345,10 @@ def _result(cm: CostModel, c: Constraints, batch: int, top: list[Candidate], ope
     stats = SolverStats(wall_s=wall, status=status if top else "INFEASIBLE", gap=gap, **counts,
                         excluded=dict(sorted(excluded.items())), not_searched=dict(EXCLUDED))
     if not top:
-        return SearchResult(None, [], stats, batch, _why_nothing(cm, c, batch, counts["candidates"] > 0))
+        return SearchResult(None, [], stats, batch, explain.why_nothing(cm, c, batch, counts["candidates"] > 0))
     best, rest = top[0], top[1:]
-    return SearchResult(best, [replace(r, why_not=_why_not(best, r)) for r in rest], stats, batch)
+    shown = [replace(r, why_not=explain.why_not(best.estimate, r.estimate, r.solver_status, r.gap)) for r in rest]
+    return SearchResult(best, shown, stats, batch)
 
 
 def _ceiling(cm: CostModel, bounded: list[tuple], batch: int, fixed: str | None) -> list[Candidate]:
@@ -378,39 +395,3 @@ def _keep(top: list[Candidate], cand: Candidate, size: int) -> None:
     top[:] = [t for t in top if _family(t.strategy) != key] + [cand]
     top.sort(key=lambda x: (x.estimate.step_time_s, x.strategy.label()))
     del top[size:]
-
-
-def _why_not(best: Candidate, other: Candidate) -> str:
-    """What separates a runner-up from the best: the breakdown part that grew the most; and, when its
-    family's solve was not proved optimal (time limit, or never solved: the starting plan), that its
-    figure is only the best found in that family."""
-    a, b = best.estimate, other.estimate
-    diffs = {k: b.breakdown[k] - a.breakdown.get(k, 0.0) for k in b.breakdown}
-    part = max(diffs, key=diffs.get)
-    slower = b.step_time_s / a.step_time_s - 1
-    why = f"{slower:+.1%}: {part.replace('_', ' ')} +{diffs[part]:.3g} s"
-    if other.solver_status == "TIME_LIMIT":
-        why += f" (family best not proved, gap {other.gap:.1%})"
-    elif other.solver_status == "HEURISTIC":
-        why += " (family not solved: the starting plan)"
-    return why
-
-
-def _why_nothing(cm: CostModel, c: Constraints, batch: int, had_candidates: bool) -> str:
-    if not had_candidates:
-        return (f"no layout of {cm.world} GPUs satisfies the fixed knobs with global batch {batch}; "
-                "loosen tp=/pp=/dp=/micro_batch=/schedule= or change global_batch=")
-    need = _gpus_needed(cm)
-    return (f"the model does not fit in {cm.usable / 2**30:.1f} GiB per GPU ({cm.memory_fraction:g} of "
-            f"{cm.capacity / 2**30:.0f} GiB after the runtime reserve; --memory-fraction) under any searched layout of "
-            f"{cm.world} GPUs; it needs at least {need} GPUs of this kind (or more memory per GPU)")
-
-
-def _gpus_needed(cm: CostModel) -> int:
-    """A floor on the GPUs needed: training state fully sharded (16 B/parameter) plus one micro-batch
-    of fully recomputed activations, over usable memory per GPU."""
-    st = state_bytes(cm.profile.layers, cm.profile.tied, tp=1, zero=3, dp_shard=1, dtype=cm.dtype,
-                     accumulating=False)
-    usable = cm.usable - cm.reserve
-    return max(1, math.ceil(st.total / max(usable, 1)))
-

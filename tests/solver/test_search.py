@@ -108,8 +108,8 @@ def test_time_limit_returns_the_best_found_with_its_gap(tiny):
     """A limit hit before the search ends still gives a plan, flagged TIME_LIMIT with a gap bounded by
     the first unexplored candidate's lower bound; a limit too short for any solve returns the plan the
     search starts from, OPTIMAL only where the bounds alone prove it (gap 0), else TIME_LIMIT with a
-    gap that holds against the full search (on CPUs here: the start is the optimum, the bounds leave
-    0.4%)."""
+    gap that holds against the full search (on CPUs here: the start is the optimum, the discrete floor
+    leaves 0.8%)."""
     cpu = CostModel(tiny, parse_gpus("4x2", "cpu")[0])
     start = search(cpu, Constraints(global_batch=16, time_limit=1e-9))
     assert start.stats.solved == 0 and (start.stats.status == "OPTIMAL") == (start.stats.gap == 0)
