@@ -185,11 +185,12 @@ class _Run:
     def best(self) -> float:
         return self.top[0].estimate.step_time_s if self.top else math.inf
 
-    def attempt(self, i: int, cutoff: float, budget: Budget, phase: str) -> None:
-        """Solve candidate `i` told to beat `cutoff` (within `budget`, charged to it and to the limit)
-        and record what it proved: a plan (kept in the table), or nothing below the cutoff, or a bound it
-        may still reach (open)."""
-        lb, _, s = self.bounded[i]
+    def attempt(self, i: int, cutoff: float, budget: Budget, phase: str, of: Budget | None = None) -> None:
+        """Solve candidate `i` told to beat `cutoff` within `budget` (a share of the pass's budget `of`,
+        when the pass has one); what it used is charged to that pass and to the limit. Record what it
+        proved: a plan (kept in the table), or nothing below the cutoff, or a bound it may still reach
+        (open)."""
+        s = self.bounded[i][2]
         cut = None if math.isinf(cutoff) else cutoff * (1 + 1e-9) + TIME_UNIT
         if cut is not None and self.c.recompute is None and not reachable(self.cm, s, cut * (1 + 1e-7)):
             # no partition can reach the cutoff (the discrete floor, `floor.reachable`)
@@ -199,6 +200,8 @@ class _Run:
         self.tick(phase, i, force=True)
         cand = evaluate_fixed(self.cm, s, self.batch, self.c.recompute, cutoff=cut,
                               tick=lambda: self.tick(phase, i), budget=budget, warm=self.warm.setdefault(i, Warm()))
+        for spent_on in (self.work,) + ((of,) if of is not None else ()):
+            spent_on.spend(budget.used)
         self.work.spend(WORK_PER_CANDIDATE)
         self.solved.add(i)
         best = self.best()
@@ -244,9 +247,7 @@ def _prove(run: _Run, proof: Budget) -> None:
             run.open.update({j: run.bounded[j][0] for j in range(i, len(run.bounded))})
             return
         share = _share(proof, PER_SOLVE)
-        run.attempt(i, run.best(), share, "search")
-        proof.spend(share.used)
-        run.work.spend(share.used)
+        run.attempt(i, run.best(), share, "search", of=proof)
 
 
 def _deepen(run: _Run, proof: Budget) -> None:
@@ -263,9 +264,7 @@ def _deepen(run: _Run, proof: Budget) -> None:
             if i not in run.open or run.open[i] >= run.best():
                 continue
             share = proof.child(proof.left() / (len(order) - j))
-            run.attempt(i, run.best(), share, "deepen")
-            proof.spend(share.used)
-            run.work.spend(share.used)
+            run.attempt(i, run.best(), share, "deepen", of=proof)
 
 
 def _runner_ups(run: _Run) -> None:
@@ -279,7 +278,6 @@ def _runner_ups(run: _Run) -> None:
             continue
         share = _share(run.work, PER_SOLVE)
         run.attempt(i, cutoff, share, "runner-ups")
-        run.work.spend(share.used)
 
 
 def _table_cutoff(top: list[Candidate], s: Strategy, size: int) -> float:
