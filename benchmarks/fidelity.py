@@ -51,7 +51,7 @@ import planner
 from planner.cluster.graph import Cluster, parse_gpus
 from planner.cluster.hardware import Device
 from planner.cost.model import CostModel
-from planner.search.search import evaluate_fixed
+from planner.search.pricing import evaluate_fixed
 from planner.types.estimate import Estimate
 from planner.types.profile import ModelProfile
 from planner.types.strategy import Strategy

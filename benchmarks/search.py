@@ -11,7 +11,8 @@ import planner
 from planner.cluster.graph import parse_gpus
 from planner.cost.model import CostModel
 from planner.search.master import solve
-from planner.search.search import problem, search
+from planner.search.pricing import problem
+from planner.search.search import search
 from planner.search.space import Constraints, parse_layout
 
 ROOT = Path(__file__).resolve().parent.parent

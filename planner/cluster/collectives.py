@@ -79,7 +79,8 @@ def _contending(cluster: Cluster, groups: Sequence[Sequence[int]]) -> list[Seque
     NIC edges. Pricing just these keeps a 3,072-GPU axis cheap; it is exact for in-node and NIC edges
     and ignores contention on leaf/spine links from groups on other nodes."""
     nodes = {cluster.node_of(r) for r in groups[0]}
-    return [g for g in groups if any(cluster.node_of(r) in nodes for r in g)]
+    mine = {r for j in nodes for r in range(cluster.first_ranks[j], cluster.first_ranks[j] + cluster.nodes[j].gpus_per_node)}
+    return [g for g in groups if not mine.isdisjoint(g)]
 
 
 def collective_model(cluster: Cluster, op: str, groups: Sequence[Sequence[int]]) -> tuple[float, float]:

@@ -9,7 +9,6 @@ spine carries the sum of its nodes' NIC bandwidth divided by the oversubscriptio
 """
 from __future__ import annotations
 
-import bisect
 import itertools
 import re
 import tomllib
@@ -37,16 +36,24 @@ class Cluster:
     nodes_per_leaf: int = 32
     oversubscription: float = 1.0
     first_ranks: tuple[int, ...] = field(init=False, repr=False)
-    """Global rank of each node's GPU 0 (derived), so rank lookups are a bisection, not a scan."""
+    """Global rank of each node's GPU 0 (derived)."""
     links: dict = field(init=False, repr=False)
     """Directed edge -> (achievable bytes/s, latency s), derived from the graph: collective pricing
     reads them millions of times in a search, and networkx's edge views cost microseconds each."""
+
+    vertices: tuple[tuple, ...] = field(init=False, repr=False)
+    """Each global rank's GPU vertex (derived): collective pricing looks ranks up millions of times."""
+    routes: dict = field(init=False, repr=False)
+    """Rank pair -> its route (filled as routes are asked for; a route never changes)."""
 
     def __post_init__(self) -> None:
         starts = itertools.accumulate((n.gpus_per_node for n in self.nodes[:-1]), initial=0)
         object.__setattr__(self, "first_ranks", tuple(starts))
         object.__setattr__(self, "links", {(u, v): (d["bandwidth"] * d["efficiency"], d["latency"])
                                            for u, v, d in self.graph.edges(data=True)})
+        object.__setattr__(self, "vertices", tuple(("gpu", j, i) for j, n in enumerate(self.nodes)
+                                                   for i in range(n.gpus_per_node)))
+        object.__setattr__(self, "routes", {})
 
     @property
     def num_gpus(self) -> int:
@@ -67,27 +74,31 @@ class Cluster:
 
     def gpu(self, rank: int) -> tuple:
         """Graph vertex of global rank `rank` (ranks are numbered node by node)."""
-        j = bisect.bisect_right(self.first_ranks, rank) - 1
-        local = rank - self.first_ranks[j] if j >= 0 else -1
-        if not 0 <= local < self.nodes[j].gpus_per_node:
+        if not 0 <= rank < len(self.vertices):
             raise IndexError(f"rank {rank} out of range: the cluster has {self.num_gpus} GPUs")
-        return ("gpu", j, local)
+        return self.vertices[rank]
 
     def node_of(self, rank: int) -> int:
         return self.gpu(rank)[1]
 
-    def route(self, u: int, v: int) -> list[tuple]:
+    def route(self, u: int, v: int) -> tuple[tuple, ...]:
         """Directed edges from rank u's GPU to rank v's: through the node switch, or NIC-fabric-NIC."""
+        found = self.routes.get((u, v))
+        if found is None:
+            found = self.routes[(u, v)] = self._route(u, v)
+        return found
+
+    def _route(self, u: int, v: int) -> tuple[tuple, ...]:
         a, b = self.gpu(u), self.gpu(v)
         if a == b:
-            return []
+            return ()
         if a[1] == b[1]:
             sw = ("switch", a[1])
-            return [(a, sw), (sw, b)]
+            return ((a, sw), (sw, b))
         na, nb = self.nic_of(a), self.nic_of(b)
         la, lb = ("leaf", a[1] // self.nodes_per_leaf), ("leaf", b[1] // self.nodes_per_leaf)
         mid = [] if la == lb else [(la, ("spine",)), (("spine",), lb)]
-        return [(a, na), (na, la), *mid, (lb, nb), (nb, b)]
+        return ((a, na), (na, la), *mid, (lb, nb), (nb, b))
 
     def nic_of(self, gpu: tuple) -> tuple:
         """The NIC vertex a GPU vertex sends through (GPUs share a node's NICs evenly, rail-aligned)."""

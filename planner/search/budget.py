@@ -1,35 +1,51 @@
-"""Work budgets: the search's time limit counted in work, not read off the clock, so the same inputs
-give the same plan however loaded the machine is.
+"""Work budgets: the search's time limit counted in work rather than read off the clock, so that the
+same inputs give the same plan run after run; the clock only bounds it.
 
-A unit of work is about one second on the machine the constants were measured on (2026-12-01, the
-project's 2-core CPU machine, `benchmarks/search_budget.py` style measurement of three partition solves:
-GPT-3 13B tp2-pp16 and tp1-pp2-dp16 interleaved v3, 175B tp8-pp16): CP-SAT's own deterministic time
-costs WORK_PER_DETERMINISTIC_S units a deterministic second (wall 17.4 s for 5.74 deterministic s over
-25 rounds), each solver round WORK_PER_ROUND (model copy and presolve; 0.06 s a round), each schedule
-action WORK_PER_ACTION (3 us) when a solve builds its action orders and again each time it simulates
-them; outside the solves, each candidate's lower bound WORK_PER_BOUND (8.4 s for the 1T's 31,203
-candidates) and each solved candidate's problem and estimate WORK_PER_CANDIDATE (11.6 s for 369). The
-clock only caps a run that goes past WALL_CAP times its limit (a machine far slower than that one).
+A unit of work is about one second on the machine the constants were measured on (2026-12-02, the
+project's 2-core CPU machine: every master round of three whole searches at a 20 s limit, GPT-3 13B on
+8x4, 175B and Llama 3 70B on 8x16, 241 rounds, wall = 2.59 x deterministic s + 3.3e-4 s x constraints
+by least squares, within 10% per search): CP-SAT's own deterministic time costs WORK_PER_DETERMINISTIC_S
+units a deterministic second, each round WORK_PER_CONSTRAINT for each constraint of its master (model
+copy, presolve, and the master's building in Python), each schedule action WORK_PER_ACTION (3 us) when a
+solve builds its action orders and again each time it simulates them, each discrete-floor test
+(`floor.reachable`) WORK_PER_REACHABLE (0.05 s for 205 in the 13B search), and the first time it meets
+an interleaved schedule shape, its in-flight counts (WORK_PER_ACTION an action) and their mixed floor
+(WORK_PER_MIX per rank, pair of in-flight vectors and pair of chunks: 0.27 s for pp 32, v3, 33 vectors);
+outside the solves, each candidate's lower bound WORK_PER_BOUND plus WORK_PER_NODE_BOUND per node of the
+cluster (0.42 s for 175B's 7,179 on 16 nodes, 8.4 s for the 1T's 31,203 on 384) and each candidate's
+problem and estimate WORK_PER_CANDIDATE for each layer of the model (3.5 ms for GPT-3 13B's 42 layers,
+14 ms for 175B's 98, 28 ms for the 1T's 130 on 384 nodes).
+
+The clock is the hard bound: a limit of S seconds is WORK_SHARE x S units of work and a deadline S
+seconds after the start. On a machine like that one the work runs out first (the same plan run after
+run); on a slower or loaded one the clock stops the run, and the answer says TIME_LIMIT with the gap
+it proved.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 import time
 
-__all__ = ["Budget", "WORK_PER_DETERMINISTIC_S", "WORK_PER_ROUND", "WORK_PER_ACTION", "WORK_PER_BOUND",
-           "WORK_PER_CANDIDATE", "WALL_CAP"]
+__all__ = ["Budget", "WORK_PER_DETERMINISTIC_S", "WORK_PER_CONSTRAINT", "WORK_PER_ACTION", "WORK_PER_BOUND",
+           "WORK_PER_NODE_BOUND", "WORK_PER_REACHABLE", "WORK_PER_MIX", "WORK_PER_CANDIDATE", "WORK_SHARE"]
 
-WORK_PER_DETERMINISTIC_S = 2.8
-WORK_PER_ROUND = 0.06
+WORK_PER_DETERMINISTIC_S = 2.6
+WORK_PER_CONSTRAINT = 3.3e-4
+WORK_PER_REACHABLE = 2.5e-4
+WORK_PER_MIX = 8e-7
 WORK_PER_ACTION = 3e-6
-WORK_PER_BOUND = 3e-4
-WORK_PER_CANDIDATE = 0.03
-WALL_CAP = 4.0
+WORK_PER_BOUND = 5e-5
+WORK_PER_NODE_BOUND = 5.5e-7
+WORK_PER_CANDIDATE = 1.5e-4
+WORK_SHARE = 0.8
+"""Work units per second of a time limit: below 1, so that where the constants were measured the work
+runs out before the clock does."""
 
 
 @dataclass
 class Budget:
-    """`limit` units of work, `used` so far; `wall_deadline` is the clock cap (perf_counter seconds)."""
+    """`limit` units of work, `used` so far; `wall_deadline` is the clock's hard bound (perf_counter
+    seconds; by default limit / WORK_SHARE seconds from now: `seconds`)."""
 
     limit: float
     used: float = 0.0
@@ -37,7 +53,13 @@ class Budget:
 
     def __post_init__(self) -> None:
         if not self.wall_deadline:
-            self.wall_deadline = time.perf_counter() + WALL_CAP * max(self.limit, 0.05)
+            self.wall_deadline = time.perf_counter() + self.limit / WORK_SHARE
+
+    @classmethod
+    def seconds(cls, limit: float, start: float | None = None) -> "Budget":
+        """A time limit of `limit` seconds from `start` (perf_counter; now by default)."""
+        start = time.perf_counter() if start is None else start
+        return cls(WORK_SHARE * limit, wall_deadline=start + limit)
 
     def left(self) -> float:
         return self.limit - self.used

@@ -37,7 +37,7 @@ from typing import Callable
 from ortools.sat.python import cp_model
 
 from planner.cost.schedule import in_flight
-from planner.search.budget import WORK_PER_ACTION, WORK_PER_DETERMINISTIC_S, WORK_PER_ROUND, Budget
+from planner.search.budget import WORK_PER_ACTION, WORK_PER_CONSTRAINT, WORK_PER_DETERMINISTIC_S, Budget
 from planner.cost.terms import ALLOCATOR_DIVISOR
 from planner.search.encoding import Chunks, prefix
 from planner.search.partition import Problem, Solution, evaluate
@@ -214,7 +214,7 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
           tick: Callable[[], None] | None = None, budget: Budget | None = None,
           warm: Warm | None = None) -> Solution | None:
     """The assignment with the least simulated step time (None if nothing fits). Status OPTIMAL when
-    proved; TIME_LIMIT with the gap to the master's bound when the work limit (`time_limit` units, or
+    proved; TIME_LIMIT with the gap to the master's bound when the limit (`time_limit` seconds, or
     `budget`, see budget.py) ran out first;
     CUTOFF (no assignment, `objective` = the proved bound) when nothing can be below `cutoff`: an
     assignment found at or above the cutoff is not returned (only that nothing is below it was proved),
@@ -234,7 +234,7 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
     if best is not None:
         _hint(master, best, p)
     status_name = "OPTIMAL"
-    budget = budget or Budget(time_limit)
+    budget = budget or Budget.seconds(time_limit, t0)
     actions = sum(len(o) for o in orders)
     budget.spend(WORK_PER_ACTION * actions)  # the orders, in-flight counts and seed paths built above
     while True:
@@ -316,14 +316,15 @@ def _build(p: Problem, unit: int, orders, vectors, paths: dict, cutoff: int | No
 
 def _round(master: _Master, budget: Budget) -> tuple[cp_model.CpSolver, int]:
     """One master solve within what is left of the budget (one worker, fixed seed)."""
+    overhead = WORK_PER_CONSTRAINT * len(master.m.proto.constraints)
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
     solver.parameters.random_seed = 0
     solver.parameters.relative_gap_limit = MASTER_GAP
-    solver.parameters.max_deterministic_time = max(budget.left() - WORK_PER_ROUND, 1e-3) / WORK_PER_DETERMINISTIC_S
+    solver.parameters.max_deterministic_time = max(budget.left() - overhead, 1e-3) / WORK_PER_DETERMINISTIC_S
     solver.parameters.max_time_in_seconds = max(budget.wall_left(), 1e-3)
     status = solver.solve(master.m)
-    budget.spend(WORK_PER_ROUND + WORK_PER_DETERMINISTIC_S * solver.deterministic_time)
+    budget.spend(overhead + WORK_PER_DETERMINISTIC_S * solver.deterministic_time)
     return solver, status
 
 

@@ -6,7 +6,8 @@ from dataclasses import replace
 from planner.cluster.graph import Cluster
 from planner.cost.model import CostModel
 from planner.errors import PlannerError
-from planner.search.search import Candidate, SearchResult, evaluate_fixed, search
+from planner.search.pricing import Candidate, evaluate_fixed
+from planner.search.search import SearchResult, search
 from planner.search.space import Constraints, check_constraints, default_global_batch, parse_layout
 from planner.types.plan import Alternative, ClusterSummary, Layout, ModelSummary, Plan, WhatIf
 from planner.types.profile import ModelProfile

@@ -9,25 +9,25 @@ within RUNNER_UP_MARGIN of the best, found after the proof with what is left of 
 """
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from planner.cost.model import CostModel, even_split
-from planner.cost.terms import dp_compute
 from planner.search import explain
 from planner.search.bounds import fits_at_all, lower_bound
 from planner.search.floor import floor, reachable, seed
-from planner.search.budget import WALL_CAP, WORK_PER_BOUND, WORK_PER_CANDIDATE, Budget
-from planner.search.master import Warm, solve
-from planner.search.partition import Problem
+from planner.search.budget import (WORK_PER_ACTION, WORK_PER_BOUND, WORK_PER_CANDIDATE, WORK_PER_MIX, WORK_PER_NODE_BOUND,
+                                   WORK_PER_REACHABLE, WORK_SHARE, Budget)
+from planner.search.master import Warm
+from planner.search.pricing import TIME_UNIT, Candidate, evaluate_fixed, problem
 from planner.search.space import Constraints, default_global_batch, skeletons
-from planner.types.estimate import Estimate
 from planner.types.plan import SolverStats
-from planner.types.strategy import EXCLUDED, Strategy, recompute_name
+from planner.types.strategy import EXCLUDED, Strategy
 
-__all__ = ["Candidate", "SearchResult", "search", "evaluate_fixed", "lower_bound"]
+__all__ = ["SearchResult", "search"]
 
 RUNNER_UP_MARGIN = 1.25
 """A layout family is solved for the runner-up table only as far as it can come within 25% of the best."""
@@ -41,20 +41,8 @@ the clock, so the plan does not depend on the machine's load."""
 PROOF_SHARE = 0.8
 """Of the time limit (after the bounds), what the proof and deepening may use; the runner-up families
 get the rest and whatever the proof did not need."""
-TIME_UNIT = 1e-8
-"""Solver time unit (10 ns): integer costs keep CP-SAT exact; memory is in bytes."""
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A strategy with its estimate (or why it fails)."""
-
-    strategy: Strategy
-    estimate: Estimate | None
-    lower_bound: float
-    solver_status: str = ""
-    gap: float = 0.0
-    why_not: str = ""
+SETTLE_SHARE = 0.1
+"""Of the time limit, what is kept for raising the bounds of the candidates it left unvisited (`_settle`)."""
 
 
 @dataclass(frozen=True)
@@ -66,74 +54,6 @@ class SearchResult:
     stats: SolverStats
     global_batch: int
     infeasible_reason: str = ""
-
-
-def problem(cm: CostModel, s: Strategy, recompute: str | None = None, bounds: tuple[int, ...] = ()) -> Problem:
-    """The partition instance of `s` in integer units: the cost model's own per-layer numbers."""
-    costs, terms = cm.layer_costs(s), cm.terms(s)
-
-    def t(x: float) -> int:
-        return int(math.ceil(x / TIME_UNIT))
-    fwd, bwd, act, transient = [], [], [], []
-    for k, x in zip(cm.kinds, costs):
-        fwd.append(t(x.fwd + x.tp_fwd))
-        base = x.bwd + x.tp_bwd
-        modes = ("none", "selective", "full") if k == "block" else ("none",) * 3
-        bwd.append((t(base), t(base + x.elementwise), t(base + x.fwd + x.tp_fwd)) if k == "block" else (t(base),) * 3)
-        act.append(tuple(x.act[m] for m in modes))
-        transient.append(tuple(x.transient(m) for m in modes))
-    send = ()
-    if s.pp > 1:
-        sizes = {x.out_bytes for x in costs}
-        per_chunk = [{n: t(cm.send(s, c % s.pp, (c + 1) % s.pp, n)) for n in sizes} for c in range(s.chunks - 1)]
-        send = tuple(tuple(per_chunk[c][x.out_bytes] for x in costs) for c in range(s.chunks - 1)) + ((0,) * len(costs),)
-    dpm = cm.dp_model(s)
-    dp = replace(dpm, fixed=t(dpm.fixed), bucket=t(dpm.bucket))
-    cap = cm.usable - cm.reserve - dpm.buffer
-    return Problem(fwd=tuple(fwd), bwd=tuple(bwd), act=tuple(act), transient=tuple(transient),
-                   static=tuple(x.state for x in terms), out=tuple(x.out_bytes for x in costs),
-                   is_block=tuple(k == "block" for k in cm.kinds), pp=s.pp, vpp=s.vpp,
-                   micro_batches=s.num_micro_batches, schedule=s.schedule, cap=(int(cap),) * s.pp, send=send, dp=dp,
-                   opt=tuple(t(x.opt + dp_compute(dpm, x.sync, x.gather, x.sync_copy, x.gather_copy)) for x in terms),
-                   sync=tuple(t(x.sync) for x in terms),
-                   gather=tuple(t(x.gather) for x in terms), comm_buffer=tuple(x.comm_buffer for x in terms),
-                   recompute=recompute, fixed_bounds=bounds)
-
-
-def _place(cm: CostModel, s: Strategy, recompute: str | None, limit: float, bounds: tuple[int, ...] = (),
-           cutoff: float | None = None, tick=None, budget: Budget | None = None,
-           warm: Warm | None = None) -> tuple[Strategy | None, str, float, float]:
-    """Solve `s`'s stage bounds and recompute: (placed strategy or None, status, gap, proved bound in
-    seconds). Status OPTIMAL / TIME_LIMIT with a strategy; NO_FIT, CUTOFF (nothing below `cutoff`
-    seconds) or UNRESOLVED (limit hit before any assignment) without one."""
-    p = problem(cm, s, recompute, bounds)
-    sol = solve(p, time_limit=limit, cutoff=None if cutoff is None else int(cutoff / TIME_UNIT), tick=tick,
-                budget=budget, warm=warm)
-    if sol is None:
-        return None, "NO_FIT", 0.0, math.inf
-    if not sol.bounds:
-        return None, sol.status, 0.0, sol.objective * TIME_UNIT
-    starts = [sum(sol.bounds[:c]) for c in range(s.chunks)]
-    names = tuple(recompute_name(sol.full[c], sol.selective[c], sum(p.is_block[starts[c]:starts[c] + sol.bounds[c]]))
-                  for c in range(s.chunks))
-    return replace(s, layers_per_chunk=sol.bounds, recompute=names), sol.status, sol.gap, sol.objective * TIME_UNIT
-
-
-def evaluate_fixed(cm: CostModel, s: Strategy, global_batch: int, recompute: str | None = None,
-                   solve_bounds: bool = True, limit: float = 60.0, cutoff: float | None = None,
-                   tick=None, budget: Budget | None = None, warm: Warm | None = None) -> Candidate:
-    """Price one strategy: its own bounds and recompute if it has them, else the solver's (the best
-    under the cost model's step time). With `cutoff`, a strategy that cannot beat it comes back
-    without an estimate, status CUTOFF. `warm`: what an earlier solve of it learned (`master.Warm`)."""
-    lb = lower_bound(cm, s)
-    if not solve_bounds:
-        return Candidate(s, cm.estimate(s, global_batch), lb)
-    placed, status, gap, bound = _place(cm, s, recompute, limit, s.layers_per_chunk, cutoff, tick, budget, warm)
-    if placed is None:
-        why = {"NO_FIT": "does not fit in memory with any recompute", "CUTOFF": "cannot beat the best plan",
-               "UNRESOLVED": "not solved within the time limit"}[status]
-        return Candidate(s, None, max(lb, bound) if status != "NO_FIT" else lb, status, why_not=why)
-    return Candidate(placed, cm.estimate(placed, global_batch), lb, status, gap)
 
 
 def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], None] | None = None) -> SearchResult:
@@ -148,16 +68,17 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
     batch = c.global_batch or default_global_batch(cm.world)
     excluded: dict[str, int] = {}
     bounded, too_big = _bounded(cm, c, batch, excluded)
-    top: list[Candidate] = _ceiling(cm, bounded[:WARM_START], batch, c.recompute)
+    deadline = t0 + c.time_limit  # the clock's hard bound (budget.py)
+    work = Budget(WORK_SHARE * c.time_limit * (1 - SETTLE_SHARE), wall_deadline=deadline - SETTLE_SHARE * c.time_limit)
+    work.spend((WORK_PER_BOUND + WORK_PER_NODE_BOUND * len(cm.cluster.nodes)) * (len(bounded) + too_big))
+    top: list[Candidate] = _ceiling(cm, bounded[:WARM_START], batch, c.recompute, work)
     bounded.sort(key=lambda x: (_solve_cost(x[2]), x[0], x[1]))
-    work = Budget(c.time_limit, wall_deadline=t0 + WALL_CAP * max(c.time_limit, 0.05))
-    work.spend(WORK_PER_BOUND * (len(bounded) + too_big))
     run = _Run(cm, c, batch, bounded, top, work, progress)
     proof = work.child(PROOF_SHARE * work.left())
     _prove(run, proof)
     _deepen(run, proof)
     _runner_ups(run)
-    _settle(run)
+    _settle(run, Budget(WORK_SHARE * c.time_limit - work.used, wall_deadline=deadline))
     solved = len(run.solved)  # candidates solved at least once; the others were pruned or never reached
     counts = dict(candidates=len(bounded) + too_big, pruned=len(bounded) - solved + too_big, solved=solved,
                   did_not_fit=len(run.no_fit) + too_big)
@@ -180,29 +101,37 @@ class _Run:
     warm: dict = field(default_factory=dict)
     solved: set = field(default_factory=set)
     no_fit: set = field(default_factory=set)
-    last_tick: float = 0.0
+    shapes: set = field(default_factory=set)
+    kinds: list = field(default_factory=list)
+    shown: tuple = ("search", 0, 0)
+    """What the progress line says: the pass, candidates it has visited, and at most how many it will."""
 
     def best(self) -> float:
         return self.top[0].estimate.step_time_s if self.top else math.inf
 
-    def attempt(self, i: int, cutoff: float, budget: Budget, phase: str, of: Budget | None = None) -> None:
+    def attempt(self, i: int, cutoff: float, budget: Budget, of: Budget | None = None) -> None:
         """Solve candidate `i` told to beat `cutoff` within `budget` (a share of the pass's budget `of`,
         when the pass has one); what it used is charged to that pass and to the limit. Record what it
         proved: a plan (kept in the table), or nothing below the cutoff, or a bound it may still reach
         (open)."""
         s = self.bounded[i][2]
         cut = None if math.isinf(cutoff) else cutoff * (1 + 1e-9) + TIME_UNIT
-        if cut is not None and self.c.recompute is None and not reachable(self.cm, s, cut * (1 + 1e-7)):
-            # no partition can reach the cutoff (the discrete floor, `floor.reachable`)
-            self.open.pop(i, None)
-            self.warm.pop(i, None)
-            return
-        self.tick(phase, i, force=True)
+        passes = (self.work,) + ((of,) if of is not None else ())
+        if cut is not None and self.c.recompute is None:
+            for b in passes:
+                b.spend(self.reach_work(s))
+            if not reachable(self.cm, s, cut * (1 + 1e-7)):
+                # no partition can reach the cutoff (the discrete floor, `floor.reachable`)
+                self.open.pop(i, None)
+                self.warm.pop(i, None)
+                return
+        if self.progress:
+            self.progress(*self.shown)
         cand = evaluate_fixed(self.cm, s, self.batch, self.c.recompute, cutoff=cut,
-                              tick=lambda: self.tick(phase, i), budget=budget, warm=self.warm.setdefault(i, Warm()))
-        for spent_on in (self.work,) + ((of,) if of is not None else ()):
-            spent_on.spend(budget.used)
-        self.work.spend(WORK_PER_CANDIDATE)
+                              tick=self.progress and (lambda: self.progress(*self.shown)), budget=budget, warm=self.warm.setdefault(i, Warm()))
+        for b in passes:
+            b.spend(budget.used + (_floor_work(self.cm) if cand.solver_status in ("UNRESOLVED", "TIME_LIMIT") else 0.0))
+        self.work.spend(WORK_PER_CANDIDATE * len(self.cm.kinds))
         self.solved.add(i)
         best = self.best()
         if cand.solver_status == "UNRESOLVED":
@@ -221,18 +150,37 @@ class _Run:
             self.open[i] = max(self.open.get(i, 0.0), _open_bound(self.cm, s, proved, best))
         _keep(self.top, cand, self.c.top_k + 1)
 
-    def tick(self, phase: str, i: int, force: bool = False) -> None:
-        if self.progress and (force or time.perf_counter() - self.last_tick >= 1.0):
-            self.last_tick = time.perf_counter()
-            self.progress(phase, i, len(self.bounded))
+    def reach_work(self, s: Strategy) -> float:
+        """What `floor.reachable` costs (budget.py): little, but the first time an interleaved schedule
+        shape is seen, its in-flight counts and their mixed floor are built."""
+        key = (s.schedule, s.pp, s.vpp, s.num_micro_batches)
+        if s.vpp == 1 or key in self.shapes:
+            return WORK_PER_REACHABLE
+        self.shapes.add(key)
+        mix = sum(len(v) ** 2 for v in self.cm.in_flight(s)) * s.vpp ** 2
+        return WORK_PER_REACHABLE + WORK_PER_ACTION * 2 * s.num_micro_batches * s.chunks + WORK_PER_MIX * mix
+
+    def ahead(self, i: int, cutoff: float) -> int:
+        """How many candidates after `i` have a lower bound below `cutoff` (each kind of `_solve_cost` is
+        sorted by its bounds: a bisection per kind)."""
+        if not self.kinds:
+            for k in sorted({_solve_cost(s) for _, _, s in self.bounded}):
+                idx = [j for j, (_, _, s) in enumerate(self.bounded) if _solve_cost(s) == k]
+                self.kinds.append((idx[0], [self.bounded[j][0] for j in idx]))
+        n = 0
+        for start, lbs in self.kinds:
+            lo = min(max(i + 1 - start, 0), len(lbs))
+            n += max(0, bisect.bisect_left(lbs, cutoff, lo) - lo)
+        return n
 
 
 def _share(budget: Budget, floor_share: float) -> Budget:
     """One solve's part of `budget`: `floor_share` while more than 4x that is left, else a quarter of
-    what is left (one hard candidate cannot use up the whole limit)."""
+    what is left (one hard candidate cannot use up the whole limit); a sliver past the limit when it is
+    spent (only while no plan exists: the search never stops before one)."""
     left = budget.left()
     if left <= 0:
-        return Budget(0.05, wall_deadline=budget.wall_deadline)
+        return Budget(0.05)
     return budget.child(max(0.05, min(left, max(floor_share, left / 4))))
 
 
@@ -240,14 +188,17 @@ def _prove(run: _Run, proof: Budget) -> None:
     """The first pass: every candidate whose lower bound is below the best so far, told to beat it. When
     the proof's budget runs out (and a plan exists), the candidates not visited stay open at their
     lower bounds."""
+    done = 0
     for i, (lb, _, s) in enumerate(run.bounded):
         if lb >= run.best():
             continue  # cannot beat the best
         if run.top and proof.spent():  # never stop before a plan exists
             run.open.update({j: run.bounded[j][0] for j in range(i, len(run.bounded))})
             return
+        done += 1
+        run.shown = ("search", done, done + run.ahead(i, run.best()))
         share = _share(proof, PER_SOLVE)
-        run.attempt(i, run.best(), share, "search", of=proof)
+        run.attempt(i, run.best(), share, of=proof)
 
 
 def _deepen(run: _Run, proof: Budget) -> None:
@@ -264,20 +215,24 @@ def _deepen(run: _Run, proof: Budget) -> None:
             if i not in run.open or run.open[i] >= run.best():
                 continue
             share = proof.child(proof.left() / (len(order) - j))
-            run.attempt(i, run.best(), share, "deepen", of=proof)
+            run.shown = ("deepen", j + 1, len(order))
+            run.attempt(i, run.best(), share, of=proof)
 
 
 def _runner_ups(run: _Run) -> None:
     """With what is left of the limit, the best plan of each other layout family: every candidate whose
     bound is below what it must beat (`_table_cutoff`), told to beat that."""
+    done = 0
     for i, (lb, _, s) in enumerate(run.bounded):
         if run.work.spent():
             return
         cutoff = _table_cutoff(run.top, s, run.c.top_k + 1)
         if lb >= cutoff:
             continue
+        done += 1
+        run.shown = ("runner-ups", done, done + run.ahead(i, RUNNER_UP_MARGIN * run.best()))
         share = _share(run.work, PER_SOLVE)
-        run.attempt(i, cutoff, share, "runner-ups")
+        run.attempt(i, cutoff, share)
 
 
 def _table_cutoff(top: list[Candidate], s: Strategy, size: int) -> float:
@@ -296,19 +251,27 @@ def _table_cutoff(top: list[Candidate], s: Strategy, size: int) -> float:
     return min(cut, top[-1].estimate.step_time_s) if len(top) >= size else cut
 
 
-def _settle(run: _Run) -> None:
+def _settle(run: _Run, budget: Budget) -> None:
     """Candidates the limit left unvisited are open at their cheap lower bounds. Raise them, least
     first, to the discrete floor (`_open_bound`, as a solved candidate's bound is raised) until the least
-    open bound is one the floor proved: the gap reported is then what the floor allows, and a search
-    whose every unvisited candidate the floor puts at or above the plan is proved."""
+    open bound is one the floor proved, or `budget` is spent (the rest stay at their cheap bounds, still
+    true): the gap reported is then what the floor allows, and a search whose every unvisited candidate
+    the floor puts at or above the plan is proved."""
     best = run.best()
     raw = sorted((b, i) for i, b in run.open.items() if i not in run.solved and b < best)
     settled = math.inf
     for b, i in raw:
-        if b >= settled:
+        if b >= settled or budget.spent():
             return
+        budget.spend(_floor_work(run.cm))
         run.open[i] = _open_bound(run.cm, run.bounded[i][2], b, best)
         settled = min(settled, run.open[i])
+
+
+def _floor_work(cm: CostModel) -> float:
+    """A discrete floor (`floor.floor`, a bisection over `reachable`) costs about one candidate's estimate
+    (GPT 1T on 8x384: 19 ms each, 350 in 6.7 s; budget.py)."""
+    return WORK_PER_CANDIDATE * len(cm.kinds)
 
 
 def _open_bound(cm: CostModel, s: Strategy, proved: float, best: float) -> float:
@@ -349,7 +312,7 @@ def _result(cm: CostModel, c: Constraints, batch: int, top: list[Candidate], ope
     return SearchResult(best, shown, stats, batch)
 
 
-def _ceiling(cm: CostModel, bounded: list[tuple], batch: int, fixed: str | None) -> list[Candidate]:
+def _ceiling(cm: CostModel, bounded: list[tuple], batch: int, fixed: str | None, work: Budget) -> list[Candidate]:
     """A plan to start from (and to return if the time limit comes first), without the solver: among the
     first candidates, the best of the even split with one recompute mode everywhere and, for one chunk
     per rank, the discrete floor's greedy ranges with the least recompute that fits (`floor.seed`).
@@ -358,7 +321,9 @@ def _ceiling(cm: CostModel, bounded: list[tuple], batch: int, fixed: str | None)
     for lb, _, s in bounded:
         tries = [replace(s, recompute=(mode,) * s.chunks) for mode in ((fixed,) if fixed else ("none", "selective", "full"))]
         seeded = seed(cm, s, problem(cm, s), lb, 4 * lb) if fixed is None else None
+        work.spend(WORK_PER_CANDIDATE * len(cm.kinds))  # the seed
         for t in ([seeded] if seeded else []) + tries:
+            work.spend(WORK_PER_CANDIDATE * len(cm.kinds))
             e = cm.estimate(t, batch)
             if e.feasible:
                 if best is None or e.step_time_s < best.estimate.step_time_s:

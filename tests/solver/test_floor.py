@@ -9,7 +9,7 @@ from planner.cluster.graph import parse_gpus
 from planner.cost.model import CostModel
 from planner.search.bounds import lower_bound
 from planner.search.floor import floor, seed
-from planner.search.search import evaluate_fixed, problem
+from planner.search.pricing import evaluate_fixed, problem
 from planner.search.space import parse_layout
 
 from conftest import example

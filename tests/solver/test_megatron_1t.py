@@ -28,7 +28,7 @@ def test_megatron_1t_layout_prices_near_what_megatron_measured():
     layout, counted the same way, is within 10% of it."""
     import planner
     from planner.cost.model import CostModel
-    from planner.search.search import evaluate_fixed
+    from planner.search.pricing import evaluate_fixed
     from planner.types.strategy import Strategy
     prof = planner.profile(example("gpt.py:gpt_1t"), micro_batch=1)
     cm = CostModel(prof, planner.clusters("8x384", "a100-80gb")[0])

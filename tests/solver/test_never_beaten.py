@@ -8,7 +8,7 @@ import pytest
 import planner
 from conftest import example
 from planner.cost.model import CostModel
-from planner.search.search import evaluate_fixed
+from planner.search.pricing import evaluate_fixed
 from planner.types.strategy import Strategy, check_schedule
 
 CASES = [("gpt.py:gpt3_13b", "8x4"), ("llama.py:llama3_70b", "8x16"), ("gpt.py:gpt3_175b", "8x16")]

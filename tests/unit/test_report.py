@@ -137,3 +137,18 @@ def test_progress_on_a_terminal_only_after_a_second(capsys):
     piped("search", 5, 10)
     piped.done()
     assert capsys.readouterr().err == ""
+
+
+def test_progress_line_keeps_its_clock_while_nothing_reports(capsys):
+    """A solver round can run for long without a report: the line is rewritten with the elapsed time at
+    least every `every` seconds all the same, and never after `done()`."""
+    import time
+    from planner.report import Progress as _Progress
+    p = _Progress(tty=True, every=0.05)
+    p.t0 -= 2.0
+    p("search", 1, 3)
+    time.sleep(0.5)
+    p.done()
+    err = capsys.readouterr().err
+    time.sleep(0.2)
+    assert err.count("plan: search: 1/3 candidates") >= 4 and capsys.readouterr().err == ""

@@ -1,0 +1,100 @@
+"""One strategy priced: its stage-partition instance in the solver's integer units, solved exactly
+(`master.solve`) or, for a strategy with its own bounds and recompute, estimated as given."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from planner.cost.model import CostModel
+from planner.cost.terms import dp_compute
+from planner.search.bounds import lower_bound
+from planner.search.budget import Budget
+from planner.search.master import Warm, solve
+from planner.search.partition import Problem
+from planner.types.estimate import Estimate
+from planner.types.strategy import Strategy, recompute_name
+
+__all__ = ["Candidate", "TIME_UNIT", "problem", "evaluate_fixed"]
+
+TIME_UNIT = 1e-8
+"""Solver time unit (10 ns): integer costs keep CP-SAT exact; memory is in bytes."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A strategy with its estimate (or why it fails)."""
+
+    strategy: Strategy
+    estimate: Estimate | None
+    lower_bound: float
+    solver_status: str = ""
+    gap: float = 0.0
+    why_not: str = ""
+
+
+def problem(cm: CostModel, s: Strategy, recompute: str | None = None, bounds: tuple[int, ...] = ()) -> Problem:
+    """The partition instance of `s` in integer units: the cost model's own per-layer numbers."""
+    costs, terms = cm.layer_costs(s), cm.terms(s)
+
+    def t(x: float) -> int:
+        return int(math.ceil(x / TIME_UNIT))
+    fwd, bwd, act, transient = [], [], [], []
+    for k, x in zip(cm.kinds, costs):
+        fwd.append(t(x.fwd + x.tp_fwd))
+        base = x.bwd + x.tp_bwd
+        modes = ("none", "selective", "full") if k == "block" else ("none",) * 3
+        bwd.append((t(base), t(base + x.elementwise), t(base + x.fwd + x.tp_fwd)) if k == "block" else (t(base),) * 3)
+        act.append(tuple(x.act[m] for m in modes))
+        transient.append(tuple(x.transient(m) for m in modes))
+    send = ()
+    if s.pp > 1:
+        sizes = {x.out_bytes for x in costs}
+        per_chunk = [{n: t(cm.send(s, c % s.pp, (c + 1) % s.pp, n)) for n in sizes} for c in range(s.chunks - 1)]
+        send = tuple(tuple(per_chunk[c][x.out_bytes] for x in costs) for c in range(s.chunks - 1)) + ((0,) * len(costs),)
+    dpm = cm.dp_model(s)
+    dp = replace(dpm, fixed=t(dpm.fixed), bucket=t(dpm.bucket))
+    cap = cm.usable - cm.reserve - dpm.buffer
+    return Problem(fwd=tuple(fwd), bwd=tuple(bwd), act=tuple(act), transient=tuple(transient),
+                   static=tuple(x.state for x in terms), out=tuple(x.out_bytes for x in costs),
+                   is_block=tuple(k == "block" for k in cm.kinds), pp=s.pp, vpp=s.vpp,
+                   micro_batches=s.num_micro_batches, schedule=s.schedule, cap=(int(cap),) * s.pp, send=send, dp=dp,
+                   opt=tuple(t(x.opt + dp_compute(dpm, x.sync, x.gather, x.sync_copy, x.gather_copy)) for x in terms),
+                   sync=tuple(t(x.sync) for x in terms),
+                   gather=tuple(t(x.gather) for x in terms), comm_buffer=tuple(x.comm_buffer for x in terms),
+                   recompute=recompute, fixed_bounds=bounds)
+
+
+def _place(cm: CostModel, s: Strategy, recompute: str | None, limit: float, bounds: tuple[int, ...] = (),
+           cutoff: float | None = None, tick=None, budget: Budget | None = None,
+           warm: Warm | None = None) -> tuple[Strategy | None, str, float, float]:
+    """Solve `s`'s stage bounds and recompute: (placed strategy or None, status, gap, proved bound in
+    seconds). Status OPTIMAL / TIME_LIMIT with a strategy; NO_FIT, CUTOFF (nothing below `cutoff`
+    seconds) or UNRESOLVED (limit hit before any assignment) without one."""
+    p = problem(cm, s, recompute, bounds)
+    sol = solve(p, time_limit=limit, cutoff=None if cutoff is None else int(cutoff / TIME_UNIT), tick=tick,
+                budget=budget, warm=warm)
+    if sol is None:
+        return None, "NO_FIT", 0.0, math.inf
+    if not sol.bounds:
+        return None, sol.status, 0.0, sol.objective * TIME_UNIT
+    starts = [sum(sol.bounds[:c]) for c in range(s.chunks)]
+    names = tuple(recompute_name(sol.full[c], sol.selective[c], sum(p.is_block[starts[c]:starts[c] + sol.bounds[c]]))
+                  for c in range(s.chunks))
+    return replace(s, layers_per_chunk=sol.bounds, recompute=names), sol.status, sol.gap, sol.objective * TIME_UNIT
+
+
+def evaluate_fixed(cm: CostModel, s: Strategy, global_batch: int, recompute: str | None = None,
+                   solve_bounds: bool = True, limit: float = 60.0, cutoff: float | None = None,
+                   tick=None, budget: Budget | None = None, warm: Warm | None = None) -> Candidate:
+    """Price one strategy: its own bounds and recompute if it has them, else the solver's (the best
+    under the cost model's step time). With `cutoff`, a strategy that cannot beat it comes back
+    without an estimate, status CUTOFF. `warm`: what an earlier solve of it learned (`master.Warm`)."""
+    lb = lower_bound(cm, s)
+    if not solve_bounds:
+        return Candidate(s, cm.estimate(s, global_batch), lb)
+    placed, status, gap, bound = _place(cm, s, recompute, limit, s.layers_per_chunk, cutoff, tick, budget, warm)
+    if placed is None:
+        why = {"NO_FIT": "does not fit in memory with any recompute", "CUTOFF": "cannot beat the best plan",
+               "UNRESOLVED": "not solved within the time limit"}[status]
+        return Candidate(s, None, max(lb, bound) if status != "NO_FIT" else lb, status, why_not=why)
+    return Candidate(placed, cm.estimate(placed, global_batch), lb, status, gap)
