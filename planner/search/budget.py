@@ -37,7 +37,7 @@ WORK_PER_ACTION = 3e-6
 WORK_PER_BOUND = 5e-5
 WORK_PER_NODE_BOUND = 5.5e-7
 WORK_PER_CANDIDATE = 1.5e-4
-WORK_SHARE = 0.8
+WORK_SHARE = 0.9
 """Work units per second of a time limit: below 1, so that where the constants were measured the work
 runs out before the clock does."""
 

@@ -41,7 +41,7 @@ the clock, so the plan does not depend on the machine's load."""
 PROOF_SHARE = 0.8
 """Of the time limit (after the bounds), what the proof and deepening may use; the runner-up families
 get the rest and whatever the proof did not need."""
-SETTLE_SHARE = 0.1
+SETTLE_SHARE = 0.05
 """Of the time limit, what is kept for raising the bounds of the candidates it left unvisited (`_settle`)."""
 
 
@@ -78,7 +78,7 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
     _prove(run, proof)
     _deepen(run, proof)
     _runner_ups(run)
-    _settle(run, Budget(WORK_SHARE * c.time_limit - work.used, wall_deadline=deadline))
+    _settle(run, Budget(WORK_SHARE * c.time_limit * SETTLE_SHARE, wall_deadline=deadline))
     solved = len(run.solved)  # candidates solved at least once; the others were pruned or never reached
     counts = dict(candidates=len(bounded) + too_big, pruned=len(bounded) - solved + too_big, solved=solved,
                   did_not_fit=len(run.no_fit) + too_big)

@@ -139,7 +139,7 @@ def test_the_time_limit_is_a_clock_bound_even_on_a_loaded_machine():
     import time
 
     cm = CostModel(planner_profile(example("gpt.py:gpt3_13b")), parse_gpus("8x4", "a100-80gb")[0])
-    c = Constraints(global_batch=512, time_limit=4)
+    c = Constraints(global_batch=512, time_limit=8)
     first, second = search(cm, c), search(cm, c)
     assert first.stats.status == second.stats.status == "TIME_LIMIT"
     assert first.best.strategy == second.best.strategy
@@ -147,7 +147,7 @@ def test_the_time_limit_is_a_clock_bound_even_on_a_loaded_machine():
     assert (first.stats.solved, first.stats.pruned, first.stats.gap) == (second.stats.solved, second.stats.pruned,
                                                                          second.stats.gap)
     assert [r.strategy for r in first.runner_ups] == [r.strategy for r in second.runner_ups]
-    assert max(first.stats.wall_s, second.stats.wall_s) <= 4 + 1
+    assert max(first.stats.wall_s, second.stats.wall_s) <= 8 + 1
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:
         time.sleep(0.5)
@@ -157,7 +157,7 @@ def test_the_time_limit_is_a_clock_bound_even_on_a_loaded_machine():
     finally:
         for h in hogs:
             h.kill()
-    assert wall <= 4 + 1 and loaded.stats.status == "TIME_LIMIT"
+    assert wall <= 8 + 1 and loaded.stats.status == "TIME_LIMIT"
     unloaded = first.best.estimate.step_time_s
     assert loaded.best.estimate.step_time_s * (1 - loaded.stats.gap) <= unloaded * (1 + 1e-9)
     assert unloaded * (1 - first.stats.gap) <= loaded.best.estimate.step_time_s * (1 + 1e-9)
