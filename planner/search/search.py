@@ -102,9 +102,17 @@ class _Run:
     solved: set = field(default_factory=set)
     no_fit: set = field(default_factory=set)
     shapes: set = field(default_factory=set)
-    kinds: list = field(default_factory=list)
+    kinds: list = field(init=False)
+    """Per kind of `_solve_cost` (the candidates are sorted by kind, then bound): its first index and its
+    bounds in order (`ahead`)."""
     shown: tuple = ("search", 0, 0)
     """What the progress line says: the pass, candidates it has visited, and at most how many it will."""
+
+    def __post_init__(self) -> None:
+        self.kinds = []
+        for k in sorted({_solve_cost(s) for _, _, s in self.bounded}):
+            idx = [j for j, (_, _, s) in enumerate(self.bounded) if _solve_cost(s) == k]
+            self.kinds.append((idx[0], [self.bounded[j][0] for j in idx]))
 
     def best(self) -> float:
         return self.top[0].estimate.step_time_s if self.top else math.inf
@@ -130,8 +138,8 @@ class _Run:
         cand = evaluate_fixed(self.cm, s, self.batch, self.c.recompute, cutoff=cut,
                               tick=self.progress and (lambda: self.progress(*self.shown)), budget=budget, warm=self.warm.setdefault(i, Warm()))
         for b in passes:
-            b.spend(budget.used + (_floor_work(self.cm) if cand.solver_status in ("UNRESOLVED", "TIME_LIMIT") else 0.0))
-        self.work.spend(WORK_PER_CANDIDATE * len(self.cm.kinds))
+            b.spend(budget.used + (_estimate_work(self.cm) if cand.solver_status in ("UNRESOLVED", "TIME_LIMIT") else 0.0))
+        self.work.spend(_estimate_work(self.cm))
         self.solved.add(i)
         best = self.best()
         if cand.solver_status == "UNRESOLVED":
@@ -163,10 +171,6 @@ class _Run:
     def ahead(self, i: int, cutoff: float) -> int:
         """How many candidates after `i` have a lower bound below `cutoff` (each kind of `_solve_cost` is
         sorted by its bounds: a bisection per kind)."""
-        if not self.kinds:
-            for k in sorted({_solve_cost(s) for _, _, s in self.bounded}):
-                idx = [j for j, (_, _, s) in enumerate(self.bounded) if _solve_cost(s) == k]
-                self.kinds.append((idx[0], [self.bounded[j][0] for j in idx]))
         n = 0
         for start, lbs in self.kinds:
             lo = min(max(i + 1 - start, 0), len(lbs))
@@ -263,14 +267,14 @@ def _settle(run: _Run, budget: Budget) -> None:
     for b, i in raw:
         if b >= settled or budget.spent():
             return
-        budget.spend(_floor_work(run.cm))
+        budget.spend(_estimate_work(run.cm))
         run.open[i] = _open_bound(run.cm, run.bounded[i][2], b, best)
         settled = min(settled, run.open[i])
 
 
-def _floor_work(cm: CostModel) -> float:
-    """A discrete floor (`floor.floor`, a bisection over `reachable`) costs about one candidate's estimate
-    (GPT 1T on 8x384: 19 ms each, 350 in 6.7 s; budget.py)."""
+def _estimate_work(cm: CostModel) -> float:
+    """What one candidate's problem and estimate cost (budget.py); a discrete floor (`floor.floor`, a
+    bisection over `reachable`) costs about the same (GPT 1T on 8x384: 19 ms each, 350 in 6.7 s)."""
     return WORK_PER_CANDIDATE * len(cm.kinds)
 
 
@@ -321,9 +325,9 @@ def _ceiling(cm: CostModel, bounded: list[tuple], batch: int, fixed: str | None,
     for lb, _, s in bounded:
         tries = [replace(s, recompute=(mode,) * s.chunks) for mode in ((fixed,) if fixed else ("none", "selective", "full"))]
         seeded = seed(cm, s, problem(cm, s), lb, 4 * lb) if fixed is None else None
-        work.spend(WORK_PER_CANDIDATE * len(cm.kinds))  # the seed
+        work.spend(_estimate_work(cm))  # the seed
         for t in ([seeded] if seeded else []) + tries:
-            work.spend(WORK_PER_CANDIDATE * len(cm.kinds))
+            work.spend(_estimate_work(cm))
             e = cm.estimate(t, batch)
             if e.feasible:
                 if best is None or e.step_time_s < best.estimate.step_time_s:
