@@ -19,10 +19,26 @@ import traceback
 import torch  # noqa: F401  (imported once, before forking)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """`n` ports free now, from below the kernel's ephemeral range. Every job's port is picked before the
+    first job runs; one the kernel handed out (bind to port 0) could meanwhile be taken by an earlier
+    job's own connections, which draw from that range (seen in CI: EADDRINUSE on the third job)."""
+    try:
+        low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    ports, port = [], 1024 + (os.getpid() * 7919) % max(1, low - 1024 - 4096)
+    while len(ports) < n and port < low:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                ports.append(port)
+            except OSError:
+                pass
+        port += 1
+    if len(ports) < n:
+        raise RuntimeError(f"no {n} free ports below {low}")
+    return ports
 
 
 def _load(directory: str):
@@ -37,7 +53,7 @@ def main() -> int:
     for name in filter(None, os.environ.get("FORKRUN_PRELOAD", "").split(",")):
         importlib.import_module(name)
     programs = [_load(j["dir"]) for j in jobs]
-    ports = [_free_port() for _ in jobs]
+    ports = _free_ports(len(jobs))
     children = []
     for rank in range(world):
         pid = os.fork()
