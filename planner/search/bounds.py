@@ -8,14 +8,14 @@ from planner.cost.model import CostModel
 from planner.cost.terms import dp_exposed
 from planner.types.strategy import Strategy
 
-__all__ = ["lower_bound", "fits_at_all", "end_floor"]
+__all__ = ["lower_bound", "fits_at_all", "end_floor", "least_comm_buffer"]
 
 
 def _room(cm: CostModel, s: Strategy) -> float:
     """Bytes of activations all pipeline ranks together can hold at most (one chunk per rank): rank r
     keeps k_r micro-batches in flight, so sum(act_r) <= sum((cap - state_r) / k_r), and state counted at
     the largest k is the least it can take away. -inf when the state alone cannot fit."""
-    cap = cm.usable - cm.reserve - cm.dp_model(s).buffer
+    cap = cm.usable - cm.reserve - cm.dp_model(s).buffer - least_comm_buffer(cm, s)
     n = s.num_micro_batches  # torch's orders (schedule.py): GPipe holds all n, 1F1B min(n, pp - r)
     ks = [n if s.schedule == "gpipe" else min(n, s.pp - r) for r in range(s.pp)]
     state = cm.state_total(s)
@@ -53,11 +53,22 @@ def _sums(cm: CostModel, s: Strategy) -> dict:
     return cm.memo(("bound-sums", *cm.costs_key(s)), make)
 
 
+def least_comm_buffer(cm: CostModel, s: Strategy) -> int:
+    """Bytes of communication buffers every rank holds at least: FSDP's for the rank's largest layer
+    (every rank holds a block; without blocks, some layer). 9.8 GB for a GPT 1T block at tp 8: a floor
+    that leaves them out lets interleaved candidates of the 1T through that memory rules out."""
+    def make() -> int:
+        terms = cm.terms(s)
+        held = [t for k, t in zip(cm.kinds, terms) if k == "block"] or terms
+        return min(t.comm_buffer for t in held)
+    return cm.memo(("least-comm", cm.terms_key(s)), make)
+
+
 def fits_at_all(cm: CostModel, s: Strategy) -> bool:
     """False only when no partition and recompute can fit `s` (a necessary condition)."""
     if s.vpp > 1:
         state = cm.state_total(s)
-        return (state + _sums(cm, s)["act_full"]) / s.pp + cm.reserve <= cm.usable
+        return (state + _sums(cm, s)["act_full"]) / s.pp + cm.reserve + least_comm_buffer(cm, s) <= cm.usable
     return _forced_recompute(cm, s) < math.inf
 
 

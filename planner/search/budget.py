@@ -10,7 +10,9 @@ copy, presolve, and the master's building in Python), each schedule action WORK_
 solve builds its action orders and again each time it simulates them, each discrete-floor test
 (`floor.reachable`) WORK_PER_REACHABLE (0.05 s for 205 in the 13B search), and the first time it meets
 an interleaved schedule shape, its in-flight counts (WORK_PER_ACTION an action) and their mixed floor
-(WORK_PER_MIX per rank, pair of in-flight vectors and pair of chunks: 0.27 s for pp 32, v3, 33 vectors);
+(WORK_PER_MIX_RANK per rank plus WORK_PER_MIX per rank, pair of in-flight vectors and pair of chunks,
+numpy: 24 ms for pp 32, v3, 33 vectors a rank; 12 shapes from pp 4 to 96, 2026-12-02, within 10% but
+the smallest);
 outside the solves, each candidate's lower bound WORK_PER_BOUND plus WORK_PER_NODE_BOUND per node of the
 cluster (0.42 s for 175B's 7,179 on 16 nodes, 8.4 s for the 1T's 31,203 on 384) and each candidate's
 problem and estimate WORK_PER_CANDIDATE for each layer of the model (3.5 ms for GPT-3 13B's 42 layers,
@@ -27,12 +29,13 @@ from dataclasses import dataclass, field
 import time
 
 __all__ = ["Budget", "WORK_PER_DETERMINISTIC_S", "WORK_PER_CONSTRAINT", "WORK_PER_ACTION", "WORK_PER_BOUND",
-           "WORK_PER_NODE_BOUND", "WORK_PER_REACHABLE", "WORK_PER_MIX", "WORK_PER_CANDIDATE", "WORK_SHARE"]
+           "WORK_PER_NODE_BOUND", "WORK_PER_REACHABLE", "WORK_PER_MIX", "WORK_PER_MIX_RANK", "WORK_PER_CANDIDATE", "WORK_SHARE"]
 
 WORK_PER_DETERMINISTIC_S = 2.6
 WORK_PER_CONSTRAINT = 3.3e-4
 WORK_PER_REACHABLE = 2.5e-4
-WORK_PER_MIX = 8e-7
+WORK_PER_MIX = 5e-8
+WORK_PER_MIX_RANK = 2.5e-4
 WORK_PER_ACTION = 3e-6
 WORK_PER_BOUND = 5e-5
 WORK_PER_NODE_BOUND = 5.5e-7

@@ -12,10 +12,12 @@ import itertools
 import math
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from planner.cost.model import CostModel
 from planner.cost.terms import ALLOCATOR_DIVISOR
-from planner.search.bounds import end_floor
-from planner.search.partition import Problem, parts_of, rank_fits
+from planner.search.bounds import end_floor, least_comm_buffer
+from planner.search.partition import Problem, part, parts_of, rank_fits
 from planner.types.strategy import Strategy, recompute_name
 
 __all__ = ["reachable", "floor", "seed"]
@@ -38,9 +40,13 @@ class _Ranges:
     rates: tuple[float, float]
     """Seconds per byte of the two segments (the cheapest of any block's, twice, when blocks differ)."""
     fixed: int
-    """Bytes every rank holds whatever its layers: receive buffers and the least transient."""
+    """Bytes every rank holds whatever its layers: receive buffers, the least transient and the least
+    communication buffers (FSDP's for its largest layer: 9.8 GB for a 1T block at tp 8)."""
     cap: int
     uniform: bool
+    points: tuple[tuple[int, float], ...] = ()
+    """Identical blocks: a block's (bytes saved, seconds) under selective and under full recompute, so that
+    recompute is priced in whole blocks (`_whole_blocks`); empty otherwise (the hull prices it)."""
 
     @property
     def lead(self) -> int:
@@ -89,13 +95,22 @@ def _build_ranges(cm: CostModel, s: Strategy, dpm) -> _Ranges:
 
     def acc(v):
         return list(itertools.accumulate(v, initial=0))
-    least_transient = min(min(x.transient(m) for m in MODES) for x in costs)
-    fixed = (2 * min(x.out_bytes for x in costs) if s.pp > 1 else 0) + least_transient
+    # every rank holds a block (each chunk does): its transient and its largest layer's communication
+    # buffers are at least the least any block has (without blocks, any layer)
+    held = [i for i, k in enumerate(cm.kinds) if k == "block"] or list(range(len(costs)))
+    least_transient = min(min(costs[i].transient(m) for m in MODES) for i in held)
+    least_comm = least_comm_buffer(cm, s)
+    uniform = len(per_block) == 1 and len(block_hulls) == 1
+    points: tuple = ()
+    if uniform and "block" in cm.kinds:
+        x = costs[cm.kinds.index("block")]
+        points = tuple((x.act["none"] - x.act[m], t) for m, t in (("selective", x.elementwise), ("full", x.fwd + x.tp_fwd)))
+    fixed = (2 * min(x.out_bytes for x in costs) if s.pp > 1 else 0) + least_transient + least_comm
     return _Ranges(work=acc(x.fwd + x.bwd + x.tp_fwd + x.tp_bwd for x in costs), state=acc(t.state for t in terms),
                    act=acc(x.act["none"] for x in costs), blocks=acc(k == "block" for k in cm.kinds),
                    seg1=acc(h[0][0] for h in hulls), seg2=acc(h[1][0] for h in hulls), rates=rates, fixed=fixed,
                    cap=cm.usable - cm.reserve - dpm.buffer,
-                   uniform=len(per_block) == 1 and len(block_hulls) == 1)
+                   uniform=uniform, points=points)
 
 
 def _work(g: _Ranges, a: int, e: int, k: int) -> float:
@@ -107,11 +122,29 @@ def _work(g: _Ranges, a: int, e: int, k: int) -> float:
     need = (g.act[e] - g.act[a]) - (room + 1) / (k * (1 + 1 / ALLOCATOR_DIVISOR))
     if need <= 0:
         return base
+    if g.points:
+        return base + _whole_blocks(g.points, g.blocks[e] - g.blocks[a], need)
     c1, c2 = g.seg1[e] - g.seg1[a], g.seg2[e] - g.seg2[a]
     if need > c1 + c2:
         return math.inf
     r1, r2 = g.rates
     return base + r1 * min(need, c1) + r2 * max(0.0, need - c1)
+
+
+def _whole_blocks(points: tuple[tuple[int, float], ...], m: int, need: float) -> float:
+    """The least seconds recompute of whole identical blocks costs to save `need` bytes among `m`
+    blocks: f under full, s under selective, s + f <= m (for each f, the fewest s); inf if even all
+    under full do not save enough. Rounding to whole blocks is what the fractional hull misses: with a
+    few blocks a rank (the 1T's pp 16 interleaved holds 8), one block more under recompute is several
+    percent of its time."""
+    (b1, t1), (b2, t2) = points
+    best = math.inf
+    for f in range(m + 1):
+        left = need - f * b2
+        s = 0 if left <= 0 else math.inf if b1 <= 0 else math.ceil(left / b1)
+        if f + s <= m:
+            best = min(best, f * t2 + s * t1)
+    return best
 
 
 def _greedy(cm: CostModel, s: Strategy, g: _Ranges, budget: float) -> list[int] | None:
@@ -160,21 +193,19 @@ def _interleaved(cm: CostModel, s: Strategy, g: _Ranges, budget: float) -> list[
 
 def _mixed_floor(vectors: tuple[tuple[int, ...], ...]) -> float:
     """A k with sum_i v_i act_i >= k sum_i act_i for some in-flight vector v, whatever the chunks'
-    activations: the peak is at least any convex mix of two vectors, so k = the best mix's least entry
-    (checked at the ends and where two entries cross)."""
-    best = 0.0
-    for u in vectors:
-        for w in vectors:
-            ts = {0.0, 1.0}
-            for i in range(len(u)):
-                for j in range(i + 1, len(u)):
-                    den = (u[i] - w[i]) - (u[j] - w[j])
-                    if den:
-                        t = (w[j] - w[i]) / den
-                        if 0 < t < 1:
-                            ts.add(t)
-            best = max(best, max(min(t * a + (1 - t) * b for a, b in zip(u, w)) for t in ts))
-    return best
+    activations: the peak is at least any convex mix t u + (1 - t) w of two vectors, so k = the best
+    mix's least entry. The least entry is concave in t, so its maximum is at t = 0, 1 or where two
+    entries cross; every pair and crossing at once (numpy: 1T shapes have 25-130 vectors a rank)."""
+    v = np.asarray(vectors, dtype=float)
+    u, w = v[:, None, :], v[None, :, :]
+    i, j = np.triu_indices(v.shape[1], 1)
+    den = (u[..., i] - w[..., i]) - (u[..., j] - w[..., j])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(den != 0, (w[..., j] - w[..., i]) / den, 0.0)
+    t = np.where((t > 0) & (t < 1), t, 0.0)
+    ts = np.concatenate([np.zeros(t.shape[:2] + (1,)), np.ones(t.shape[:2] + (1,)), t], axis=-1)[..., None]
+    mix = ts * u[:, :, None, :] + (1 - ts) * w[:, :, None, :]
+    return float(mix.min(axis=-1).max())
 
 
 def _edge_work(g: _Ranges, a: int, e: int, k: int, L: int, tail: int) -> float:
@@ -249,9 +280,11 @@ def _least_recompute(p: Problem, bounds: tuple[int, ...], r: int, vectors) -> tu
     (memory falls as they grow: bisection)."""
     zero = (0,) * p.chunks
     nb = sum(p.is_block[sum(bounds[:r]):sum(bounds[:r + 1])])
+    starts = list(itertools.accumulate(bounds, initial=0))
+    parts = parts_of(p, bounds, zero, zero)
 
     def chunk(f: int, sel: int) -> tuple[int, bool]:
-        parts = parts_of(p, bounds, zero[:r] + (f,) + zero[r + 1:], zero[:r] + (sel,) + zero[r + 1:])
+        parts[r] = part(p, starts, r, f, sel)  # only rank r's chunk changes
         return parts[r].bwd, rank_fits(p, parts, vectors, r)
     best = None
     for f in range(nb + 1):
@@ -292,12 +325,16 @@ def _seed_chunks(cm: CostModel, s: Strategy, p: Problem, lo: float, hi: float) -
     sizes = [x + (c == 0) * g.lead + (c == s.chunks - 1) * g.tail for c, x in enumerate(nb)]
     full, sel = [0] * s.chunks, [0] * s.chunks
     vectors = cm.in_flight(s)
+    starts = list(itertools.accumulate(sizes, initial=0))
+    parts = parts_of(p, tuple(sizes), tuple(full), tuple(sel))
     for r in range(pp):
         mine = list(range(r, s.chunks, pp))
 
         def at(level: int) -> bool:
             _ladder(level, [nb[c] for c in mine], mine, full, sel)
-            return rank_fits(p, parts_of(p, tuple(sizes), tuple(full), tuple(sel)), vectors, r)
+            for c in mine:  # only rank r's chunks change
+                parts[c] = part(p, starts, c, full[c], sel[c])
+            return rank_fits(p, parts, vectors, r)
         lo_, hi_ = 0, 2 * most[r]
         if not at(hi_):
             return None

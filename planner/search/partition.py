@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from planner.cost.schedule import Action, in_flight, rank_orders, simulate
 from planner.cost.terms import ALLOCATOR_DIVISOR, DpModel, dp_exposed
 
-__all__ = ["Problem", "Solution", "Part", "Score", "evaluate", "parts_of", "rank_fits", "brute_force", "NONE", "SELECTIVE", "FULL"]
+__all__ = ["Problem", "Solution", "Part", "Score", "evaluate", "parts_of", "part", "rank_fits", "brute_force", "NONE", "SELECTIVE", "FULL"]
 
 NONE, SELECTIVE, FULL = 0, 1, 2
 
@@ -125,26 +125,29 @@ class Part:
 
 def parts_of(p: Problem, bounds, full, sel) -> list[Part]:
     starts = list(itertools.accumulate(bounds, initial=0))
-    out = []
-    for c in range(p.chunks):
-        a, e = starts[c], starts[c + 1]
-        modes, n = [], 0
-        for i in range(a, e):
-            mode = NONE
-            if p.is_block[i]:
-                mode = FULL if n < full[c] else SELECTIVE if n < full[c] + sel[c] else NONE
-                n += 1
-            modes.append(mode)
-        rng = range(a, e)
-        out.append(Part(
-            fwd=sum(p.fwd[i] for i in rng), bwd=sum(p.bwd[i][m] for i, m in zip(rng, modes)),
-            act=sum(p.act[i][m] for i, m in zip(rng, modes)),
-            transient=max(p.transient[i][m] for i, m in zip(rng, modes)), static=sum(p.static[i] for i in rng),
-            send=p.send[c][e - 1] if p.send and c < p.chunks - 1 else 0,
-            buffer=2 * p.out[e - 1] if p.pp > 1 else 0, opt=sum(p.opt[i] for i in rng),
-            sync=sum(p.sync[i] for i in rng), gather=sum(p.gather[i] for i in rng),
-            comm_buffer=max(p.comm_buffer[i] for i in rng), first=p.sync[a] + p.gather[a]))
-    return out
+    return [part(p, starts, c, full[c], sel[c]) for c in range(p.chunks)]
+
+
+def part(p: Problem, starts: list[int], c: int, full: int, sel: int) -> Part:
+    """Chunk c (layers starts[c]..starts[c+1]-1) with its first `full` blocks under full recompute and
+    the next `sel` under selective: one chunk alone, for callers that vary one rank's recompute."""
+    a, e = starts[c], starts[c + 1]
+    modes, n = [], 0
+    for i in range(a, e):
+        mode = NONE
+        if p.is_block[i]:
+            mode = FULL if n < full else SELECTIVE if n < full + sel else NONE
+            n += 1
+        modes.append(mode)
+    rng = range(a, e)
+    return Part(
+        fwd=sum(p.fwd[i] for i in rng), bwd=sum(p.bwd[i][m] for i, m in zip(rng, modes)),
+        act=sum(p.act[i][m] for i, m in zip(rng, modes)),
+        transient=max(p.transient[i][m] for i, m in zip(rng, modes)), static=sum(p.static[i] for i in rng),
+        send=p.send[c][e - 1] if p.send and c < p.chunks - 1 else 0,
+        buffer=2 * p.out[e - 1] if p.pp > 1 else 0, opt=sum(p.opt[i] for i in rng),
+        sync=sum(p.sync[i] for i in rng), gather=sum(p.gather[i] for i in rng),
+        comm_buffer=max(p.comm_buffer[i] for i in rng), first=p.sync[a] + p.gather[a])
 
 
 @dataclass(frozen=True)

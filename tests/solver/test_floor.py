@@ -87,3 +87,46 @@ def test_water_filling_closed_form_fills_exactly():
         w_min = rng.uniform(0, w / rng.randint(1, 100))
         t = _fill_and_work(w, n, pp, w_min)
         assert sum(max(0.0, (t - r * w_min) / n) for r in range(pp)) == pytest.approx(w, rel=1e-9)
+
+
+def test_mixed_floor_is_the_best_mix_of_two_in_flight_vectors():
+    """`_mixed_floor` against a dense grid over t for every pair: never below any mix the grid sees,
+    and above the grid's best by no more than the grid's step allows (the least entry of a mix moves
+    at most max |u_i - w_i| per unit of t)."""
+    import random
+    from planner.search.floor import _mixed_floor
+    rng = random.Random(3)
+    steps = 2000
+    for _ in range(200):
+        d, count = rng.randint(2, 4), rng.randint(1, 6)
+        vectors = tuple(tuple(rng.randint(0, 30) for _ in range(d)) for _ in range(count))
+        k = _mixed_floor(vectors)
+        grid, slope = 0.0, 0
+        for u in vectors:
+            for w in vectors:
+                slope = max(slope, max(abs(a - b) for a, b in zip(u, w)))
+                grid = max(grid, max(min(t / steps * a + (1 - t / steps) * b for a, b in zip(u, w))
+                                     for t in range(steps + 1)))
+        assert grid <= k + 1e-9
+        assert k <= grid + slope / steps + 1e-9
+
+
+def test_whole_block_recompute_price_matches_every_assignment_of_modes():
+    """`_whole_blocks` (counts of full and selective blocks) against every assignment of a mode to each
+    block: the least seconds that save at least `need` bytes."""
+    import itertools
+    import math
+    import random
+    from planner.search.floor import _whole_blocks
+    rng = random.Random(5)
+    for _ in range(300):
+        b1, b2 = rng.randint(1, 50), rng.randint(1, 100)
+        t1, t2 = rng.uniform(0.1, 5), rng.uniform(0.1, 10)
+        m, need = rng.randint(0, 5), rng.uniform(-10, 300)
+        best = math.inf
+        for modes in itertools.product((0, 1, 2), repeat=m):
+            saved = sum((0, b1, b2)[x] for x in modes)
+            if saved >= need:
+                best = min(best, sum((0.0, t1, t2)[x] for x in modes))
+        got = _whole_blocks(((b1, t1), (b2, t2)), m, need)
+        assert got == pytest.approx(best, rel=1e-12) if math.isfinite(best) else math.isinf(got)
