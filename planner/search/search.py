@@ -170,13 +170,17 @@ class _Run:
         return (WORK_PER_REACHABLE + WORK_PER_ACTION * 2 * s.num_micro_batches * s.chunks + WORK_PER_MIX_RANK * s.pp
                 + WORK_PER_MIX * mix)
 
-    def ahead(self, i: int, cutoff: float) -> int:
+    def ahead(self, i: int, cutoff: float, skip: list[int] | None = None) -> int:
         """How many candidates after `i` have a lower bound below `cutoff` (each kind of `_solve_cost` is
-        sorted by its bounds: a bisection per kind)."""
+        sorted by its bounds: a bisection per kind), less those in `skip` (sorted indices the pass
+        will not visit)."""
         n = 0
         for start, lbs in self.kinds:
             lo = min(max(i + 1 - start, 0), len(lbs))
-            n += max(0, bisect.bisect_left(lbs, cutoff, lo) - lo)
+            hi = max(lo, bisect.bisect_left(lbs, cutoff, lo))
+            n += hi - lo
+            if skip:
+                n -= bisect.bisect_left(skip, start + hi) - bisect.bisect_left(skip, start + lo)
         return n
 
 
@@ -219,6 +223,7 @@ def _prove(run: _Run, proof: Budget) -> None:
     candidates not visited stay open at their lower bounds."""
     done = 0
     ruled_out = _sweep(run, proof)
+    skip = sorted(ruled_out)
     for i, (lb, _, s) in enumerate(run.bounded):
         if lb >= run.best() or i in ruled_out:
             continue  # cannot beat the best
@@ -226,7 +231,7 @@ def _prove(run: _Run, proof: Budget) -> None:
             run.open.update({j: run.bounded[j][0] for j in range(i, len(run.bounded)) if j not in ruled_out})
             return
         done += 1
-        run.shown = ("search", done, done + run.ahead(i, run.best()))
+        run.shown = ("search", done, done + run.ahead(i, run.best(), skip))
         share = _share(proof, PER_SOLVE)
         run.attempt(i, run.best(), share, of=proof)
 
