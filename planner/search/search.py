@@ -127,10 +127,7 @@ class _Run:
         cut = None if math.isinf(cutoff) else cutoff * (1 + 1e-9) + TIME_UNIT
         passes = (self.work,) + ((of,) if of is not None else ())
         if cut is not None and self.c.recompute is None:
-            for b in passes:
-                b.spend(self.reach_work(s))
-            if not reachable(self.cm, s, cut * (1 + 1e-7)):
-                # no partition can reach the cutoff (the discrete floor, `floor.reachable`)
+            if self.floor_rules_out(s, cut, passes):
                 self.open.pop(i, None)
                 self.warm.pop(i, None)
                 return
@@ -158,6 +155,13 @@ class _Run:
             proved = cand.estimate.step_time_s * (1 - cand.gap)
             self.open[i] = max(self.open.get(i, 0.0), _open_bound(self.cm, s, proved, best))
         _keep(self.top, cand, self.c.top_k + 1)
+
+    def floor_rules_out(self, s: Strategy, cut: float, passes: tuple[Budget, ...]) -> bool:
+        """True when no partition can reach `cut` (the discrete floor, `floor.reachable`); the test is
+        charged to each budget in `passes`."""
+        for b in passes:
+            b.spend(self.reach_work(s))
+        return not reachable(self.cm, s, cut * (1 + 1e-7))
 
     def reach_work(self, s: Strategy) -> float:
         """What `floor.reachable` costs (budget.py): little, but the first time an interleaved schedule
@@ -210,9 +214,7 @@ def _sweep(run: _Run, proof: Budget) -> set[int]:
             break
         if lb >= best:
             continue
-        for b in (run.work, proof):
-            b.spend(run.reach_work(s))
-        if not reachable(run.cm, s, cut * (1 + 1e-7)):
+        if run.floor_rules_out(s, cut, (run.work, proof)):
             out.add(i)
     return out
 
