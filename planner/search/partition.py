@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from planner.cost.schedule import Action, in_flight, rank_orders, simulate
 from planner.cost.terms import ALLOCATOR_DIVISOR, DpModel, dp_exposed
+from planner.search.paths import critical, steady
 
 __all__ = ["Problem", "Solution", "Part", "Score", "evaluate", "parts_of", "part", "rank_fits", "brute_force", "NONE", "SELECTIVE", "FULL"]
 
@@ -158,6 +159,9 @@ class Score:
     """Per rank: its end of step."""
     paths: tuple[Counter, ...] = ()
     """Per rank: a longest path to its last action, as counts of ('F' | 'B' | 'S', chunk)."""
+    steady: tuple[tuple[int, Counter], ...] = ()
+    """Per rank: the longest path through its steady state, with the rank whose end terms it takes
+    (`paths.steady`)."""
 
 
 def rank_extra(p: Problem, parts: list[Part], r: int) -> int:
@@ -190,38 +194,12 @@ def evaluate(p: Problem, bounds, full, sel, orders=None, vectors=None, paths: bo
     send = [x.send for x in parts]
     events: list | None = [] if paths else None
     t = simulate(orders, [x.fwd for x in parts], [x.bwd for x in parts], send, [0] + send[:-1], events)
-    ends = tuple(int(t.finish[r] + rank_extra(p, parts, r)) for r in range(p.pp))
-    crit = _critical(orders, events, send, p.chunks) if paths else ()
-    return Score(max(ends), fits(p, parts, vectors), ends, crit)
-
-
-def _critical(orders: list[list[Action]], events: list, send: list[int], chunks: int) -> tuple[Counter, ...]:
-    """Per rank, walk back from its last action along edges that were tight (an action started exactly
-    when that predecessor ended): the counts of a path whose length is the rank's finish."""
-    at = {(c, k, m): (s, e) for _, c, k, m, s, e in events}
-    prev = {b: a for order in orders for a, b in zip(order, order[1:])}
-    out = []
-    for order in orders:
-        counts: Counter = Counter()
-        cur = order[-1]
-        while True:
-            c, k, m = cur
-            counts[(k, c)] += 1
-            start = at[cur][0]
-            if start == 0:
-                break
-            if k == "F":
-                dep, hop = ((c - 1, "F", m), c - 1) if c else (None, None)
-            else:
-                dep, hop = ((c + 1, "B", m), c) if c < chunks - 1 else ((c, "F", m), None)
-            if dep is not None and at[dep][1] + (send[hop] if hop is not None else 0) == start:
-                if hop is not None:
-                    counts[("S", hop)] += 1
-                cur = dep
-            else:
-                cur = prev[cur]
-        out.append(counts)
-    return tuple(out)
+    extra = [rank_extra(p, parts, r) for r in range(p.pp)]
+    ends = tuple(int(f + e) for f, e in zip(t.finish, extra))
+    if not paths:
+        return Score(max(ends), fits(p, parts, vectors), ends)
+    return Score(max(ends), fits(p, parts, vectors), ends, critical(orders, events, send, p.chunks),
+                 steady(orders, events, [x.fwd for x in parts], [x.bwd for x in parts], send, extra))
 
 
 def _compositions(p: Problem):

@@ -1,0 +1,82 @@
+"""The master's path families against every path of the schedule's graph, enumerated: each returned
+path is a real path whose length its counts give, and it is the longest of its kind (the critical
+path: to the rank's last action; the steady path: running the rank's whole steady state)."""
+import random
+from collections import Counter
+
+import pytest
+
+from planner.cost.schedule import rank_orders, simulate
+from planner.search.paths import critical, steady
+
+
+def _graph(orders, fwd, bwd, send):
+    """Successors with the edge's send: the rank's next action; F(c) -> F(c+1) over send[c];
+    B(c) -> B(c-1) over send[c-1]."""
+    chunks, succ = len(fwd), {}
+    for order in orders:
+        for i, a in enumerate(order):
+            out = [(order[i + 1], 0, None)] if i + 1 < len(order) else []
+            c, k, m = a
+            if k == "F" and c < chunks - 1:
+                out.append(((c + 1, "F", m), send[c], c))
+            if k == "B" and c > 0:
+                out.append(((c - 1, "B", m), send[c - 1], c - 1))
+            succ[a] = out
+    return succ
+
+
+def _all_paths(succ, sources):
+    """Every path that starts at a source (an action at time 0), to any action: (actions, sends)."""
+    out, stack = [], [((a,), ()) for a in sources]
+    while stack:
+        acts, hops = stack.pop()
+        out.append((acts, hops))
+        stack += [(acts + (b,), hops + ((hop,) if hop is not None else ())) for b, _, hop in succ[acts[-1]]]
+    return out
+
+
+def _length(counts, fwd, bwd, send):
+    val = {"F": fwd, "B": bwd, "S": send}
+    return sum(n * val[k][c] for (k, c), n in counts.items())
+
+
+def _counts(acts, hops):
+    counts = Counter((a[1], a[0]) for a in acts)
+    counts.update(("S", h) for h in hops)
+    return counts
+
+
+CASES = [("gpipe", 2, 1, 3), ("gpipe", 3, 1, 2), ("1f1b", 2, 1, 3), ("1f1b", 3, 1, 4),
+         ("interleaved", 2, 2, 2), ("interleaved", 2, 2, 4), ("interleaved", 3, 2, 3), ("interleaved", 2, 3, 2)]
+
+
+@pytest.mark.parametrize("schedule,pp,vpp,n", CASES)
+def test_paths_are_the_longest_of_their_kind(schedule, pp, vpp, n):
+    rng = random.Random(hash((schedule, pp, vpp, n)) % 1000)
+    orders = rank_orders(schedule, pp, vpp, n)
+    chunks = pp * vpp
+    for _ in range(15):
+        fwd = [rng.randint(1, 9) for _ in range(chunks)]
+        bwd = [rng.randint(1, 18) for _ in range(chunks)]
+        send = [rng.randint(0, 3) for _ in range(chunks - 1)] + [0]
+        extra = [rng.randint(0, 12) for _ in range(pp)]
+        events = []
+        t = simulate(orders, fwd, bwd, send, [0] + send[:-1], events)
+        succ = _graph(orders, fwd, bwd, send)
+        every = _all_paths(succ, [o[0] for o in orders])
+        for r, counts in enumerate(critical(orders, events, send, chunks)):
+            assert _length(counts, fwd, bwd, send) == t.finish[r]
+            assert any(_counts(a, h) == counts and a[-1] == orders[r][-1] for a, h in every)
+        for r, (end, counts) in enumerate(steady(orders, events, fwd, bwd, send, extra)):
+            first_b = next(i for i, a in enumerate(orders[r]) if a[1] == "B")
+            run = tuple(orders[r][max(0, first_b - 1):len(orders[r]) - first_b + 1])
+            best, real = None, False
+            for acts, hops in every:
+                if any(acts[i:i + len(run)] == run for i in range(len(acts) - len(run) + 1)):
+                    val = _length(_counts(acts, hops), fwd, bwd, send) + extra[acts[-1][0] % pp]
+                    best = val if best is None else max(best, val)
+                    real |= _counts(acts, hops) == counts and acts[-1][0] % pp == end
+            assert _length(counts, fwd, bwd, send) + extra[end] == best
+            assert real, "the steady path's counts are not a path of the graph ending at its rank"
+            assert best <= max(f + e for f, e in zip(t.finish, extra))
