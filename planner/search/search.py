@@ -131,6 +131,7 @@ class _Run:
                 self.open.pop(i, None)
                 self.warm.pop(i, None)
                 return
+            self.tell_floor(i, cut, passes)
         if self.progress:
             self.progress(*self.shown)
         cand = evaluate_fixed(self.cm, s, self.batch, self.c.recompute, cutoff=cut,
@@ -162,6 +163,17 @@ class _Run:
         for b in passes:
             b.spend(self.reach_work(s))
         return not reachable(self.cm, s, cut * (1 + 1e-7))
+
+    def tell_floor(self, i: int, cut: float, passes: tuple[Budget, ...]) -> None:
+        """Before candidate i's first solve, its discrete floor (charged as an estimate) becomes its
+        master's starting bound (`master._build`), in problem units less 1e-7 and one unit: the
+        problem's durations are rounded up, its ends down (`pricing.problem`)."""
+        warm = self.warm.setdefault(i, Warm())
+        if not (warm.bound or warm.paths):
+            for b in passes:
+                b.spend(_estimate_work(self.cm))
+            fl = floor(self.cm, self.bounded[i][2], self.bounded[i][0], cut)
+            warm.bound = max(0, int(fl * (1 - 1e-7) / TIME_UNIT) - 1)
 
     def reach_work(self, s: Strategy) -> float:
         """What `floor.reachable` costs (budget.py): little, but the first time an interleaved schedule
@@ -212,9 +224,7 @@ def _sweep(run: _Run, proof: Budget) -> set[int]:
     for i, (lb, _, s) in enumerate(run.bounded):
         if proof.spent():
             break
-        if lb >= best:
-            continue
-        if run.floor_rules_out(s, cut, (run.work, proof)):
+        if lb < best and run.floor_rules_out(s, cut, (run.work, proof)):
             out.add(i)
     return out
 
@@ -234,8 +244,7 @@ def _prove(run: _Run, proof: Budget) -> None:
             return
         done += 1
         run.shown = ("search", done, done + run.ahead(i, run.best(), skip))
-        share = _share(proof, PER_SOLVE)
-        run.attempt(i, run.best(), share, of=proof)
+        run.attempt(i, run.best(), _share(proof, PER_SOLVE), of=proof)
 
 
 def _deepen(run: _Run, proof: Budget) -> None:
@@ -268,8 +277,7 @@ def _runner_ups(run: _Run) -> None:
             continue
         done += 1
         run.shown = ("runner-ups", done, done + run.ahead(i, RUNNER_UP_MARGIN * run.best()))
-        share = _share(run.work, PER_SOLVE)
-        run.attempt(i, cutoff, share)
+        run.attempt(i, cutoff, _share(run.work, PER_SOLVE))
 
 
 def _table_cutoff(top: list[Candidate], s: Strategy, size: int) -> float:

@@ -118,6 +118,26 @@ def test_a_stopped_solve_goes_on_from_where_it_stopped(schedule):
     assert resumed >= 3
 
 
+@pytest.mark.parametrize("schedule", ["1f1b", "interleaved"])
+def test_a_solve_told_a_true_bound_still_ends_at_the_optimum(schedule):
+    """The search tells a first solve the discrete floor (`Warm.bound`). Told the optimum itself, the
+    tightest true bound there is, the master (coarse units, `bound // unit`) still finds brute force's
+    optimum and proves it; told the optimum with a cutoff at it, it proves nothing is below it."""
+    rng = random.Random(77 + len(schedule))
+    told = 0
+    for i in range(8):
+        p = _scaled(instance(rng, i % 2 == 0, schedule), rng, 10**6)
+        exact = brute_force(p)
+        if exact is None:
+            continue
+        told += 1
+        got = solve(p, time_limit=60, warm=Warm(bound=exact.objective))
+        assert got.status == "OPTIMAL" and got.objective == exact.objective
+        cut = solve(p, time_limit=60, cutoff=exact.objective, warm=Warm(bound=exact.objective))
+        assert cut.status == "CUTOFF"
+    assert told >= 5
+
+
 def test_fixed_recompute_and_bounds_are_respected():
     rng = random.Random(11)
     p = instance(rng, False, "1f1b")
