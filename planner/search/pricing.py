@@ -9,12 +9,13 @@ from planner.cost.model import CostModel
 from planner.cost.terms import dp_compute
 from planner.search.bounds import lower_bound
 from planner.search.budget import Budget
+from planner.search.floor import seed
 from planner.search.master import Warm, solve
-from planner.search.partition import Problem
+from planner.search.partition import Problem, Solution, evaluate
 from planner.types.estimate import Estimate
-from planner.types.strategy import Strategy, recompute_name
+from planner.types.strategy import Strategy, parse_recompute, recompute_name
 
-__all__ = ["Candidate", "TIME_UNIT", "problem", "evaluate_fixed"]
+__all__ = ["Candidate", "TIME_UNIT", "problem", "evaluate_fixed", "seeded"]
 
 TIME_UNIT = 1e-8
 """Solver time unit (10 ns): integer costs keep CP-SAT exact; memory is in bytes."""
@@ -62,6 +63,21 @@ def problem(cm: CostModel, s: Strategy, recompute: str | None = None, bounds: tu
                    sync=tuple(t(x.sync) for x in terms),
                    gather=tuple(t(x.gather) for x in terms), comm_buffer=tuple(x.comm_buffer for x in terms),
                    recompute=recompute, fixed_bounds=bounds)
+
+
+def seeded(cm: CostModel, s: Strategy, lo: float, hi: float) -> Solution | None:
+    """The discrete floor's seed plan (`floor.seed`, no solver) as an assignment of `s`'s problem with
+    its exact objective, to start a solve from; None when there is none or it does not fit."""
+    p = problem(cm, s)
+    plan = seed(cm, s, p, lo, hi)
+    if plan is None:
+        return None
+    starts = [sum(plan.layers_per_chunk[:c]) for c in range(s.chunks)]
+    modes = [parse_recompute(name, sum(p.is_block[a:a + n]))
+             for name, a, n in zip(plan.recompute, starts, plan.layers_per_chunk)]
+    full, sel = tuple(m[0] for m in modes), tuple(m[1] for m in modes)
+    score = evaluate(p, plan.layers_per_chunk, full, sel)
+    return Solution(plan.layers_per_chunk, full, sel, score.objective, "HEURISTIC") if score.fits else None
 
 
 def _place(cm: CostModel, s: Strategy, recompute: str | None, limit: float, bounds: tuple[int, ...] = (),

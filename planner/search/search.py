@@ -22,7 +22,7 @@ from planner.search.floor import floor, reachable, seed
 from planner.search.budget import (WORK_PER_ACTION, WORK_PER_BOUND, WORK_PER_CANDIDATE, WORK_PER_MIX, WORK_PER_MIX_RANK,
                                    WORK_PER_NODE_BOUND, WORK_PER_REACHABLE, WORK_SHARE, Budget)
 from planner.search.master import Warm
-from planner.search.pricing import TIME_UNIT, Candidate, evaluate_fixed, problem
+from planner.search.pricing import TIME_UNIT, Candidate, evaluate_fixed, problem, seeded
 from planner.search.space import Constraints, default_global_batch, skeletons
 from planner.types.plan import SolverStats
 from planner.types.strategy import EXCLUDED, Strategy
@@ -131,7 +131,7 @@ class _Run:
                 self.open.pop(i, None)
                 self.warm.pop(i, None)
                 return
-            self.tell_floor(i, cut, passes)
+            self.prime(i, cut, passes)
         if self.progress:
             self.progress(*self.shown)
         cand = evaluate_fixed(self.cm, s, self.batch, self.c.recompute, cutoff=cut,
@@ -164,16 +164,18 @@ class _Run:
             b.spend(self.reach_work(s))
         return not reachable(self.cm, s, cut * (1 + 1e-7))
 
-    def tell_floor(self, i: int, cut: float, passes: tuple[Budget, ...]) -> None:
-        """Before candidate i's first solve, its discrete floor (charged as an estimate) becomes its
-        master's starting bound (`master._build`), in problem units less 1e-7 and one unit: the
-        problem's durations are rounded up, its ends down (`pricing.problem`)."""
+    def prime(self, i: int, cut: float, passes: tuple[Budget, ...]) -> None:
+        """Before candidate i's first solve (charged as three estimates): its discrete floor is its
+        master's starting bound (problem units less 1e-7 and one unit: `pricing.problem` rounds times
+        up, ends down), the floor's seed plan its incumbent (`pricing.seeded`; 175B tp4-pp8 v2: 46.35
+        s/step, where the search's answer had been 47.14)."""
         warm = self.warm.setdefault(i, Warm())
         if not (warm.bound or warm.paths):
             for b in passes:
-                b.spend(_estimate_work(self.cm))
-            fl = floor(self.cm, self.bounded[i][2], self.bounded[i][0], cut)
-            warm.bound = max(0, int(fl * (1 - 1e-7) / TIME_UNIT) - 1)
+                b.spend(3 * _estimate_work(self.cm))
+            lb, _, s = self.bounded[i]
+            warm.bound = max(0, int(floor(self.cm, s, lb, cut) * (1 - 1e-7) / TIME_UNIT) - 1)
+            warm.best = seeded(self.cm, s, lb, cut)
 
     def reach_work(self, s: Strategy) -> float:
         """What `floor.reachable` costs (budget.py): little, but the first time an interleaved schedule
@@ -213,9 +215,8 @@ def _share(budget: Budget, floor_share: float) -> Budget:
 def _sweep(run: _Run, proof: Budget) -> set[int]:
     """Before any solve, the discrete floor (`floor.reachable`, milliseconds) at the best plan so far
     for every candidate whose bound is below it: those it rules out can never beat the best (it only
-    falls), so the proof skips them. Solves then take only the candidates the floor lets through, and
-    the limit no longer leaves cheap-to-prune candidates unvisited behind a few hard ones (GPT 1T on
-    8x384: 188 of its first 200 open interleaved candidates)."""
+    falls), so the proof skips them, and the limit no longer leaves cheap-to-prune candidates unvisited
+    behind a few hard ones (GPT 1T on 8x384: 188 of its first 200 open interleaved candidates)."""
     out: set[int] = set()
     if run.c.recompute is not None or not run.top:
         return out
@@ -248,9 +249,8 @@ def _prove(run: _Run, proof: Budget) -> None:
 
 
 def _deepen(run: _Run, proof: Budget) -> None:
-    """The candidates the proof left open below the best, solved on from where they stopped
-    (`master.Warm`) in order of their bounds, each with an equal share of what the proof has left, until
-    none is open or the proof's budget is spent."""
+    """The candidates the proof left open below the best, solved on from where they stopped (`master.Warm`)
+    in order of their bounds, each with an equal share of what the proof has left, while it lasts."""
     while not proof.spent():
         order = sorted((i for i in run.open if run.open[i] < run.best()), key=lambda i: (run.open[i], i))
         if not order:

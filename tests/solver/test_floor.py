@@ -9,7 +9,9 @@ from planner.cluster.graph import parse_gpus
 from planner.cost.model import CostModel
 from planner.search.bounds import lower_bound
 from planner.search.floor import floor, seed
-from planner.search.pricing import evaluate_fixed, problem
+from planner.search import pricing
+from planner.search.master import Warm
+from planner.search.pricing import TIME_UNIT, evaluate_fixed, problem
 from planner.search.space import parse_layout
 
 from conftest import example
@@ -65,6 +67,16 @@ def test_floor_is_below_the_exact_optimum_and_the_seed_above(prof, layout, squee
         e = cm.estimate(seeded, 8)
         assert e.feasible
         assert e.step_time_s >= best * (1 - 1e-9)
+    # what the search primes a first solve with (`_Run.prime`): the floor as a bound, the seed as incumbent
+    start = pricing.seeded(cm, s, lb, 4 * lb + 1.0)
+    assert (start is None) == (seeded is None)
+    if start is not None:
+        # the problem's times are the estimate's rounded up to 10 ns a layer (0.1% of a tiny model's step)
+        step = cm.estimate(seeded, 8).step_time_s
+        assert step * (1 - 1e-9) <= start.objective * TIME_UNIT <= step * 1.01
+    primed = Warm(bound=max(0, int(f * (1 - 1e-7) / TIME_UNIT) - 1), best=start)
+    again = evaluate_fixed(cm, s, 8, warm=primed)
+    assert again.solver_status == "OPTIMAL" and again.estimate.step_time_s == pytest.approx(best, rel=1e-9)
 
 
 def test_squeezing_forces_recompute_somewhere(prof):

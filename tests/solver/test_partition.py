@@ -92,18 +92,22 @@ def test_cutoff_answers_only_below_it(schedule):
     assert checked >= 5
 
 
+def _feasible(rng: random.Random, schedule: str):
+    """Of 8 instances at real-model magnitudes (`_scaled`), those that fit, with brute force's optimum."""
+    for i in range(8):
+        p = _scaled(instance(rng, i % 2 == 0, schedule), rng, 10**6)
+        exact = brute_force(p)
+        if exact is not None:
+            yield p, exact
+
+
 @pytest.mark.parametrize("schedule", ["1f1b", "interleaved"])
 def test_a_stopped_solve_goes_on_from_where_it_stopped(schedule):
     """A solve stopped by its budget after a round or two, then solved on with what it learned
     (`master.Warm`: paths, incumbent, unit, bound), ends at brute force's optimum, proved, keeping every
     path it had."""
-    rng = random.Random(90 + len(schedule))
     resumed = 0
-    for i in range(8):
-        p = _scaled(instance(rng, i % 2 == 0, schedule), rng, 10**6)
-        exact = brute_force(p)
-        if exact is None:
-            continue
+    for p, exact in _feasible(random.Random(90 + len(schedule)), schedule):
         whole = solve(p, time_limit=60)
         warm = Warm()
         first = solve(p, budget=Budget(0.07), warm=warm)
@@ -123,13 +127,8 @@ def test_a_solve_told_a_true_bound_still_ends_at_the_optimum(schedule):
     """The search tells a first solve the discrete floor (`Warm.bound`). Told the optimum itself, the
     tightest true bound there is, the master (coarse units, `bound // unit`) still finds brute force's
     optimum and proves it; told the optimum with a cutoff at it, it proves nothing is below it."""
-    rng = random.Random(77 + len(schedule))
     told = 0
-    for i in range(8):
-        p = _scaled(instance(rng, i % 2 == 0, schedule), rng, 10**6)
-        exact = brute_force(p)
-        if exact is None:
-            continue
+    for p, exact in _feasible(random.Random(77 + len(schedule)), schedule):
         told += 1
         got = solve(p, time_limit=60, warm=Warm(bound=exact.objective))
         assert got.status == "OPTIMAL" and got.objective == exact.objective
