@@ -15,14 +15,15 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from planner.cost.model import CostModel, even_split
+from planner.cost.model import CostModel
 from planner.search import explain
 from planner.search.bounds import fits_at_all, lower_bound
-from planner.search.floor import floor, reachable, seed
-from planner.search.budget import (WORK_PER_ACTION, WORK_PER_BOUND, WORK_PER_CANDIDATE, WORK_PER_MIX, WORK_PER_MIX_RANK,
+from planner.search.ceiling import by_floor, ceiling, estimate_work
+from planner.search.floor import floor, reachable
+from planner.search.budget import (WORK_PER_ACTION, WORK_PER_BOUND, WORK_PER_MIX, WORK_PER_MIX_RANK,
                                    WORK_PER_NODE_BOUND, WORK_PER_REACHABLE, WORK_SHARE, Budget)
 from planner.search.master import Warm
-from planner.search.pricing import TIME_UNIT, Candidate, evaluate_fixed, problem, seeded
+from planner.search.pricing import TIME_UNIT, Candidate, evaluate_fixed, seeded
 from planner.search.space import Constraints, default_global_batch, skeletons
 from planner.types.plan import SolverStats
 from planner.types.strategy import EXCLUDED, Strategy
@@ -72,7 +73,7 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
     deadline = t0 + c.time_limit  # the clock's hard bound (budget.py)
     work = Budget(WORK_SHARE * c.time_limit * (1 - SETTLE_SHARE), wall_deadline=deadline - SETTLE_SHARE * c.time_limit)
     work.spend((WORK_PER_BOUND + WORK_PER_NODE_BOUND * len(cm.cluster.nodes)) * (len(bounded) + too_big))
-    top: list[Candidate] = _ceiling(cm, _warm(bounded), batch, c.recompute, work)
+    top: list[Candidate] = ceiling(cm, _warm(bounded), batch, c.recompute, work)
     bounded.sort(key=lambda x: (_solve_cost(x[2]), x[0], x[1]))
     run = _Run(cm, c, batch, bounded, top, work, progress)
     proof = work.child(PROOF_SHARE * work.left())
@@ -137,8 +138,8 @@ class _Run:
         cand = evaluate_fixed(self.cm, s, self.batch, self.c.recompute, cutoff=cut,
                               tick=self.progress and (lambda: self.progress(*self.shown)), budget=budget, warm=self.warm.setdefault(i, Warm()))
         for b in passes:
-            b.spend(budget.used + (_estimate_work(self.cm) if cand.solver_status in ("UNRESOLVED", "TIME_LIMIT") else 0.0))
-        self.work.spend(_estimate_work(self.cm))
+            b.spend(budget.used + (estimate_work(self.cm) if cand.solver_status in ("UNRESOLVED", "TIME_LIMIT") else 0.0))
+        self.work.spend(estimate_work(self.cm))
         self.solved.add(i)
         best = self.best()
         if cand.solver_status == "UNRESOLVED":
@@ -172,7 +173,7 @@ class _Run:
         warm = self.warm.setdefault(i, Warm())
         if not (warm.bound or warm.paths):
             for b in passes:
-                b.spend(3 * _estimate_work(self.cm))
+                b.spend(3 * estimate_work(self.cm))
             lb, _, s = self.bounded[i]
             warm.bound = max(0, int(floor(self.cm, s, lb, cut) * (1 - 1e-7) / TIME_UNIT) - 1)
             warm.best = seeded(self.cm, s, lb, cut)
@@ -230,12 +231,30 @@ def _sweep(run: _Run, proof: Budget) -> set[int]:
     return out
 
 
+def _reseed(run: _Run, proof: Budget, ruled_out: set[int]) -> None:
+    """After the sweep, with at most a quarter of the proof: the seeds of the candidates it let through
+    with the least floors (`ceiling.by_floor`) may lower the best plan; then every candidate whose floor
+    is not below the best is ruled out too (added to `ruled_out`)."""
+    if run.c.recompute is not None or not run.top:
+        return
+    cut = run.best() * (1 + 1e-9) + TIME_UNIT
+    survivors = [i for i, (lb, _, _) in enumerate(run.bounded) if lb < run.best() and i not in ruled_out]
+    share = proof.child(proof.left() / 4)
+    found, floors = by_floor(run.cm, run.bounded, survivors, cut, run.batch, share)
+    for b in (run.work, proof):
+        b.spend(share.used)
+    if found is not None and found.estimate.step_time_s < run.best():
+        _keep(run.top, found, run.c.top_k + 1)
+    ruled_out.update(i for i, f in floors.items() if f * (1 - 1e-7) >= run.best() * (1 + 1e-9) + TIME_UNIT)
+
+
 def _prove(run: _Run, proof: Budget) -> None:
     """The first pass: every candidate whose lower bound is below the best so far and that the floor
     (`_sweep`) lets through, told to beat it. When the proof's budget runs out (and a plan exists), the
     candidates not visited stay open at their lower bounds."""
     done = 0
     ruled_out = _sweep(run, proof)
+    _reseed(run, proof, ruled_out)
     skip = sorted(ruled_out)
     for i, (lb, _, s) in enumerate(run.bounded):
         if lb >= run.best() or i in ruled_out:
@@ -308,15 +327,9 @@ def _settle(run: _Run, budget: Budget) -> None:
     for b, i in raw:
         if b >= settled or budget.spent():
             return
-        budget.spend(_estimate_work(run.cm))
+        budget.spend(estimate_work(run.cm))
         run.open[i] = _open_bound(run.cm, run.bounded[i][2], b, best)
         settled = min(settled, run.open[i])
-
-
-def _estimate_work(cm: CostModel) -> float:
-    """What one candidate's problem and estimate cost (budget.py); a discrete floor (`floor.floor`, a
-    bisection over `reachable`) costs about the same (GPT 1T on 8x384: 19 ms each, 350 in 6.7 s)."""
-    return WORK_PER_CANDIDATE * len(cm.kinds)
 
 
 def _open_bound(cm: CostModel, s: Strategy, proved: float, best: float) -> float:
@@ -357,33 +370,11 @@ def _result(cm: CostModel, c: Constraints, batch: int, top: list[Candidate], ope
     return SearchResult(best, shown, stats, batch)
 
 
-def _ceiling(cm: CostModel, bounded: list[tuple], batch: int, fixed: str | None, work: Budget) -> list[Candidate]:
-    """A plan to start from (and to return if the time limit comes first), without the solver: among the
-    first candidates, the best of the even split with one recompute mode everywhere and, for one chunk
-    per rank, the discrete floor's greedy ranges with the least recompute that fits (`floor.seed`).
-    Solves are told they must beat it (within the runner-up margin), so the hopeless ones stop at once."""
-    best: Candidate | None = None
-    for lb, _, s in bounded:
-        tries = [replace(s, recompute=(mode,) * s.chunks) for mode in ((fixed,) if fixed else ("none", "selective", "full"))]
-        seeded = seed(cm, s, problem(cm, s), lb, 4 * lb) if fixed is None else None
-        work.spend(_estimate_work(cm))  # the seed
-        for t in ([seeded] if seeded else []) + tries:
-            work.spend(_estimate_work(cm))
-            e = cm.estimate(t, batch)
-            if e.feasible:
-                if best is None or e.step_time_s < best.estimate.step_time_s:
-                    placed = t if t.layers_per_chunk else replace(t, layers_per_chunk=even_split(cm.profile, s.chunks))
-                    best = Candidate(placed, e, lb, "HEURISTIC")
-                if t is not seeded:
-                    break  # the least recompute mode that fits the even split
-    return [best] if best else []
-
-
 def _warm(bounded: list[tuple]) -> list[tuple]:
-    """The first WARM_START candidates of each kind, in order of their bounds: the best plan is often
-    a kind whose bounds are not the least (GPT 1T on 8x384: one chunk per rank, pp 32, the 30th
-    candidate solved; its seed is the optimum, 69.69 s/step), and a strong first ceiling prunes the
-    hard solves of the candidates before it."""
+    """The first WARM_START candidates of each kind, in order of their bounds: a good plan is often of
+    a kind whose bounds are not the least (GPT 1T on 8x384: one chunk per rank, pp 32, whose seed runs
+    69.69 s/step, was once the 30th candidate solved), and a strong first ceiling prunes the hard
+    solves of the candidates before it. Further seeds come after the floor sweep (`_reseed`)."""
     seen: dict[int, int] = {}
     out = []
     for x in bounded:
