@@ -294,9 +294,7 @@ def _learn(master: _Master, solver: cp_model.CpSolver, score, paths: dict, unit:
     the master, with a no-good when the master is coarse. True: a tie of rounding (the proposal is no better than the
     incumbent and its slowest path was in the master already): the master should turn exact."""
     worst = score.ends.index(score.objective)
-    new = {(r, frozenset(c.items())): c for r, c in enumerate(score.paths)}
-    if master.p.vpp > 1:  # measured with interleaving only (paths.py)
-        new.update({(r, frozenset(c.items())): c for r, c in score.steady})
+    new = {(r, frozenset(c.items())): c for r, c in (*enumerate(score.paths), *score.steady)}
     tie = unit > 1 and not improved and (worst, frozenset(score.paths[worst].items())) in paths
     new = {k: v for k, v in new.items() if k not in paths}
     paths.update(new)

@@ -160,8 +160,8 @@ class Score:
     paths: tuple[Counter, ...] = ()
     """Per rank: a longest path to its last action, as counts of ('F' | 'B' | 'S', chunk)."""
     steady: tuple[tuple[int, Counter], ...] = ()
-    """Per rank: the longest path through its steady state, with the rank whose end terms it takes
-    (`paths.steady`)."""
+    """Per rank, with interleaving (empty otherwise): the longest path through its steady state, with
+    the rank whose end terms it takes (`paths.steady`)."""
 
 
 def rank_extra(p: Problem, parts: list[Part], r: int) -> int:
@@ -198,8 +198,9 @@ def evaluate(p: Problem, bounds, full, sel, orders=None, vectors=None, paths: bo
     ends = tuple(int(f + e) for f, e in zip(t.finish, extra))
     if not paths:
         return Score(max(ends), fits(p, parts, vectors), ends)
-    return Score(max(ends), fits(p, parts, vectors), ends, critical(orders, events, send, p.chunks),
-                 steady(orders, events, [x.fwd for x in parts], [x.bwd for x in parts], send, extra))
+    # steady paths only with interleaving: the master learns them only there (`master._learn`)
+    along = steady(orders, events, [x.fwd for x in parts], [x.bwd for x in parts], send, extra) if p.vpp > 1 else ()
+    return Score(max(ends), fits(p, parts, vectors), ends, critical(orders, events, send, p.chunks), along)
 
 
 def _compositions(p: Problem):

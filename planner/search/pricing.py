@@ -9,6 +9,7 @@ from planner.cost.model import CostModel
 from planner.cost.terms import dp_compute
 from planner.search.bounds import lower_bound
 from planner.search.budget import Budget
+from planner.search.encoding import prefix
 from planner.search.floor import seed
 from planner.search.master import Warm, solve
 from planner.search.partition import Problem, Solution, evaluate
@@ -72,9 +73,8 @@ def seeded(cm: CostModel, s: Strategy, lo: float, hi: float) -> Solution | None:
     plan = seed(cm, s, p, lo, hi)
     if plan is None:
         return None
-    starts = [sum(plan.layers_per_chunk[:c]) for c in range(s.chunks)]
     modes = [parse_recompute(name, sum(p.is_block[a:a + n]))
-             for name, a, n in zip(plan.recompute, starts, plan.layers_per_chunk)]
+             for name, a, n in zip(plan.recompute, prefix(plan.layers_per_chunk), plan.layers_per_chunk)]
     full, sel = tuple(m[0] for m in modes), tuple(m[1] for m in modes)
     score = evaluate(p, plan.layers_per_chunk, full, sel)
     return Solution(plan.layers_per_chunk, full, sel, score.objective, "HEURISTIC") if score.fits else None
