@@ -7,9 +7,7 @@ project's 2-core CPU machine: every master round of three whole searches at a 20
 by least squares, within 10% per search): CP-SAT's own deterministic time costs WORK_PER_DETERMINISTIC_S
 units a deterministic second, each round WORK_PER_CONSTRAINT for each constraint of its master (model
 copy, presolve, and the master's building in Python), each schedule action WORK_PER_ACTION (3 us) when a
-solve builds its action orders, and WORK_PER_PATH_ACTION (10 us) each time it simulates them and reads
-their paths (`paths.py`: 8-11 us an action, 175B tp4-pp8 v2 and 1T tp8-pp16 v4, 2026-12-02), each
-discrete-floor test
+solve builds its action orders and again each time it simulates them, each discrete-floor test
 (`floor.reachable`) WORK_PER_REACHABLE (0.05 s for 205 in the 13B search), and the first time it meets
 an interleaved schedule shape, its in-flight counts (WORK_PER_ACTION an action) and their mixed floor
 (WORK_PER_MIX_RANK per rank plus WORK_PER_MIX per rank, pair of in-flight vectors and pair of chunks,
@@ -30,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import time
 
-__all__ = ["Budget", "WORK_PER_DETERMINISTIC_S", "WORK_PER_CONSTRAINT", "WORK_PER_ACTION", "WORK_PER_PATH_ACTION", "WORK_PER_BOUND",
+__all__ = ["Budget", "WORK_PER_DETERMINISTIC_S", "WORK_PER_CONSTRAINT", "WORK_PER_ACTION", "WORK_PER_BOUND",
            "WORK_PER_NODE_BOUND", "WORK_PER_REACHABLE", "WORK_PER_MIX", "WORK_PER_MIX_RANK", "WORK_PER_CANDIDATE", "WORK_SHARE"]
 
 WORK_PER_DETERMINISTIC_S = 2.6
@@ -39,7 +37,6 @@ WORK_PER_REACHABLE = 2.5e-4
 WORK_PER_MIX = 5e-8
 WORK_PER_MIX_RANK = 2.5e-4
 WORK_PER_ACTION = 3e-6
-WORK_PER_PATH_ACTION = 1e-5
 WORK_PER_BOUND = 5e-5
 WORK_PER_NODE_BOUND = 5.5e-7
 WORK_PER_CANDIDATE = 1.5e-4

@@ -7,10 +7,8 @@ bound `T >= sum(counts x durations) + rank end terms`, linear in the chunk times
 the maximum over all paths. The master problem minimises T under the paths found so far (initially
 each rank's "fill, then all my work" path, and with 1F1B its drain and the paths through the ranks
 after it), which is a relaxation: its optimum is a lower bound on the true optimum. Its solution is
-simulated (`partition.evaluate`); each rank's longest path is added (`paths.critical`), and with
-interleaving also each rank's longest path through its whole steady state (`paths.steady`: the fill,
-drain and work the master must pay for loading that rank); the best simulated assignment so far is
-kept and the master is asked only for strictly better ones.
+simulated (`partition.evaluate`); each rank's longest path is added (`paths.critical`); the best
+simulated assignment so far is kept and the master is asked only for strictly better ones.
 When the master proves nothing better exists, the incumbent is optimal under the simulation itself.
 Memory and the rank end terms (optimizer, exposed data-parallel time, the allocator's integer share)
 are encoded exactly, so a proposed assignment always fits.
@@ -39,8 +37,7 @@ from typing import Callable
 from ortools.sat.python import cp_model
 
 from planner.cost.schedule import in_flight
-from planner.search.budget import (WORK_PER_ACTION, WORK_PER_CONSTRAINT, WORK_PER_DETERMINISTIC_S, WORK_PER_PATH_ACTION,
-                                   Budget)
+from planner.search.budget import WORK_PER_ACTION, WORK_PER_CONSTRAINT, WORK_PER_DETERMINISTIC_S, Budget
 from planner.cost.terms import ALLOCATOR_DIVISOR
 from planner.search.encoding import Chunks, prefix
 from planner.search.partition import Problem, Solution, evaluate
@@ -257,7 +254,7 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
         bound = max(bound, unit * int(solver.best_objective_bound))
         bounds, full, sel = master.values(solver, p)
         score = evaluate(p, bounds, full, sel, orders, vectors, paths=True)
-        budget.spend(WORK_PER_PATH_ACTION * actions)
+        budget.spend(WORK_PER_ACTION * actions)
         if not score.fits:
             raise AssertionError("the master's memory model disagrees with evaluate()")
         improved = best is None or score.objective < best.objective
@@ -294,7 +291,7 @@ def _learn(master: _Master, solver: cp_model.CpSolver, score, paths: dict, unit:
     the master, with a no-good when the master is coarse. True: a tie of rounding (the proposal is no better than the
     incumbent and its slowest path was in the master already): the master should turn exact."""
     worst = score.ends.index(score.objective)
-    new = {(r, frozenset(c.items())): c for r, c in (*enumerate(score.paths), *score.steady)}
+    new = {(r, frozenset(c.items())): c for r, c in enumerate(score.paths)}
     tie = unit > 1 and not improved and (worst, frozenset(score.paths[worst].items())) in paths
     new = {k: v for k, v in new.items() if k not in paths}
     paths.update(new)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from planner.cost.schedule import Action, in_flight, rank_orders, simulate
 from planner.cost.terms import ALLOCATOR_DIVISOR, DpModel, dp_exposed
-from planner.search.paths import critical, steady
+from planner.search.paths import critical
 
 __all__ = ["Problem", "Solution", "Part", "Score", "evaluate", "parts_of", "part", "rank_fits", "brute_force", "NONE", "SELECTIVE", "FULL"]
 
@@ -159,9 +159,6 @@ class Score:
     """Per rank: its end of step."""
     paths: tuple[Counter, ...] = ()
     """Per rank: a longest path to its last action, as counts of ('F' | 'B' | 'S', chunk)."""
-    steady: tuple[tuple[int, Counter], ...] = ()
-    """Per rank, with interleaving (empty otherwise): the longest path through its steady state, with
-    the rank whose end terms it takes (`paths.steady`)."""
 
 
 def rank_extra(p: Problem, parts: list[Part], r: int) -> int:
@@ -198,9 +195,7 @@ def evaluate(p: Problem, bounds, full, sel, orders=None, vectors=None, paths: bo
     ends = tuple(int(f + e) for f, e in zip(t.finish, extra))
     if not paths:
         return Score(max(ends), fits(p, parts, vectors), ends)
-    # steady paths only with interleaving: the master learns them only there (`master._learn`)
-    along = steady(orders, events, [x.fwd for x in parts], [x.bwd for x in parts], send, extra) if p.vpp > 1 else ()
-    return Score(max(ends), fits(p, parts, vectors), ends, critical(orders, events, send, p.chunks), along)
+    return Score(max(ends), fits(p, parts, vectors), ends, critical(orders, events, send, p.chunks))
 
 
 def _compositions(p: Problem):
