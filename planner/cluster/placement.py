@@ -10,6 +10,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+import numpy as np
+
 from planner.cluster.graph import Cluster
 from planner.errors import PlannerError
 
@@ -40,20 +42,11 @@ class Mesh:
         return r
 
     def groups(self, axis: str) -> list[list[int]]:
-        """All groups of `axis`: ranks that differ only in that axis' coordinate (row-major strides,
-        no per-rank dictionaries: a 3,072-rank mesh is priced hundreds of times per search)."""
-        strides, step = [], 1
-        for size in reversed(self.sizes):
-            strides.append(step)
-            step *= size
-        strides.reverse()
+        """All groups of `axis`: ranks that differ only in that axis' coordinate, in row-major order of
+        the other axes (numpy: a 16,384-rank mesh is priced hundreds of times per search)."""
         k = self.axes.index(axis)
-        bases = [0]
-        for j, (size, stride) in enumerate(zip(self.sizes, strides)):
-            if j != k:
-                bases = [b + i * stride for b in bases for i in range(size)]
-        members = [i * strides[k] for i in range(self.sizes[k])]
-        return [[b + m for m in members] for b in bases]
+        ranks = np.arange(self.world).reshape(self.sizes)
+        return np.moveaxis(ranks, k, -1).reshape(-1, self.sizes[k]).tolist()
 
 
 def place(cluster: Cluster, sizes: dict[str, int], traffic: dict[str, float] | None = None) -> Mesh:

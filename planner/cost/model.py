@@ -12,7 +12,7 @@ import itertools
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from planner.cluster.collectives import collective_model, p2p_model
+from planner.cluster.collectives import collective_model, p2p_model, ring_loads
 from planner.cluster.graph import Cluster
 from planner.cluster.hardware import Device
 from planner.cluster.placement import Mesh, link_classes, place
@@ -150,10 +150,13 @@ class CostModel:
         self.kinds = [l.kind for l in profile.layers]
         self._mesh = lru_cache(maxsize=None)(self._mesh_uncached)
         self._coll = lru_cache(maxsize=None)(self._coll_uncached)
+        self._rings = lru_cache(maxsize=None)(self._rings_uncached)
+        self._groups = lru_cache(maxsize=None)(lambda sizes, axis: self._mesh(sizes).groups(axis))
         self._p2p = lru_cache(maxsize=None)(self._p2p_uncached)
         self._costs = lru_cache(maxsize=None)(self._costs_uncached)
         self._state = lru_cache(maxsize=None)(self._state_uncached)
         self._states = lru_cache(maxsize=None)(self._states_uncached)
+        self._widest = lru_cache(maxsize=None)(self._widest_uncached)
         self._state_sum = lru_cache(maxsize=None)(self._state_sum_uncached)
         self._terms = lru_cache(maxsize=None)(self._terms_uncached)
         self._in_flight = lru_cache(maxsize=None)(self._in_flight_uncached)
@@ -171,7 +174,13 @@ class CostModel:
         mesh = self._mesh(sizes)
         if axis not in mesh.axes:
             return 0.0, 0.0
-        return self._slowed(collective_model(self.cluster, op, mesh.groups(axis)))
+        groups = self._groups(sizes, axis)
+        rings = self._rings(sizes, axis) if op != "all_to_all" and len(groups[0]) > 1 else None
+        return self._slowed(collective_model(self.cluster, op, groups, rings))
+
+    def _rings_uncached(self, sizes: tuple, axis: str) -> tuple[float, float]:
+        """One axis's ring loads, shared by its all-reduce, all-gather and reduce-scatter."""
+        return ring_loads(self.cluster, self._groups(sizes, axis))
 
     def _slowed(self, model: tuple[float, float]) -> tuple[float, float]:
         """(seconds per byte, fixed seconds) of a collective or send, under the comm what-if."""
@@ -258,6 +267,10 @@ class CostModel:
     def _state_sum_uncached(self, *key) -> int:
         return sum(x.total for x in self._states(*key))
 
+    def _widest_uncached(self, tp: int) -> list[int]:
+        """Per layer, its elements on one TP rank (what FSDP gathers for it at once)."""
+        return [sum(local_numel(t, tp) for t in layer.tensors) for layer in self.profile.layers]
+
     def _states_uncached(self, tp: int, zero: int, shard: int, acc: bool) -> list[StateBytes]:
         return [self._state(k, tp, zero, shard, acc) for k in self.shape_keys]
 
@@ -324,16 +337,16 @@ class CostModel:
         return self._terms(*self.terms_key(s))
 
     def _terms_uncached(self, sizes: tuple, tp: int, zero: int, shard: int, acc: bool, one_rank: bool) -> list[LayerTerms]:
-        layers = self.profile.layers
-        states = (state_bytes_by_layer(layers, self.profile.tied, tp=tp, zero=zero, dp_shard=shard, dtype=self.dtype,
-                                       accumulating=acc) if one_rank else self._states(tp, zero, shard, acc))
+        states = (state_bytes_by_layer(self.profile.layers, self.profile.tied, tp=tp, zero=zero, dp_shard=shard,
+                                       dtype=self.dtype, accumulating=acc) if one_rank else self._states(tp, zero, shard, acc))
+        widest = self._widest(tp)
         axes = dict(sizes)
         compute = DTYPE_BYTES.get(self.dtype, 4)
         replicated = axes.get("dp", 1) == 1 and "dp_shard" not in axes
         ddp_per_byte = self._coll(sizes, "dp", "all_reduce")[0] if zero == 0 and not replicated else 0.0
         axis = "dp_shard" if "dp_replicate" in axes else "dp"
         out = []
-        for layer, st in zip(layers, states):
+        for st, big in zip(states, widest):
             elems = st.optimizer // 8
             opt = self.device.memory_time(ADAM_BYTES_PER_ELEMENT * elems)
             if replicated or zero == 0:
@@ -342,7 +355,6 @@ class CostModel:
             sync = self._coll_time(sizes, axis, "reduce_scatter", 4 * elems * shard)
             sync += self._coll_time(sizes, "dp_replicate", "all_reduce", 4 * elems)
             gather = self._coll_time(sizes, axis, "all_gather", compute * elems * shard)
-            big = sum(local_numel(t, tp) for t in layer.tensors)
             buf = fsdp_buffer(big, compute, zero == 3 and not acc)
             copies = (self.device.memory_time((compute + 4) * elems * shard + 8 * elems),  # concat + cast; shard
                       self.device.memory_time(2 * compute * elems * (shard + 1)))  # split copy-out; shard in
