@@ -53,3 +53,4 @@ if __name__ == "__main__":
     bench("examples/gpt.py:gpt3_175b", "8x16", 512, limit)
     bench("examples/llama.py:llama3_70b", "8x16", 512, limit)
     bench("examples/gpt.py:gpt_1t", "8x384", 3072, limit)
+    bench("examples/llama.py:llama3_405b", "8x2048", 2048, limit, "h100-sxm")

@@ -25,7 +25,8 @@ from typing import Iterable, Iterator
 
 from planner.types.profile import LayerProfile, ParamTensor
 
-__all__ = ["StateBytes", "local_numel", "state_bytes", "state_bytes_by_layer", "held_after_step", "DTYPE_BYTES"]
+__all__ = ["StateBytes", "local_numel", "state_bytes", "state_bytes_by_layer", "held_after_step", "DTYPE_BYTES", "fsdp_buffer",
+           "widest_by_layer"]
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 MASTER = 4
@@ -112,3 +113,17 @@ def _unique_tensors(layers: Iterable[LayerProfile], tied: tuple[tuple[str, ...],
             if key not in seen:
                 seen.add(key)
                 yield t
+
+
+def fsdp_buffer(big: int, compute: int, gathers: bool) -> int:
+    """FSDP2's communication memory when a layer of `big` (unsharded, TP-local) elements is the largest
+    in backward: its gradients unsharded in the compute dtype as autograd writes them, their fp32 copy
+    as the reduce-scatter's input (reduce_dtype fp32), and the previous layer's fp32 reduce-scatter still
+    in flight (FSDP2 overlaps it with this layer's backward); with ZeRO 3, two layers' parameters
+    gathered in the compute dtype (the current one and the prefetched next)."""
+    return big * (compute + 4 + 4) + (2 * big * compute if gathers else 0)
+
+
+def widest_by_layer(layers: Iterable[LayerProfile], tp: int) -> list[int]:
+    """Per layer, its elements on one TP rank (what FSDP gathers for it at once, `fsdp_buffer`)."""
+    return [sum(local_numel(t, tp) for t in layer.tensors) for layer in layers]

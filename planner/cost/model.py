@@ -17,8 +17,8 @@ from planner.cluster.graph import Cluster
 from planner.cluster.hardware import Device
 from planner.cluster.placement import Mesh, link_classes, place
 from planner.cost.layer import LayerCost, layer_costs
-from planner.cost.memory import (DTYPE_BYTES, StateBytes, held_after_step, local_numel, state_bytes,
-                                 state_bytes_by_layer)
+from planner.cost.memory import (DTYPE_BYTES, StateBytes, fsdp_buffer, held_after_step, state_bytes,
+                                 state_bytes_by_layer, widest_by_layer)
 from planner.cost.schedule import in_flight, rank_orders, simulate
 from planner.cost.terms import ALLOCATOR_DIVISOR, DpModel, LayerTerms, dp_exposed, dp_compute
 from planner.types.estimate import ChunkTime, Estimate, HeldBytes
@@ -113,15 +113,6 @@ class RankCost:
     """The chunks this rank runs."""
 
 
-def fsdp_buffer(big: int, compute: int, gathers: bool) -> int:
-    """FSDP2's communication memory when a layer of `big` (unsharded, TP-local) elements is the largest
-    in backward: its gradients unsharded in the compute dtype as autograd writes them, their fp32 copy
-    as the reduce-scatter's input (reduce_dtype fp32), and the previous layer's fp32 reduce-scatter still
-    in flight (FSDP2 overlaps it with this layer's backward); with ZeRO 3, two layers' parameters
-    gathered in the compute dtype (the current one and the prefetched next)."""
-    return big * (compute + 4 + 4) + (2 * big * compute if gathers else 0)
-
-
 class CostModel:
     """Prices strategies of one profile on one cluster. The caches only memoise pure functions of
     their keys (mesh sizes, TP degree, micro-batch), so results never depend on call order."""
@@ -156,7 +147,7 @@ class CostModel:
         self._costs = lru_cache(maxsize=None)(self._costs_uncached)
         self._state = lru_cache(maxsize=None)(self._state_uncached)
         self._states = lru_cache(maxsize=None)(self._states_uncached)
-        self._widest = lru_cache(maxsize=None)(self._widest_uncached)
+        self._widest = lru_cache(maxsize=None)(lambda tp: widest_by_layer(profile.layers, tp))
         self._state_sum = lru_cache(maxsize=None)(self._state_sum_uncached)
         self._terms = lru_cache(maxsize=None)(self._terms_uncached)
         self._in_flight = lru_cache(maxsize=None)(self._in_flight_uncached)
@@ -266,10 +257,6 @@ class CostModel:
 
     def _state_sum_uncached(self, *key) -> int:
         return sum(x.total for x in self._states(*key))
-
-    def _widest_uncached(self, tp: int) -> list[int]:
-        """Per layer, its elements on one TP rank (what FSDP gathers for it at once)."""
-        return [sum(local_numel(t, tp) for t in layer.tensors) for layer in self.profile.layers]
 
     def _states_uncached(self, tp: int, zero: int, shard: int, acc: bool) -> list[StateBytes]:
         return [self._state(k, tp, zero, shard, acc) for k in self.shape_keys]
