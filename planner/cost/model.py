@@ -178,10 +178,7 @@ class CostModel:
         return model[0] * self.comm_slowdown, model[1] * self.comm_slowdown
 
     def _p2p_uncached(self, sizes: tuple, src: int, dst: int) -> tuple[float, float]:
-        mesh = self._mesh(sizes)
-        pairs = []
-        for g in mesh.groups("pp"):
-            pairs.append((g[src], g[dst]))
+        pairs = [(g[src], g[dst]) for g in self._groups(sizes, "pp")]
         return self._slowed(p2p_model(self.cluster, pairs))
 
     def send(self, s: Strategy, src: int, dst: int, nbytes: float) -> float:
