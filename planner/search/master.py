@@ -66,6 +66,9 @@ class _Master:
         """The master of `fine` with its times in `unit`s (`_coarse`)."""
         p = _coarse(fine, unit)
         self.p, self.m, self.rounded = p, cp_model.CpModel(), unit > 1
+        self.fine, self.unit = fine, unit
+        self.found: list = []
+        """The assignments the last round passed through before its answer (`_Seen`)."""
         self.x = Chunks(p, self.m)
         if fine.uniform() and not p.fixed_bounds:
             self.x.uniform()
@@ -263,7 +266,9 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
             master.m.add(unit * master.T <= best.objective - 1)
         if status == cp_model.OPTIMAL and bound >= best.objective:
             break
-        if _learn(master, solver, score, paths, unit, improved):
+        exact = _learn(master, solver, score, paths, unit, improved)
+        best = _passed(master, p, best, paths, (orders, vectors, actions), budget, add=not exact)
+        if exact:
             unit = 1
             master = _build(p, unit, orders, vectors, paths, cutoff, best, bound)
         master.m.clear_hints()
@@ -284,6 +289,29 @@ def _answer(best: Solution | None, bound: int, status: str, cutoff: int | None, 
         return Solution((), (), (), cutoff, "CUTOFF") if cutoff is not None else None
     gap = 0.0 if status == "OPTIMAL" else max(0.0, (best.objective - bound) / max(best.objective, 1))
     return Solution(best.bounds, best.full, best.selective, best.objective, status, gap, stats)
+
+
+def _passed(master: _Master, p: Problem, best: Solution, paths: dict, sim: tuple, budget: Budget,
+            add: bool) -> Solution:
+    """Learn from the assignments the round passed through before its answer (`_Seen`): each is
+    simulated, its longest paths join `paths` (and the master, with `add`), and one faster than `best`
+    becomes the incumbent. They fit (the master's memory is exact) and cost a simulation each, where a
+    round costs seconds: GPT-3 13B tp1-pp2-dp16 interleaved v4's proof took 24 rounds and 14.9 s
+    without them, 8 and 8.8 s with them."""
+    orders, vectors, actions = sim
+    for bounds, full, sel in master.found:
+        score = evaluate(p, bounds, full, sel, orders, vectors, paths=True)
+        budget.spend(WORK_PER_ACTION * actions)
+        if score.fits and score.objective < best.objective:
+            best = Solution(bounds, full, sel, score.objective)
+            master.m.add(master.unit * master.T <= best.objective - 1)
+        for r, counts in enumerate(score.paths):
+            key = (r, frozenset(counts.items()))
+            if key not in paths:
+                paths[key] = counts
+                if add:
+                    master.add_path(r, counts)
+    return best
 
 
 def _learn(master: _Master, solver: cp_model.CpSolver, score, paths: dict, unit: int, improved: bool) -> bool:
@@ -330,9 +358,22 @@ def _round(master: _Master, budget: Budget) -> tuple[cp_model.CpSolver, int]:
     solver.parameters.relative_gap_limit = MASTER_GAP
     solver.parameters.max_deterministic_time = max(budget.left() - overhead, 1e-3) / WORK_PER_DETERMINISTIC_S
     solver.parameters.max_time_in_seconds = max(budget.wall_left(), 1e-3)
-    status = solver.solve(master.m)
+    seen = _Seen(master)
+    status = solver.solve(master.m, seen)
     budget.spend(overhead + WORK_PER_DETERMINISTIC_S * solver.deterministic_time)
+    master.found = seen.found[:-1] if seen.found else []
     return solver, status
+
+
+class _Seen(cp_model.CpSolverSolutionCallback):
+    """Every assignment a round passes through on its way to its answer (the answer last)."""
+
+    def __init__(self, master: _Master):
+        super().__init__()
+        self.master, self.found = master, []
+
+    def on_solution_callback(self) -> None:
+        self.found.append(self.master.values(self, self.master.fine))
 
 
 MASTER_GAP = 0.005
