@@ -35,6 +35,13 @@ Measured 2026-12-01 (this commit; error = predicted / published - 1; A100 consta
   +9.5%, +3.1%, from errors that cancelled). The selective row is torchtitan's selective-op policy,
   which also recomputes every other matmul; the model's selective recomputes the memory-bound ops only.
 
+Rows with pipeline stages also show the prediction at Megatron-LM's even split of the blocks (what it
+ran), beside the solved bounds (what the planner's program would run). Measured 2026-12-03: equal for
+39.1B, 310.1B, 529.6B and 1008B; 76.1B 148.2 (+5.8%) against 149.0 solved; 145.6B tp8-pp8 interleaved
+v2 137.3 (-7.2%) against 148.6 (+0.4%): the solver moves blocks off the embedding's and head's stages.
+Before the master learned from every solution it passes (2026-12-03), 310.1B's solved bounds were worse
+than the even split (159.6 against 164.5): the solved column depends on the solver, the even one does not.
+
 Run: python benchmarks/fidelity.py [published.json]
 """
 from __future__ import annotations
@@ -44,13 +51,13 @@ import json
 import statistics
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import planner
 from planner.cluster.graph import Cluster, parse_gpus
 from planner.cluster.hardware import Device
-from planner.cost.model import CostModel
+from planner.cost.model import CostModel, even_split
 from planner.search.pricing import evaluate_fixed
 from planner.types.estimate import Estimate
 from planner.types.profile import ModelProfile
@@ -199,6 +206,17 @@ def report(name: str, rows: list[tuple[str, float, float, str]], unit: str) -> l
     return errs
 
 
+def _even(case: Case, s: Strategy) -> str:
+    """With pipeline stages: the row priced at the even split of its blocks (Megatron-LM's own, the
+    embedding on the first stage and the head on the last) rather than the solved bounds, so that a
+    reader sees how much of the prediction the solver's placement accounts for."""
+    if s.pp == 1:
+        return ""
+    cm = cost_model(case)
+    e = cm.estimate(replace(s, layers_per_chunk=even_split(cm.profile, s.chunks)), case.batch)
+    return f"; even split {case.work / e.step_time_s:.1f} ({case.work / e.step_time_s / case.published - 1:+.1%})"
+
+
 TMP = Path(tempfile.gettempdir()) / "planner-fidelity"
 """A fixed place for the rows' model files, so their profiles stay cached between runs."""
 
@@ -210,10 +228,10 @@ def main(argv: list[str]) -> None:
     for table, key in (("sc21", "megatron_sc21_table1"), ("torchtitan", "torchtitan_llama2_a100")):
         rows = []
         for case in (c for c in all_cases if c.table == table):
-            e, _, fits = price(case)
+            e, s, fits = price(case)
             gib = max(e.memory_bytes_per_pp_rank) / 2**30
             rows.append((case.label, case.published, case.work / e.step_time_s,
-                         f"{gib:.0f} GiB" + ("" if fits else " (does not fit)")))
+                         f"{gib:.0f} GiB" + ("" if fits else " (does not fit)") + _even(case, s)))
         unit = "hardware TFLOP/s per GPU" if table == "sc21" else "tokens/s per GPU"
         report(f"{key}: {data[key]['source']}", rows, unit)
 
