@@ -70,8 +70,15 @@ def state_bytes_by_layer(layers: Iterable[LayerProfile], tied: tuple[tuple[str, 
     """`state_bytes` of each layer, a tied group counted once, in the first layer that holds it: they sum
     to `state_bytes` of all the layers (one rank holding the whole model)."""
     seen: set[str] = set()
-    return [_tensor_state(_unique_tensors([layer], tied, seen), tp=tp, zero=zero, dp_shard=dp_shard, dtype=dtype,
-                          accumulating=accumulating) for layer in layers]
+    memo: dict[tuple, StateBytes] = {}  # identical blocks: one sum per distinct list of (shape, tp_dim)
+    out = []
+    for layer in layers:
+        tensors = tuple(_unique_tensors([layer], tied, seen))
+        key = tuple((t.shape, t.tp_dim) for t in tensors)
+        if key not in memo:
+            memo[key] = _tensor_state(tensors, tp=tp, zero=zero, dp_shard=dp_shard, dtype=dtype, accumulating=accumulating)
+        out.append(memo[key])
+    return out
 
 
 def _tensor_state(tensors: Iterable[ParamTensor], *, tp: int, zero: int, dp_shard: int, dtype: str,

@@ -329,12 +329,16 @@ class CostModel:
         replicated = axes.get("dp", 1) == 1 and "dp_shard" not in axes
         ddp_per_byte = self._coll(sizes, "dp", "all_reduce")[0] if zero == 0 and not replicated else 0.0
         axis = "dp_shard" if "dp_replicate" in axes else "dp"
-        out = []
+        out, seen = [], {}  # identical blocks have identical terms: price each distinct layer once
         for st, big in zip(states, widest):
+            key = (st.total, st.optimizer, big)
+            if key in seen:
+                out.append(seen[key])
+                continue
             elems = st.optimizer // 8
             opt = self.device.memory_time(ADAM_BYTES_PER_ELEMENT * elems)
             if replicated or zero == 0:
-                out.append(LayerTerms(st.total, elems, opt, ddp_per_byte * 4 * elems, 0.0, 0))
+                out.append(seen.setdefault(key, LayerTerms(st.total, elems, opt, ddp_per_byte * 4 * elems, 0.0, 0)))
                 continue
             sync = self._coll_time(sizes, axis, "reduce_scatter", 4 * elems * shard)
             sync += self._coll_time(sizes, "dp_replicate", "all_reduce", 4 * elems)
@@ -342,7 +346,7 @@ class CostModel:
             buf = fsdp_buffer(big, compute, zero == 3 and not acc)
             copies = (self.device.memory_time((compute + 4) * elems * shard + 8 * elems),  # concat + cast; shard
                       self.device.memory_time(2 * compute * elems * (shard + 1)))  # split copy-out; shard in
-            out.append(LayerTerms(st.total, elems, opt, sync, gather, buf, *copies))
+            out.append(seen.setdefault(key, LayerTerms(st.total, elems, opt, sync, gather, buf, *copies)))
         return out
 
     def _coll_time(self, sizes: tuple, axis: str, op: str, nbytes: float) -> float:
