@@ -14,9 +14,10 @@ an interleaved schedule shape, its in-flight counts (WORK_PER_ACTION an action) 
 numpy: 24 ms for pp 32, v3, 33 vectors a rank; 12 shapes from pp 4 to 96, 2026-12-02, within 10% but
 the smallest);
 outside the solves, each candidate's lower bound WORK_PER_BOUND plus WORK_PER_NODE_BOUND per node of the
-cluster (measured 2026-12-02 after the ring loads were shared between collectives: 0.26 s for GPT-3
-13B's 3,027 candidates on 4 nodes, 0.9 s for 175B's 7,179 on 16, 4.9 s for the 1T's 31,203 on 384, 4.6-5.7 s
-for Llama 3 405B's 5,911 on 2,048; charged 0.31, 0.76, 6.6 and 4.2: within 35%) and each candidate's
+cluster (measured 2026-12-03 after identical layers were priced once, two runs each: 0.15-0.17 s for
+GPT-3 13B's 3,027 candidates on 4 nodes, 0.34-0.35 s for 175B's 7,179 on 16, 2.8-3.3 s for the 1T's
+31,203 on 384, 3.0-3.7 s for Llama 3 405B's 5,911 on 2,048; charged 0.15, 0.39, 4.55 and 3.32: within
+40%, the 1T overcharged most) and each candidate's
 problem and estimate WORK_PER_CANDIDATE for each layer of the model (3.5 ms for GPT-3 13B's 42 layers,
 14 ms for 175B's 98, 28 ms for the 1T's 130 on 384 nodes).
 
@@ -39,8 +40,8 @@ WORK_PER_REACHABLE = 2.5e-4
 WORK_PER_MIX = 5e-8
 WORK_PER_MIX_RANK = 2.5e-4
 WORK_PER_ACTION = 3e-6
-WORK_PER_BOUND = 1e-4
-WORK_PER_NODE_BOUND = 3e-7
+WORK_PER_BOUND = 5e-5
+WORK_PER_NODE_BOUND = 2.5e-7
 WORK_PER_CANDIDATE = 1.5e-4
 WORK_SHARE = 0.9
 """Work units per second of a time limit: below 1, so that where the constants were measured the work
