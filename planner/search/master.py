@@ -66,9 +66,7 @@ class _Master:
         """The master of `fine` with its times in `unit`s (`_coarse`)."""
         p = _coarse(fine, unit)
         self.p, self.m, self.rounded = p, cp_model.CpModel(), unit > 1
-        self.fine, self.unit = fine, unit
-        self.found: list = []
-        """The assignments the last round passed through before its answer (`_Seen`)."""
+        self.unit = unit
         self.x = Chunks(p, self.m)
         if fine.uniform() and not p.fixed_bounds:
             self.x.uniform()
@@ -121,6 +119,10 @@ class _Master:
         m.add(u2 >= bwd_comm - n * sum(q["bwd"][c] + up[c] for c in mine))
         m.add(u2 >= sync - last_bwd)
         return opt + u1 + u2 + q["first"][mine[0]]
+
+    def beat(self, objective: int) -> None:
+        """Ask for a step strictly below `objective` (true units: the incumbent's, or the cutoff)."""
+        self.m.add(self.unit * self.T <= objective - 1)
 
     def add_path(self, r: int, counts: Counter) -> None:
         q = self.x.q
@@ -245,7 +247,7 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
         if budget.spent():
             status_name = "TIME_LIMIT"
             break
-        solver, status = _round(master, budget)
+        solver, status, passed = _round(master, budget)
         rounds += 1
         if tick:
             tick()
@@ -263,11 +265,11 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
         improved = best is None or score.objective < best.objective
         if improved:
             best = Solution(bounds, full, sel, score.objective)
-            master.m.add(unit * master.T <= best.objective - 1)
+            master.beat(best.objective)
         if status == cp_model.OPTIMAL and bound >= best.objective:
             break
         exact = _learn(master, solver, score, paths, unit, improved)
-        best = _passed(master, p, best, paths, (orders, vectors, actions), budget, add=not exact)
+        best = _passed(master, p, passed, best, paths, (orders, vectors, actions), budget, add=not exact)
         if exact:
             unit = 1
             master = _build(p, unit, orders, vectors, paths, cutoff, best, bound)
@@ -291,27 +293,30 @@ def _answer(best: Solution | None, bound: int, status: str, cutoff: int | None, 
     return Solution(best.bounds, best.full, best.selective, best.objective, status, gap, stats)
 
 
-def _passed(master: _Master, p: Problem, best: Solution, paths: dict, sim: tuple, budget: Budget,
+def _passed(master: _Master, p: Problem, passed: list, best: Solution, paths: dict, sim: tuple, budget: Budget,
             add: bool) -> Solution:
-    """Learn from the assignments the round passed through before its answer (`_Seen`): each is
-    simulated, its longest paths join `paths` (and the master, with `add`), and one faster than `best`
-    becomes the incumbent. They fit (the master's memory is exact) and cost a simulation each, where a
-    round costs seconds: GPT-3 13B tp1-pp2-dp16 interleaved v4's proof took 24 rounds and 14.9 s
-    without them, 8 and 8.8 s with them."""
+    """Learn from the assignments a round `passed` before its answer: each is simulated, its longest
+    paths join `paths` (and the master, with `add`), one faster than `best` becomes the incumbent. A
+    simulation each, where a round costs seconds: GPT-3 13B tp1-pp2-dp16 interleaved v4's proof took 24
+    rounds and 14.9 s without them, 8 and 8.8 s with them."""
     orders, vectors, actions = sim
-    for bounds, full, sel in master.found:
+    for bounds, full, sel in passed:
         score = evaluate(p, bounds, full, sel, orders, vectors, paths=True)
         budget.spend(WORK_PER_ACTION * actions)
         if score.fits and score.objective < best.objective:
             best = Solution(bounds, full, sel, score.objective)
-            master.m.add(master.unit * master.T <= best.objective - 1)
-        for r, counts in enumerate(score.paths):
-            key = (r, frozenset(counts.items()))
-            if key not in paths:
-                paths[key] = counts
-                if add:
-                    master.add_path(r, counts)
+            master.beat(best.objective)
+        for (r, _), counts in _join(paths, score.paths).items():
+            if add:
+                master.add_path(r, counts)
     return best
+
+
+def _join(paths: dict, per_rank) -> dict:
+    """Add each rank's path in `per_rank` that `paths` lacks (keyed by rank and counts); return those."""
+    new = {k: c for r, c in enumerate(per_rank) if (k := (r, frozenset(c.items()))) not in paths}
+    paths.update(new)
+    return new
 
 
 def _learn(master: _Master, solver: cp_model.CpSolver, score, paths: dict, unit: int, improved: bool) -> bool:
@@ -319,10 +324,8 @@ def _learn(master: _Master, solver: cp_model.CpSolver, score, paths: dict, unit:
     the master, with a no-good when the master is coarse. True: a tie of rounding (the proposal is no better than the
     incumbent and its slowest path was in the master already): the master should turn exact."""
     worst = score.ends.index(score.objective)
-    new = {(r, frozenset(c.items())): c for r, c in enumerate(score.paths)}
     tie = unit > 1 and not improved and (worst, frozenset(score.paths[worst].items())) in paths
-    new = {k: v for k, v in new.items() if k not in paths}
-    paths.update(new)
+    new = _join(paths, score.paths)
     if not tie:
         for (r, _), counts in new.items():
             master.add_path(r, counts)
@@ -345,12 +348,12 @@ def _build(p: Problem, unit: int, orders, vectors, paths: dict, cutoff: int | No
     master.m.minimize(master.T)
     for limit in (cutoff, best.objective if best else None):
         if limit is not None:
-            master.m.add(unit * master.T <= limit - 1)
+            master.beat(limit)
     return master
 
 
-def _round(master: _Master, budget: Budget) -> tuple[cp_model.CpSolver, int]:
-    """One master solve within what is left of the budget (one worker, fixed seed)."""
+def _round(master: _Master, budget: Budget) -> tuple[cp_model.CpSolver, int, list]:
+    """One master solve within what is left of the budget (one worker, fixed seed), and what it passed."""
     overhead = WORK_PER_CONSTRAINT * len(master.m.proto.constraints)
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
@@ -361,8 +364,7 @@ def _round(master: _Master, budget: Budget) -> tuple[cp_model.CpSolver, int]:
     seen = _Seen(master)
     status = solver.solve(master.m, seen)
     budget.spend(overhead + WORK_PER_DETERMINISTIC_S * solver.deterministic_time)
-    master.found = seen.found[:-1] if seen.found else []
-    return solver, status
+    return solver, status, seen.found[:-1]
 
 
 class _Seen(cp_model.CpSolverSolutionCallback):
@@ -373,7 +375,7 @@ class _Seen(cp_model.CpSolverSolutionCallback):
         self.master, self.found = master, []
 
     def on_solution_callback(self) -> None:
-        self.found.append(self.master.values(self, self.master.fine))
+        self.found.append(self.master.values(self, self.master.p))  # values reads only p's lead and tail
 
 
 MASTER_GAP = 0.005
