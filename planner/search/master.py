@@ -13,7 +13,7 @@ When the master proves nothing better exists, the incumbent is optimal under the
 Memory and the rank end terms (optimizer, exposed data-parallel time, the allocator's integer share)
 are encoded exactly, so a proposed assignment always fits.
 
-The master counts time in coarse units (`_unit`: about a millionth of a rank's work), each duration
+The master counts time in coarse units (`unit_of`: about a millionth of a rank's work), each duration
 rounded so that every path and end term stays at most its true value (down where it adds, up where
 it is subtracted): still a relaxation, and CP-SAT solves it many times faster than at the problem's
 own 10 ns. "Better than the incumbent" is `unit x T < best` in true units, so the proof stays exact.
@@ -41,8 +41,9 @@ from planner.search.budget import WORK_PER_ACTION, WORK_PER_CONSTRAINT, WORK_PER
 from planner.cost.terms import ALLOCATOR_DIVISOR
 from planner.search.encoding import Chunks, prefix
 from planner.search.partition import Problem, Solution, evaluate
+from planner.search.paths import seed_paths
 
-__all__ = ["solve", "Warm"]
+__all__ = ["solve", "Warm", "build_master", "unit_of"]
 
 
 @dataclass
@@ -162,60 +163,6 @@ def _horizon(p: Problem) -> int:
     return 2 * p.micro_batches * p.vpp * work + sum(p.opt) + comm + int(dp.fixed) + int(dp.bucket) + 1
 
 
-def _seed_paths(p: Problem, orders) -> list[tuple[int, Counter]]:
-    """Each rank's first forward waits for micro-batch 0 through the chunks before it; then the rank
-    runs all its actions (and, with one chunk per rank, its last backward is followed by that
-    micro-batch's backwards through the ranks before it, down to rank 0). The drain is a valid path
-    with interleaving too, but seeded there it steers the first masters to one-block first chunks:
-    Megatron's 145.6B tp8-pp8 interleaved v2 row (full recompute, 30 units) ended at 32.35 s/step, gap
-    26.6%, against 24.86, 4.5% without it."""
-    out = []
-    for r in range(p.pp):
-        own: Counter = Counter()
-        for c in range(r):
-            own[("F", c)] += 1
-            own[("S", c)] += 1
-        for c, k, _ in orders[r]:
-            own[(k, c)] += 1
-        out.append((r, own))
-        if p.vpp == 1 and r > 0:
-            down = Counter(own)
-            for c in range(r):
-                down[("B", c)] += 1
-                down[("S", c)] += 1
-            out.append((0, down))
-    return out + (_through_paths(p, orders) if p.vpp == 1 else [])
-
-
-def _through_paths(p: Problem, orders) -> list[tuple[int, Counter]]:
-    """Rank r's first backward B(c0, m) waits for micro-batch m's forward through every chunk and its
-    backward back down to chunk c0 + 1; from there rank r runs the rest of its order, and its last
-    backward returns through the chunks below it to rank 0. These paths carry the chunks after r (the
-    pipeline's fill and drain, which the seed paths lack). Valid for any order, used with one chunk per
-    rank: with interleaving they made the master larger without making the search better (GPT-3 13B on
-    8x4 at a 30-unit limit: 12.24 s/step, gap 2.5%, against 12.16 s, 0.7% without them)."""
-    out = []
-    for r, order in enumerate(orders):
-        i0 = next(i for i, a in enumerate(order) if a[1] == "B")
-        c0 = order[i0][0]
-        counts: Counter = Counter()
-        for c in range(p.chunks):
-            counts[("F", c)] += 1
-            if c > c0:
-                counts[("B", c)] += 1
-            if c < p.chunks - 1:
-                counts[("S", c)] += 2 if c >= c0 else 1
-        for c, k, _ in order[i0:]:
-            counts[(k, c)] += 1
-        out.append((r, Counter(counts)))
-        last = order[-1][0]
-        for c in range(last):
-            counts[("B", c)] += 1
-            counts[("S", c)] += 1
-        out.append((0, counts))
-    return out
-
-
 def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
           tick: Callable[[], None] | None = None, budget: Budget | None = None,
           warm: Warm | None = None) -> Solution | None:
@@ -233,10 +180,10 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
     warm = warm or Warm()
     orders = p.orders()
     vectors = [in_flight(o, p.vpp, p.pp) for o in orders]
-    paths = warm.paths or {(r, frozenset(c.items())): c for r, c in _seed_paths(p, orders)}
-    unit = warm.unit or _unit(p)
+    paths = warm.paths or {(r, frozenset(c.items())): c for r, c in seed_paths(p.pp, p.vpp, p.micro_batches, orders)}
+    unit = warm.unit or unit_of(p)
     best, bound, rounds = warm.best, warm.bound, 0
-    master = _build(p, unit, orders, vectors, paths, cutoff, best, bound)
+    master = build_master(p, unit, orders, vectors, paths, cutoff, best, bound)
     if best is not None:
         _hint(master, best, p)
     status_name = "OPTIMAL"
@@ -272,7 +219,7 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
         best = _passed(master, p, passed, best, paths, (orders, vectors, actions), budget, add=not exact)
         if exact:
             unit = 1
-            master = _build(p, unit, orders, vectors, paths, cutoff, best, bound)
+            master = build_master(p, unit, orders, vectors, paths, cutoff, best, bound)
         master.m.clear_hints()
         _hint(master, best, p)
     warm.paths, warm.best, warm.unit, warm.bound = paths, best, unit, bound
@@ -334,7 +281,7 @@ def _learn(master: _Master, solver: cp_model.CpSolver, score, paths: dict, unit:
     return tie
 
 
-def _build(p: Problem, unit: int, orders, vectors, paths: dict, cutoff: int | None,
+def build_master(p: Problem, unit: int, orders, vectors, paths: dict, cutoff: int | None,
            best: Solution | None, bound: int = 0) -> _Master:
     """A master in `unit`s with `paths`, asked for a step below the cutoff and the incumbent, and told
     `bound`: no assignment below the cutoff is faster (an earlier solve's proof or the discrete floor,
@@ -387,7 +334,7 @@ UNIT_SHARE = 1e-6
 """The master's time unit: the power of ten nearest below this share of a rank's average work."""
 
 
-def _unit(p: Problem) -> int:
+def unit_of(p: Problem) -> int:
     """Problem time units per master unit. CP-SAT proves a master optimum over an objective some 1e10
     units wide far more slowly than over one 1e7 wide (GPT-3 175B tp4-pp8-dp4 interleaved v2 on 8x16,
     the first master: unproved after 60 s at 10 ns, 0.8 s at 10 us); 1 for small problems."""

@@ -13,10 +13,11 @@ from planner.search.encoding import prefix
 from planner.search.floor import seed
 from planner.search.master import Warm, solve
 from planner.search.partition import Problem, Solution, evaluate
+from planner.search.relax import lp_floor
 from planner.types.estimate import Estimate
 from planner.types.strategy import Strategy, parse_recompute, recompute_name
 
-__all__ = ["Candidate", "TIME_UNIT", "problem", "evaluate_fixed", "seeded"]
+__all__ = ["Candidate", "TIME_UNIT", "problem", "evaluate_fixed", "seeded", "lp_bound"]
 
 TIME_UNIT = 1e-8
 """Solver time unit (10 ns): integer costs keep CP-SAT exact; memory is in bytes."""
@@ -64,6 +65,15 @@ def problem(cm: CostModel, s: Strategy, recompute: str | None = None, bounds: tu
                    sync=tuple(t(x.sync) for x in terms),
                    gather=tuple(t(x.gather) for x in terms), comm_buffer=tuple(x.comm_buffer for x in terms),
                    recompute=recompute, fixed_bounds=bounds)
+
+
+def lp_bound(cm: CostModel, s: Strategy) -> tuple[float, int]:
+    """`s`'s LP floor in seconds (`relax.lp_floor`: every partition and recompute is at least this slow)
+    and the LP's size in nonzeros; once per strategy."""
+    def make() -> tuple[float, int]:
+        units, size = lp_floor(problem(cm, s))
+        return units * TIME_UNIT, size
+    return cm.memo(("lp-floor", s), make)
 
 
 def seeded(cm: CostModel, s: Strategy, lo: float, hi: float) -> Solution | None:

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from planner.search.budget import Budget
-from planner.search.master import Warm, _unit, solve
+from planner.search.master import Warm, solve, unit_of
 from planner.search.partition import Problem, brute_force, evaluate
 
 from instances import instance
@@ -38,7 +38,7 @@ def test_solver_equals_brute_force_on_the_simulated_step(uniform, schedule):
 
 def _scaled(p: Problem, rng: random.Random, k: int) -> Problem:
     """`p` with every time k times larger plus noise below 1000: real-model magnitudes, where the master
-    works in coarse units (`master._unit`, 100 or 1000 here) and rounding loses something on every
+    works in coarse units (`master.unit_of`, 100 or 1000 here) and rounding loses something on every
     time. (Noise as large as k makes almost every assignment's critical path its own: the loop then
     needs hundreds of rounds, before this change as after.)"""
     from dataclasses import replace
@@ -67,7 +67,7 @@ def test_coarse_master_units_keep_the_solver_exact(schedule):
         assert (exact is None) == (got is None)
         if exact is None:
             continue
-        coarse += _unit(p) > 1
+        coarse += unit_of(p) > 1
         assert got.status == "OPTIMAL" and got.objective == exact.objective
     assert coarse >= 6
 
@@ -170,18 +170,18 @@ def test_a_limit_hit_before_any_assignment_is_unresolved_not_infeasible():
 
 @pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "interleaved"])
 def test_seed_paths_never_exceed_the_simulated_end(schedule):
-    """Every path the master starts from (fill, through, down) is a chain of actions that run one after
+    """Every path the master starts from (fill and drain of each round, through) is a chain of actions that run one after
     another, so its length plus its rank's end terms is at most that rank's simulated end, for any
     assignment: a longer one would cut off the optimum."""
     import itertools
-    from planner.search.master import _seed_paths, _through_paths
+    from planner.search.paths import _through_paths, seed_paths
     from planner.search.partition import parts_of, rank_extra
     rng = random.Random(99 + len(schedule))
     checked = 0
     for _ in range(15):
         p = instance(rng, rng.random() < 0.5, schedule)
         orders = p.orders()
-        paths = _seed_paths(p, orders) + _through_paths(p, orders)  # through paths for every schedule
+        paths = seed_paths(p.pp, p.vpp, p.micro_batches, orders, rounds=True) + _through_paths(orders)  # through paths for every schedule
         blocks = sum(p.is_block)
         for _ in range(6):
             cut = sorted(rng.sample(range(1, blocks), p.chunks - 1))

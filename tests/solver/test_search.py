@@ -166,14 +166,15 @@ def test_the_time_limit_is_a_clock_bound_even_on_a_loaded_machine():
 def test_runner_ups_never_take_the_proofs_time():
     """The runner-up families are solved after the best plan is proved (or the proof's share of the
     limit is spent): at a limit tight enough to stop the search, asking for five runner-ups or none
-    gives the same plan, status and gap. (Solved as they came, the runner-ups used to cost the proof
-    its best: at this limit 12.97 s/step with five of them, 12.87 without, against 12.68 now.)"""
+    gives the same plan and status, and a gap no larger (a runner-up's solve may prove a candidate of
+    the proof's too). (Solved as they came, the runner-ups used to cost the proof its best: at this
+    limit 12.97 s/step with five of them, 12.87 without, against 12.68 now.)"""
     cm = CostModel(planner_profile(example("gpt.py:gpt3_13b")), parse_gpus("8x4", "a100-80gb")[0])
     alone = search(cm, Constraints(global_batch=512, time_limit=8, top_k=0))
     shown = search(cm, Constraints(global_batch=512, time_limit=8, top_k=5))
     assert alone.stats.status == "TIME_LIMIT" and not alone.runner_ups and shown.runner_ups
     assert alone.best.strategy == shown.best.strategy
-    assert (alone.stats.status, alone.stats.gap) == (shown.stats.status, shown.stats.gap)
+    assert alone.stats.status == shown.stats.status and shown.stats.gap <= alone.stats.gap
 
 
 def test_progress_counts_the_candidates_a_pass_will_solve(tiny):

@@ -1,0 +1,148 @@
+"""The LP floor: the master problem (`master.py`: memory exact, the step time as the maximum over the
+seed paths, `paths.seed_paths`) with its integers relaxed to reals, solved by GLOP.
+
+Where the discrete floor (`floor.py`) prices each rank alone, the LP sees how ranks share the layers:
+with interleaving, a rank's bubble is made of the other ranks' chunks (`paths._round_paths`), so a
+partition cannot shrink one rank's bubble without lengthening another's. Llama 3 405B tp8-pp16 v2 on
+8x2048 H100 with 16 micro-batches: discrete floor 5.71 s/step, LP floor 7.11.
+
+The bound is exact arithmetic, not GLOP's floating-point optimum: any row multipliers y of the right
+signs prove `T >= sum_i y_i b_i + sum_j min over x_j's domain of (c_j - y a_j) x_j` (weak duality), so
+GLOP's duals are checked in exact integer arithmetic (`SCALE`). A poor or
+failed LP solve can only weaken the bound, never make it exceed the optimum.
+"""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+from ortools.linear_solver import pywraplp
+
+from planner.cost.schedule import in_flight
+from planner.search.master import build_master, unit_of
+from planner.search.partition import Problem
+from planner.search.paths import seed_paths
+
+__all__ = ["lp_floor"]
+
+NOTHING_FITS = 2 ** 62
+"""The floor when the LP proves that no assignment fits in memory."""
+SCALE = 2 ** 200
+"""Dual multipliers times SCALE are integers: multiplying a float by a power of two is exact, so each is
+GLOP's own value (down to 2 ** -147) and the check is exact arithmetic on Python integers."""
+
+
+def lp_floor(p: Problem) -> tuple[int, int]:
+    """A lower bound (problem time units) on every assignment's step time, 0 when the LP says nothing;
+    and the LP's nonzeros (what it cost, `budget.WORK_PER_LP_NONZERO`). Identical blocks only: the
+    general encoding reads its chunks' sums off tables (element constraints), which the LP drops, and
+    without them nothing ties a chunk's time to its layers (the floor would be 0)."""
+    if not p.uniform() or p.fixed_bounds:
+        return 0, 0
+    orders = p.orders()
+    vectors = [in_flight(o, p.vpp, p.pp) for o in orders]
+    paths = {(r, frozenset(c.items())): c for r, c in seed_paths(p.pp, p.vpp, p.micro_batches, orders, rounds=True)}
+    unit = unit_of(p)
+    master = build_master(p, unit, orders, vectors, paths, None, None)
+    rows, objective, domains = _linear(master.m.proto)
+    size = sum(len(coef) for coef, _, _ in rows)
+    duals = _solve(rows, objective, domains, elastic=False)
+    if duals is not None:
+        return max(0, math.ceil(_certify(rows, objective, domains, duals))) * unit, size
+    # no optimum: if the LP is infeasible, its elastic version's duals prove it (nothing fits)
+    duals = _solve(rows, objective, domains, elastic=True)
+    if duals is not None and _certify(rows, {}, domains, duals) > 0:
+        return NOTHING_FITS, size
+    return 0, size
+
+
+def _linear(proto) -> tuple[list, dict[int, int], list[tuple[int, int]]]:
+    """The proto's plain linear rows as (coefficients {var: int}, lower, upper) with negated literals
+    folded into the bounds; rows of any other kind are dropped (fewer rows: still a relaxation)."""
+    rows = []
+    for c in proto.constraints:
+        if not c.has_linear() or len(c.enforcement_literal):
+            continue
+        coef: dict[int, int] = {}
+        shift = 0
+        for v, a in zip(c.linear.vars, c.linear.coeffs):
+            if v < 0:  # not(x) = 1 - x
+                shift += a
+                coef[-v - 1] = coef.get(-v - 1, 0) - a
+            else:
+                coef[v] = coef.get(v, 0) + a
+        d = list(c.linear.domain)
+        lo = d[0] - shift if d[0] > -2 ** 62 else None
+        hi = d[-1] - shift if d[-1] < 2 ** 62 else None
+        rows.append((coef, lo, hi))
+    objective = dict(zip(proto.objective.vars, proto.objective.coeffs))
+    domains = [(list(v.domain)[0], list(v.domain)[-1]) for v in proto.variables]
+    return rows, objective, domains
+
+
+def _solve(rows, objective, domains, elastic: bool) -> list[float] | None:
+    """GLOP's row duals for the scaled LP, mapped back to the unscaled rows; None when no setting in
+    ATTEMPTS finds an optimum. `elastic`: every row may be violated at a price (the scaled violation),
+    and the objective is that price alone: its duals are a Farkas certificate when the LP is infeasible
+    (`_certify` with no objective is then positive)."""
+    for params in ATTEMPTS:
+        duals = _glop(rows, objective, domains, params, elastic)
+        if duals is not None:
+            return duals
+    return None
+
+
+ATTEMPTS = ("", "use_scaling:false", "use_dual_simplex:true")
+"""GLOP settings tried in turn: the rows mix bytes (1e11) and time units, and GLOP's own scaling
+sometimes ends ABNORMAL where another setting solves the same LP (seen on Llama 3 405B at pp 16 v4)."""
+
+
+def _glop(rows, objective, domains, params: str, elastic: bool) -> list[float] | None:
+    """One GLOP solve: each column divided by its domain's largest end (at most 1e7), each row by its
+    largest scaled coefficient."""
+    lp = pywraplp.Solver.CreateSolver("GLOP")
+    lp.SetSolverSpecificParametersAsString(params)
+    inf = lp.infinity()
+    col = [max(1, min(max(abs(lo), abs(hi)), 10 ** 7)) for lo, hi in domains]
+    x = [lp.NumVar(lo / s, hi / s, "") for (lo, hi), s in zip(domains, col)]
+    cons, scales, slacks = [], [], []
+    for coef, lo, hi in rows:
+        s = max((abs(a * col[v]) for v, a in coef.items()), default=1)
+        row = lp.RowConstraint(-inf if lo is None else lo / s, inf if hi is None else hi / s, "")
+        for v, a in coef.items():
+            row.SetCoefficient(x[v], a * col[v] / s)
+        if elastic:
+            slack = (lp.NumVar(0, inf, ""), lp.NumVar(0, inf, ""))
+            row.SetCoefficient(slack[0], 1)
+            row.SetCoefficient(slack[1], -1)
+            slacks += slack
+        cons.append(row)
+        scales.append(s)
+    goal = lp.Objective()
+    for v, a in ({} if elastic else objective).items():
+        goal.SetCoefficient(x[v], a * col[v])
+    for y in slacks:
+        goal.SetCoefficient(y, 1)
+    goal.SetMinimization()
+    if lp.Solve() != pywraplp.Solver.OPTIMAL:
+        return None
+    return [c.dual_value() / s for c, s in zip(cons, scales)]
+
+
+def _certify(rows, objective, domains, duals) -> Fraction:
+    """Weak duality in exact arithmetic: a row's multiplier keeps only the sign its finite bound allows
+    (y > 0 proves `>= lo`, y < 0 proves `<= hi`); each variable then takes the end of its domain that
+    minimises its reduced cost's contribution."""
+    total = 0
+    reduced = {v: a * SCALE for v, a in objective.items()}
+    for (coef, lo, hi), y in zip(rows, duals):
+        k = round(y * SCALE)
+        if (k > 0 and lo is None) or (k < 0 and hi is None) or k == 0:
+            continue
+        total += k * (lo if k > 0 else hi)
+        for v, a in coef.items():
+            reduced[v] = reduced.get(v, 0) - k * a
+    for v, d in reduced.items():
+        lo, hi = domains[v]
+        total += min(d * lo, d * hi)
+    return Fraction(total, SCALE)
