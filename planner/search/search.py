@@ -167,11 +167,12 @@ class _Run:
         return not reachable(self.cm, s, cut * (1 + 1e-7)) or (lp and self.lp(s, passes) >= cut)
 
     def lp(self, s: Strategy, passes: tuple[Budget, ...], always: bool = False) -> float:
-        """A pipeline's LP floor (`pricing.lp_bound`; 0 without one), charged to `passes` the first time
-        (`always`: every time, so that what a pass does with its budget does not depend on the others)."""
-        if s.pp == 1:
-            return 0.0
+        """A pipeline's LP floor (`pricing.lp_bound`; 0 without one, or when it may cost more than a pass
+        has left), charged to `passes` the first time (`always`: every time, so that what a pass does with
+        its budget does not depend on the others)."""
         first = s not in self.lps
+        if s.pp == 1 or (first and WORK_PER_LP_NONZERO * 6 * s.chunks ** 2 > min(b.left() for b in passes)):
+            return 0.0  # 6 C^2: about its nonzeros at most (2 paths a chunk, each reading 3 numbers a chunk)
         self.lps[s], size = lp_bound(self.cm, s)
         for b in passes if first or always else ():
             b.spend(WORK_PER_LP_NONZERO * size)
