@@ -23,7 +23,7 @@ from planner.search.master import build_master, unit_of
 from planner.search.partition import Problem
 from planner.search.paths import seed_paths
 
-__all__ = ["lp_floor"]
+__all__ = ["lp_floor", "linear_model", "certify"]
 
 NOTHING_FITS = 2 ** 62
 """The floor when the LP proves that no assignment fits in memory."""
@@ -39,21 +39,27 @@ def lp_floor(p: Problem) -> tuple[int, int]:
     without them nothing ties a chunk's time to its layers (the floor would be 0)."""
     if not p.uniform() or p.fixed_bounds:
         return 0, 0
+    _, unit, (rows, objective, domains) = linear_model(p)
+    size = sum(len(coef) for coef, _, _ in rows)
+    duals = _solve(rows, objective, domains, elastic=False)
+    if duals is not None:
+        return max(0, math.ceil(certify(rows, objective, domains, duals))) * unit, size
+    # no optimum: if the LP is infeasible, its elastic version's duals prove it (nothing fits)
+    duals = _solve(rows, objective, domains, elastic=True)
+    if duals is not None and certify(rows, {}, domains, duals) > 0:
+        return NOTHING_FITS, size
+    return 0, size
+
+
+def linear_model(p: Problem):
+    """The master of `p` over every round path (`build_master`), its unit, and its linear rows
+    (`_linear`): what the LP floor solves, for callers that add rows of their own."""
     orders = p.orders()
     vectors = [in_flight(o, p.vpp, p.pp) for o in orders]
     paths = {(r, frozenset(c.items())): c for r, c in seed_paths(p.pp, p.vpp, p.micro_batches, orders, rounds=True)}
     unit = unit_of(p)
     master = build_master(p, unit, orders, vectors, paths, None, None)
-    rows, objective, domains = _linear(master.m.proto)
-    size = sum(len(coef) for coef, _, _ in rows)
-    duals = _solve(rows, objective, domains, elastic=False)
-    if duals is not None:
-        return max(0, math.ceil(_certify(rows, objective, domains, duals))) * unit, size
-    # no optimum: if the LP is infeasible, its elastic version's duals prove it (nothing fits)
-    duals = _solve(rows, objective, domains, elastic=True)
-    if duals is not None and _certify(rows, {}, domains, duals) > 0:
-        return NOTHING_FITS, size
-    return 0, size
+    return master, unit, _linear(master.m.proto)
 
 
 def _linear(proto) -> tuple[list, dict[int, int], list[tuple[int, int]]]:
@@ -84,7 +90,7 @@ def _solve(rows, objective, domains, elastic: bool) -> list[float] | None:
     """GLOP's row duals for the scaled LP, mapped back to the unscaled rows; None when no setting in
     ATTEMPTS finds an optimum. `elastic`: every row may be violated at a price (the scaled violation),
     and the objective is that price alone: its duals are a Farkas certificate when the LP is infeasible
-    (`_certify` with no objective is then positive)."""
+    (`certify` with no objective is then positive)."""
     for params in ATTEMPTS:
         duals = _glop(rows, objective, domains, params, elastic)
         if duals is not None:
@@ -129,7 +135,7 @@ def _glop(rows, objective, domains, params: str, elastic: bool) -> list[float] |
     return [c.dual_value() / s for c, s in zip(cons, scales)]
 
 
-def _certify(rows, objective, domains, duals) -> Fraction:
+def certify(rows, objective, domains, duals) -> Fraction:
     """Weak duality in exact arithmetic: a row's multiplier keeps only the sign its finite bound allows
     (y > 0 proves `>= lo`, y < 0 proves `<= hi`); each variable then takes the end of its domain that
     minimises its reduced cost's contribution."""
