@@ -73,6 +73,8 @@ class _Master:
             self.x.uniform()
         else:
             self.x.general()
+        for r, t in enumerate(p.totals):  # blocks per rank, when the caller fixed them
+            self.m.add(sum(self.x.blocks[c] for c in range(r, p.chunks, p.pp)) == t)
         q = self.x.q
         horizon = _horizon(p)
         self.T = self.m.new_int_var(0, horizon, "T")

@@ -60,6 +60,8 @@ class Problem:
     """None: the solver chooses; else every block runs this mode."""
     fixed_bounds: tuple[int, ...] = ()
     """Layers per chunk, when the user fixed them."""
+    totals: tuple[int, ...] = ()
+    """Blocks per pipeline rank, when a caller fixed them (a branch of `benchmarks/totals_search.py`)."""
 
     @property
     def chunks(self) -> int:
@@ -228,7 +230,10 @@ def brute_force(p: Problem) -> Solution | None:
     best = None
     for bounds in _compositions(p):
         starts = list(itertools.accumulate(bounds, initial=0))
-        options = [choices(p, sum(p.is_block[starts[c]:starts[c + 1]])) for c in range(p.chunks)]
+        blocks = [sum(p.is_block[starts[c]:starts[c + 1]]) for c in range(p.chunks)]
+        if p.totals and tuple(sum(blocks[r::p.pp]) for r in range(p.pp)) != p.totals:
+            continue
+        options = [choices(p, n) for n in blocks]
         for choice in itertools.product(*options):
             full, sel = tuple(x[0] for x in choice), tuple(x[1] for x in choice)
             s = evaluate(p, bounds, full, sel, orders, vectors)

@@ -200,3 +200,33 @@ def test_seed_paths_never_exceed_the_simulated_end(schedule):
                 assert length + rank_extra(p, parts, r) <= ends[r], (r, counts)
                 checked += 1
     assert checked > 100
+
+
+@pytest.mark.parametrize("schedule", ["1f1b", "interleaved"])
+def test_fixed_rank_totals_give_the_best_assignment_with_them(schedule):
+    """A branch of the search over per-rank block totals (`Problem.totals`): the solver's answer is
+    brute force's best among the assignments with those totals, and the best over every branch is
+    the unrestricted optimum."""
+    import itertools
+    from dataclasses import replace
+    rng = random.Random(77 + len(schedule))
+    checked = 0
+    for _ in range(4):
+        p = instance(rng, rng.random() < 0.5, schedule)
+        exact = brute_force(p)
+        if exact is None:
+            continue
+        blocks = sum(p.is_block)
+        best = None
+        for totals in itertools.product(range(p.vpp, blocks + 1), repeat=p.pp):
+            if sum(totals) != blocks:
+                continue
+            q = replace(p, totals=totals)
+            want, got = brute_force(q), solve(q)
+            assert (want is None) == (got is None)
+            if want is not None:
+                assert got.status == "OPTIMAL" and got.objective == want.objective
+                best = got.objective if best is None else min(best, got.objective)
+                checked += 1
+        assert best == exact.objective
+    assert checked >= 6
