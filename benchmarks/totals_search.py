@@ -20,7 +20,7 @@ from ortools.linear_solver import pywraplp
 
 from planner.search.master import solve
 from planner.search.pricing import TIME_UNIT, problem
-from planner.search.relax import certify, linear_model
+from planner.search.relax import certify, glop_model, linear_model
 from planner.search.space import parse_layout
 from search import CASES, model
 
@@ -32,21 +32,8 @@ def totals_search(case: int, layout: str, cutoff: float) -> None:
     m, unit, (rows, objective, domains) = linear_model(p)
     base = len(rows)
     rows += [({m.x.blocks[c].index: 1 for c in range(r, p.chunks, p.pp)}, None, None) for r in range(p.pp)]
-    lp = pywraplp.Solver.CreateSolver("GLOP")
+    lp, cons, scales = glop_model(rows, objective, domains)
     inf = lp.infinity()
-    col = [max(1, min(max(abs(lo), abs(hi)), 10 ** 7)) for lo, hi in domains]
-    x = [lp.NumVar(lo / s, hi / s, "") for (lo, hi), s in zip(domains, col)]
-    cons, scales = [], []
-    for coef, lo, hi in rows:
-        s = max(abs(a * col[v]) for v, a in coef.items())
-        row = lp.RowConstraint(-inf if lo is None else lo / s, inf if hi is None else hi / s, "")
-        for v, a in coef.items():
-            row.SetCoefficient(x[v], a * col[v] / s)
-        cons.append(row)
-        scales.append(s)
-    for v, a in objective.items():
-        lp.Objective().SetCoefficient(x[v], a * col[v])
-    lp.Objective().SetMinimization()
     counts = {"nodes": 0, "infeasible": 0, "pruned": 0}
     leaves: list[tuple[float, tuple[int, ...]]] = []
     cut, total = cutoff / TIME_UNIT / unit, sum(p.is_block)

@@ -84,8 +84,8 @@ def _round_paths(pp: int, vpp: int, n: int, orders: list[list[Action]], drain: b
                 fill[("F", c)] += 1
                 fill[("S", c)] += 1
             out.append((r, fill + Counter((k, c) for c, k, _ in order[i0:])))
-            if drain and at[(r + j * pp, "B", n - 1)] >= i0:
-                i1 = at[(r + j * pp, "B", n - 1)]
+            i1 = at[(r + j * pp, "B", n - 1)]
+            if drain and i1 >= i0:
                 down = fill + Counter((kind, c) for c, kind, _ in order[i0:i1 + 1])
                 for c in range(r + j * pp):
                     down[("B", c)] += 1

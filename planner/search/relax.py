@@ -23,7 +23,7 @@ from planner.search.master import build_master, unit_of
 from planner.search.partition import Problem
 from planner.search.paths import seed_paths
 
-__all__ = ["lp_floor", "linear_model", "certify"]
+__all__ = ["lp_floor", "linear_model", "glop_model", "certify"]
 
 NOTHING_FITS = 2 ** 62
 """The floor when the LP proves that no assignment fits in memory."""
@@ -104,8 +104,17 @@ sometimes ends ABNORMAL where another setting solves the same LP (seen on Llama 
 
 
 def _glop(rows, objective, domains, params: str, elastic: bool) -> list[float] | None:
-    """One GLOP solve: each column divided by its domain's largest end (at most 1e7), each row by its
-    largest scaled coefficient."""
+    """One GLOP solve of `glop_model`: the row duals mapped back to the unscaled rows, or None."""
+    lp, cons, scales = glop_model(rows, objective, domains, params, elastic)
+    if lp.Solve() != pywraplp.Solver.OPTIMAL:
+        return None
+    return [c.dual_value() / s for c, s in zip(cons, scales)]
+
+
+def glop_model(rows, objective, domains, params: str = "", elastic: bool = False):
+    """The LP of `rows` in GLOP, each column divided by its domain's largest end (at most 1e7), each row
+    by its largest scaled coefficient: the solver, its row constraints and each row's scale (a row's
+    dual over its scale is the unscaled row's). `elastic`: see `_solve`."""
     lp = pywraplp.Solver.CreateSolver("GLOP")
     lp.SetSolverSpecificParametersAsString(params)
     inf = lp.infinity()
@@ -130,9 +139,7 @@ def _glop(rows, objective, domains, params: str, elastic: bool) -> list[float] |
     for y in slacks:
         goal.SetCoefficient(y, 1)
     goal.SetMinimization()
-    if lp.Solve() != pywraplp.Solver.OPTIMAL:
-        return None
-    return [c.dual_value() / s for c, s in zip(cons, scales)]
+    return lp, cons, scales
 
 
 def certify(rows, objective, domains, duals) -> Fraction:
