@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import time
 
 __all__ = ["Budget", "WORK_PER_DETERMINISTIC_S", "WORK_PER_CONSTRAINT", "WORK_PER_ACTION", "WORK_PER_BOUND",
-           "WORK_PER_NODE_BOUND", "WORK_PER_REACHABLE", "WORK_PER_MIX", "WORK_PER_MIX_RANK", "WORK_PER_CANDIDATE", "WORK_PER_LP_NONZERO",
+           "WORK_PER_NODE_BOUND", "WORK_PER_REACHABLE", "WORK_PER_MIX", "WORK_PER_MIX_RANK", "WORK_PER_CANDIDATE", "WORK_PER_LP_NONZERO", "WORK_PER_LP_RESOLVE",
            "WORK_SHARE"]
 
 WORK_PER_DETERMINISTIC_S = 2.6
@@ -48,6 +48,7 @@ WORK_PER_BOUND = 5e-5
 WORK_PER_NODE_BOUND = 2.5e-7
 WORK_PER_CANDIDATE = 1.5e-4
 WORK_PER_LP_NONZERO = 1.1e-5
+WORK_PER_LP_RESOLVE = 1.5e-6
 WORK_SHARE = 0.9
 """Work units per second of a time limit: below 1, so that where the constants were measured the work
 runs out before the clock does."""

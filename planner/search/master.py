@@ -43,7 +43,7 @@ from planner.search.encoding import Chunks, prefix
 from planner.search.partition import Problem, Solution, evaluate
 from planner.search.paths import seed_paths
 
-__all__ = ["solve", "Warm", "build_master", "unit_of"]
+__all__ = ["solve", "Warm", "build_master", "unit_of", "answer"]
 
 
 @dataclass
@@ -58,6 +58,11 @@ class Warm:
     best: Solution | None = None
     unit: int = 0
     bound: int = 0
+    leaves: dict | None = None
+    """Per composition of blocks over the ranks (`totals.py`) still open: its own Warm; None until a
+    solve branches (and {} when branching was tried and cost too much)."""
+    leaf_cut: int = 0
+    """The step the branching was told to beat: its pruning holds for any cutoff not above it."""
 
 
 class _Master:
@@ -225,11 +230,11 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
         master.m.clear_hints()
         _hint(master, best, p)
     warm.paths, warm.best, warm.unit, warm.bound = paths, best, unit, bound
-    return _answer(best, bound, status_name, cutoff,
+    return answer(best, bound, status_name, cutoff,
                    {"rounds": rounds, "paths": len(paths), "unit": unit, "wall_s": time.perf_counter() - t0})
 
 
-def _answer(best: Solution | None, bound: int, status: str, cutoff: int | None, stats: dict) -> Solution | None:
+def answer(best: Solution | None, bound: int, status: str, cutoff: int | None, stats: dict) -> Solution | None:
     """What `solve` returns: only an assignment below the cutoff is an answer; without one, UNRESOLVED
     (the proved bound) when the limit stopped the loop, else CUTOFF, or None when nothing fits."""
     if best is not None and cutoff is not None and best.objective >= cutoff:

@@ -1,5 +1,5 @@
 """One strategy priced: its stage-partition instance in the solver's integer units, solved exactly
-(`master.solve`) or, for a strategy with its own bounds and recompute, estimated as given."""
+(`totals.solve`, `master.solve`) or, for a strategy with its own bounds and recompute, estimated as given."""
 from __future__ import annotations
 
 import math
@@ -11,9 +11,10 @@ from planner.search.bounds import lower_bound
 from planner.search.budget import Budget
 from planner.search.encoding import prefix
 from planner.search.floor import seed
-from planner.search.master import Warm, solve
+from planner.search.master import Warm
 from planner.search.partition import Problem, Solution, evaluate
 from planner.search.relax import lp_floor
+from planner.search.totals import solve
 from planner.types.estimate import Estimate
 from planner.types.strategy import Strategy, parse_recompute, recompute_name
 

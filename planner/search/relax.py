@@ -23,7 +23,7 @@ from planner.search.master import build_master, unit_of
 from planner.search.partition import Problem
 from planner.search.paths import seed_paths
 
-__all__ = ["lp_floor", "linear_model", "glop_model", "certify"]
+__all__ = ["lp_floor", "linear_model", "glop_model", "column_scales", "certify", "NOTHING_FITS", "ATTEMPTS"]
 
 NOTHING_FITS = 2 ** 62
 """The floor when the LP proves that no assignment fits in memory."""
@@ -118,7 +118,7 @@ def glop_model(rows, objective, domains, params: str = "", elastic: bool = False
     lp = pywraplp.Solver.CreateSolver("GLOP")
     lp.SetSolverSpecificParametersAsString(params)
     inf = lp.infinity()
-    col = [max(1, min(max(abs(lo), abs(hi)), 10 ** 7)) for lo, hi in domains]
+    col = column_scales(domains)
     x = [lp.NumVar(lo / s, hi / s, "") for (lo, hi), s in zip(domains, col)]
     cons, scales, slacks = [], [], []
     for coef, lo, hi in rows:
@@ -140,6 +140,11 @@ def glop_model(rows, objective, domains, params: str = "", elastic: bool = False
         goal.SetCoefficient(y, 1)
     goal.SetMinimization()
     return lp, cons, scales
+
+
+def column_scales(domains) -> list[int]:
+    """What `glop_model` divides each column by: its domain's largest end, at most 1e7."""
+    return [max(1, min(max(abs(lo), abs(hi)), 10 ** 7)) for lo, hi in domains]
 
 
 def certify(rows, objective, domains, duals) -> Fraction:

@@ -105,6 +105,8 @@ class _Run:
     shapes: set = field(default_factory=set)
     lps: dict = field(default_factory=dict)
     """Per strategy: its LP floor, once computed (and charged)."""
+    cleared: dict = field(default_factory=dict)
+    """Per candidate: a step nothing of it is below, proved (a later solve cut short must not undo it)."""
     kinds: list = field(init=False)
     """Per kind of `_solve_cost` (the candidates are sorted by kind, then bound): its first index and its
     bounds in order (`ahead`)."""
@@ -130,6 +132,7 @@ class _Run:
         passes = (self.work,) + ((of,) if of is not None else ())
         if cut is not None and self.c.recompute is None:
             if self.floor_rules_out(s, cut, passes):
+                self.cleared[i] = max(self.cleared.get(i, 0.0), cut)
                 self.open.pop(i, None)
                 self.warm.pop(i, None)
                 return
@@ -144,19 +147,20 @@ class _Run:
         self.solved.add(i)
         best = self.best()
         if cand.solver_status == "UNRESOLVED":
-            self.open[i] = max(self.open.get(i, 0.0), self.raise_bound(s, cand.lower_bound, best, passes))
+            self.open[i] = max(self.open.get(i, 0.0), self.cleared.get(i, 0.0), self.raise_bound(s, cand.lower_bound, best, passes))
             return
         self.open.pop(i, None)
         if cand.solver_status != "TIME_LIMIT":
             del self.warm[i]  # resolved: nothing left to go on from
         if cand.solver_status == "CUTOFF":
+            self.cleared[i] = max(self.cleared.get(i, 0.0), cut)
             return
         if cand.estimate is None or not cand.estimate.feasible:
             self.no_fit.add(i)
             return
         if cand.solver_status != "OPTIMAL":
             proved = cand.estimate.step_time_s * (1 - cand.gap)
-            self.open[i] = max(self.open.get(i, 0.0), self.raise_bound(s, proved, best, passes))
+            self.open[i] = max(self.open.get(i, 0.0), self.cleared.get(i, 0.0), self.raise_bound(s, proved, best, passes))
         keep(self.top, cand, self.c.top_k + 1)
 
     def floor_rules_out(self, s: Strategy, cut: float, passes: tuple[Budget, ...], lp: bool = True) -> bool:

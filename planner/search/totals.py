@@ -1,0 +1,240 @@
+"""Branching on each pipeline rank's block total, each branch bounded by the LP floor (`relax.py`).
+
+Over a whole interleaved candidate the LP floor is weak where integrality across the ranks binds, and
+CP-SAT's master (`master.py`) is slow to prove it: GPT-3 175B tp4-pp8-dp4 interleaved v2 on 8x16 is
+open at a 2.2% gap after a 60 s search. With every rank's block total fixed the LP is strong: 43.44
+s/step with none fixed, 45.63 at the totals of the plan's partition (11,12,12,12,12,13,13,11), 48.05
+with 12 blocks on every rank; and the master with the totals fixed (`Problem.totals`) is small work.
+
+So a candidate a first solve left open is split (`solve`): a depth-first search over the totals, rank
+by rank, each node's LP taking the totals fixed so far (one GLOP model whose per-rank rows change
+bounds between nodes, re-solved from the last basis), a node pruned when its bound reaches the step to
+beat; then the master solves each composition left, least bound first, all sharing the paths found
+and the incumbent. Nothing is pruned on GLOP's word alone: a bound is checked by weak duality in
+exact arithmetic (`relax.certify`), an infeasible node by its elastic LP's Farkas certificate, and
+each rank's total is first confined to the interval the LP allows it (two LPs a rank), which rules
+out most of the totals that do not fit in memory before any node is solved.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from fractions import Fraction
+from typing import Callable
+
+from ortools.linear_solver import pywraplp
+
+from planner.search import master
+from planner.search.budget import WORK_PER_LP_NONZERO, WORK_PER_LP_RESOLVE, Budget
+from planner.search.master import Warm
+from planner.search.partition import Problem, Solution
+from planner.search.relax import ATTEMPTS, certify, column_scales, glop_model, linear_model
+
+__all__ = ["solve", "branches"]
+
+BRANCH_SHARE = 0.25
+"""At most this share of a solve's budget goes to the search over totals; when it runs out first the
+candidate is left to the plain master, with what is left."""
+MAX_LEAVES = 3
+"""More compositions than this are not solved one by one: the plain master goes on, told the least of
+their bounds. Each composition's master gets an equal share, and many small shares prove less than
+one large one: Llama 3 70B tp4-pp4 v3 on 8x16 has 4 compositions below 82.11 s/step (LP 81.03-81.12);
+solved one by one in a 60 s search none finished and the plan went from 82.04 to 82.11 s/step (GPT-3
+175B tp4-pp8 v2 has one, whose master finds 46.13 where the plain master found 46.19)."""
+
+
+class _Tree:
+    """The LP floor of `p` in GLOP with one more row per rank, the sum of its chunks' blocks: `bound`
+    fixes the first ranks' totals by re-bounding those rows."""
+
+    def __init__(self, p: Problem):
+        m, self.unit, (rows, self.objective, self.domains) = linear_model(p)
+        self.base, self.pp = len(rows), p.pp
+        self.mine = [[m.x.blocks[c].index for c in range(r, p.chunks, p.pp)] for r in range(p.pp)]
+        self.rows = rows + [({v: 1 for v in vs}, None, None) for vs in self.mine]
+        self.lp, self.cons, self.scales = glop_model(self.rows, self.objective, self.domains)
+        self.col = column_scales(self.domains)
+        self.elastic = None
+        self.size = sum(len(coef) for coef, _, _ in self.rows)
+
+    def _fix(self, cons, box) -> list:
+        """Bound the rank rows of `cons` by `box` (per rank: least and most blocks; () frees them all);
+        the rows as bounded, for `certify`."""
+        rows, inf = list(self.rows), self.lp.infinity()
+        for r in range(self.pp):
+            k, s = self.base + r, self.scales[self.base + r]
+            lo, hi = box[r] if box else (None, None)
+            cons[k].SetBounds(-inf if lo is None else lo / s, inf if hi is None else hi / s)
+            rows[k] = (rows[k][0], lo, hi)
+        return rows
+
+    def _solve(self, lp) -> int:
+        """GLOP's status, trying each of `relax.ATTEMPTS` in turn while it ends neither OPTIMAL nor
+        INFEASIBLE (ABNORMAL on some Llama 3 405B boxes), back to the first setting after."""
+        for params in ATTEMPTS:
+            lp.SetSolverSpecificParametersAsString(params)
+            status = lp.Solve()
+            if status in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.INFEASIBLE):
+                break
+        if params:
+            lp.SetSolverSpecificParametersAsString("")
+        return status
+
+    def bound(self, box, cut: Fraction, budget: Budget) -> tuple[Fraction | None, bool, list[float]]:
+        """A lower bound on the master's T (its units) with each rank's total in `box`; whether it is
+        certified (it is when it comes near `cut` or above; below, GLOP's value only ever decides to go
+        on branching: `certified` proves a leaf's); and the LP's rank totals. None when the LP is proved
+        infeasible (nothing fits), 0 (certified) when GLOP proves nothing."""
+        rows = self._fix(self.cons, box)
+        status = self._solve(self.lp)
+        if status == pywraplp.Solver.OPTIMAL:
+            x, col = self.lp.variables(), self.col
+            totals = [sum(x[v].solution_value() * col[v] for v in vs) for vs in self.mine]
+            value = Fraction(self.lp.Objective().Value())
+            if value < cut - abs(cut) * Fraction(1, 10 ** 9) - Fraction(1, 10 ** 6):
+                return value, False, totals
+            return certify(rows, self.objective, self.domains, _duals(self.cons, self.scales)), True, totals
+        if status != pywraplp.Solver.INFEASIBLE:
+            return Fraction(0), True, []
+        if self.elastic is None:
+            budget.spend(WORK_PER_LP_NONZERO * self.size)
+            self.elastic = glop_model(self.rows, self.objective, self.domains, elastic=True)
+        lp, cons, scales = self.elastic
+        self._fix(cons, box)
+        budget.spend(WORK_PER_LP_RESOLVE * self.size)
+        if self._solve(lp) == pywraplp.Solver.OPTIMAL and certify(rows, {}, self.domains, _duals(cons, scales)) > 0:
+            return None, True, []
+        return Fraction(0), True, []
+
+    def certified(self, box) -> Fraction:
+        """The certified bound of the LP just solved (OPTIMAL) with `box`."""
+        return certify(self._fix(self.cons, box), self.objective, self.domains, _duals(self.cons, self.scales))
+
+    def interval(self, r: int, least: int, most: int) -> tuple[int, int]:
+        """The least and most blocks rank r may hold in the LP (certified), within [least, most]."""
+        x, col = self.lp.variables(), self.col
+        self._fix(self.cons, ())
+        goal = self.lp.Objective()
+        for sign in (1, -1):
+            goal.Clear()
+            for v in self.mine[r]:
+                goal.SetCoefficient(x[v], sign * col[v])
+            goal.SetMinimization()
+            if self.lp.Solve() == pywraplp.Solver.OPTIMAL:
+                b = certify(self.rows, {v: sign for v in self.mine[r]}, self.domains, _duals(self.cons, self.scales))
+                least, most = (max(least, math.ceil(b)), most) if sign > 0 else (least, min(most, math.floor(-b)))
+        goal.Clear()
+        for v, a in self.objective.items():
+            goal.SetCoefficient(x[v], a * col[v])
+        goal.SetMinimization()
+        return least, most
+
+
+def _duals(cons, scales) -> list[float]:
+    return [c.dual_value() / s for c, s in zip(cons, scales)]
+
+
+def _tighten(box: list[tuple[int, int]], total: int) -> list[tuple[int, int]] | None:
+    """`box` with each rank's range cut to what the others' ranges leave of `total`; None if empty."""
+    lo, hi = sum(a for a, _ in box), sum(b for _, b in box)
+    out = [(max(a, total - (hi - b)), min(b, total - (lo - a))) for a, b in box]
+    return None if any(a > b for a, b in out) else out
+
+
+def _split(box: list[tuple[int, int]], totals: list[float]) -> tuple[list, list]:
+    """Two boxes that cover `box`: the rank whose LP total is furthest from a whole number (else the
+    first whose range is open) split below and above that total."""
+    frac = [abs(x - round(x)) if a < b else -1.0 for x, (a, b) in zip(totals, box)] if totals else []
+    r = max(range(len(box)), key=lambda i: (frac[i], -i)) if frac and max(frac) > 1e-6 else \
+        next(i for i, (a, b) in enumerate(box) if a < b)
+    a, b = box[r]
+    k = min(max(math.floor(totals[r] + 1e-9) if totals else (a + b) // 2, a), b - 1)
+    return box[:r] + [(a, k)] + box[r + 1:], box[:r] + [(k + 1, b)] + box[r + 1:]
+
+
+def branches(p: Problem, cut: int, budget: Budget) -> list[tuple[int, tuple[int, ...]]] | None:
+    """Every composition of `p`'s blocks over its ranks (blocks per rank) whose certified LP bound is
+    below `cut` (problem units), as (bound, totals), least first; None when `budget` ran out first.
+    Branch and bound over boxes of per-rank totals, each split in two at the LP's most fractional rank
+    total (a range of totals pruned by one LP where fixing them one by one took an LP each: GPT-3 175B
+    tp4-pp8 v2, 393 LPs -> N). Identical blocks only (`relax.lp_floor`)."""
+    tree = _Tree(p)
+    budget.spend(WORK_PER_LP_NONZERO * tree.size)  # the model built, read back and solved once
+    total, per_node = sum(p.is_block), WORK_PER_LP_RESOLVE * tree.size
+    budget.spend(2 * p.pp * per_node)
+    stack = [_tighten([tree.interval(r, p.vpp, total) for r in range(p.pp)], total)]
+    limit = Fraction(math.ceil(Fraction(cut, tree.unit)) - 1)  # pruned when ceil(bound) x unit >= cut
+    leaves: list[tuple[int, tuple[int, ...]]] = []
+    while stack:
+        box = stack.pop()
+        if box is None:
+            continue
+        if budget.spent():
+            return None
+        budget.spend(per_node)
+        b, proved, totals = tree.bound(box, limit, budget)
+        if b is None or (proved and b > limit):
+            continue
+        if all(a == c for a, c in box):
+            if (b := max(0, math.ceil(b if proved else tree.certified(box))) * tree.unit) < cut:
+                leaves.append((b, tuple(a for a, _ in box)))
+            continue
+        stack += [_tighten(half, total) for half in reversed(_split(box, totals))]
+    return sorted(leaves)
+
+
+def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
+          tick: Callable[[], None] | None = None, budget: Budget | None = None,
+          warm: Warm | None = None) -> Solution | None:
+    """`master.solve`, but a candidate an earlier solve left open (its `warm` holds paths) with identical
+    blocks and a pipeline is first split by its ranks' block totals (`branches`, given at most
+    BRANCH_SHARE of the budget), and each composition left is solved on its own, least bound first, each
+    with an equal share of what is left. Same answers and statuses as `master.solve`."""
+    warm = warm or Warm()
+    budget = budget or Budget.seconds(time_limit)
+    target = min((x for x in (cutoff, warm.best and warm.best.objective) if x is not None), default=None)
+    if not (warm.paths or p.vpp > 1) or target is None or p.pp == 1 or not p.uniform() or p.fixed_bounds or p.totals:
+        return master.solve(p, time_limit, cutoff, tick, budget, warm)
+    if warm.leaves is None or (warm.leaves and target > warm.leaf_cut):
+        share = budget.child(BRANCH_SHARE * budget.left())
+        leaves = branches(p, target, share)
+        budget.spend(share.used)
+        warm.leaf_cut = target
+        if leaves is None or len(leaves) > MAX_LEAVES:
+            warm.leaves = {}  # the plain master goes on, from the least leaf's bound when there is one
+            warm.bound = max(warm.bound, leaves[0][0] if leaves else 0)
+            return master.solve(p, time_limit, cutoff, tick, budget, warm)
+        warm.leaves = {t: Warm(paths=warm.paths, bound=b) for b, t in leaves}
+    elif not warm.leaves:  # branching was tried: too costly, or too many compositions
+        return master.solve(p, time_limit, cutoff, tick, budget, warm)
+    return _leaves(p, cutoff, tick, budget, warm)
+
+
+def _leaves(p: Problem, cutoff: int | None, tick, budget: Budget, warm: Warm) -> Solution | None:
+    """Solve each composition in `warm.leaves` (least bound first) below the cutoff and the incumbent;
+    the ones the budget leaves open stay in `warm.leaves`, and the least of their bounds is the gap's."""
+    best, open_bounds, rounds = warm.best, [], 0
+    order = sorted(warm.leaves.items(), key=lambda kv: (kv[1].bound, kv[0]))
+    for k, (totals, leaf) in enumerate(order):
+        cut = min(x for x in (cutoff, best and best.objective) if x is not None)
+        if leaf.bound >= cut:
+            del warm.leaves[totals]
+            continue
+        if budget.spent():
+            open_bounds.append(leaf.bound)
+            continue
+        share = budget.child(budget.left() / (len(order) - k))
+        sol = master.solve(replace(p, totals=totals), cutoff=cut, tick=tick, budget=share, warm=leaf)
+        budget.spend(share.used)
+        rounds += sol.stats.get("rounds", 0) if sol is not None else 0
+        if sol is not None and sol.bounds and sol.objective < cut:
+            best = Solution(sol.bounds, sol.full, sol.selective, sol.objective)
+        if sol is None or sol.status in ("OPTIMAL", "CUTOFF"):
+            del warm.leaves[totals]
+        else:
+            open_bounds.append(leaf.bound)
+    ceiling = min(x for x in (cutoff, best and best.objective) if x is not None)
+    bound = min([b for b in open_bounds if b < ceiling] or [ceiling])
+    warm.best, warm.bound = best, max(warm.bound, bound)
+    stats = {"rounds": rounds, "paths": len(warm.paths), "unit": warm.unit, "compositions": len(order)}
+    return master.answer(best, bound, "TIME_LIMIT" if bound < ceiling else "OPTIMAL", cutoff, stats)
