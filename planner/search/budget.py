@@ -22,7 +22,10 @@ problem and estimate WORK_PER_CANDIDATE for each layer of the model (3.5 ms for 
 14 ms for 175B's 98, 28 ms for the 1T's 130 on 384 nodes); each LP floor (`relax.lp_floor`: the
 master's model built, read back, solved by GLOP and checked) WORK_PER_LP_NONZERO per nonzero of its
 rows (2026-12-03: 1.0e-5 s on average over Llama 3 405B's first 200 pipeline candidates, 2.0e-5 at
-worst; 0.05 s for tp8-pp16 v2, 0.57 s for GPT 1T's tp8-pp32 v4 with 60k nonzeros).
+worst; 0.05 s for tp8-pp16 v2, 0.57 s for GPT 1T's tp8-pp32 v4 with 60k nonzeros); each re-solve of
+that LP with other bounds on a few rows (`totals.branches`) WORK_PER_LP_RESOLVE per nonzero
+(2026-12-03: 1.2-1.5e-6 s over GPT-3 175B tp4-pp8 v2/v3/v4 and Llama 3 70B tp4-pp4 v3, 200-400 nodes
+each, GLOP re-solve, duals and the exact check).
 
 The clock is the hard bound: a limit of S seconds is WORK_SHARE x S units of work and a deadline S
 seconds after the start. On a machine like that one the work runs out first (the same plan run after

@@ -6,14 +6,15 @@ open at a 2.2% gap after a 60 s search. With every rank's block total fixed the 
 s/step with none fixed, 45.63 at the totals of the plan's partition (11,12,12,12,12,13,13,11), 48.05
 with 12 blocks on every rank; and the master with the totals fixed (`Problem.totals`) is small work.
 
-So a candidate a first solve left open is split (`solve`): a depth-first search over the totals, rank
-by rank, each node's LP taking the totals fixed so far (one GLOP model whose per-rank rows change
-bounds between nodes, re-solved from the last basis), a node pruned when its bound reaches the step to
-beat; then the master solves each composition left, least bound first, all sharing the paths found
-and the incumbent. Nothing is pruned on GLOP's word alone: a bound is checked by weak duality in
-exact arithmetic (`relax.certify`), an infeasible node by its elastic LP's Farkas certificate, and
-each rank's total is first confined to the interval the LP allows it (two LPs a rank), which rules
-out most of the totals that do not fit in memory before any node is solved.
+So an interleaved candidate, or one a first solve left open, is split (`solve`): branch and bound
+over boxes of per-rank totals (`branches`; one GLOP model whose per-rank rows change bounds between
+nodes, re-solved from the last basis), a box pruned when its bound reaches the step to beat; then,
+when few compositions are left (MAX_LEAVES), the master solves each, least bound first, all sharing
+the paths found and the incumbent; with more, the plain master goes on from the least of their
+bounds. Nothing is pruned on GLOP's word alone: a bound is checked by weak duality in exact
+arithmetic (`relax.certify`), an infeasible box by its elastic LP's Farkas certificate, and each
+rank's range starts as the interval the LP allows it (two LPs a rank), which rules out most totals
+that do not fit in memory before any box is solved.
 """
 from __future__ import annotations
 
@@ -156,8 +157,10 @@ def branches(p: Problem, cut: int, budget: Budget) -> list[tuple[int, tuple[int,
     """Every composition of `p`'s blocks over its ranks (blocks per rank) whose certified LP bound is
     below `cut` (problem units), as (bound, totals), least first; None when `budget` ran out first.
     Branch and bound over boxes of per-rank totals, each split in two at the LP's most fractional rank
-    total (a range of totals pruned by one LP where fixing them one by one took an LP each: GPT-3 175B
-    tp4-pp8 v2, 393 LPs -> N). Identical blocks only (`relax.lp_floor`)."""
+    total: a range of totals pruned by one LP where fixing the ranks' totals one after another took an
+    LP for each value (GPT-3 175B tp4-pp8 below 46.13 s/step, v2/v3/v4: 1,895/1,765/1,583 LPs in
+    2.0/3.5/4.3 s -> 0.17/0.20/0.24 s, the same one composition left; `benchmarks/totals_search.py`).
+    Identical blocks only (`relax.lp_floor`)."""
     tree = _Tree(p)
     budget.spend(WORK_PER_LP_NONZERO * tree.size)  # the model built, read back and solved once
     total, per_node = sum(p.is_block), WORK_PER_LP_RESOLVE * tree.size
