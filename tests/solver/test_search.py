@@ -189,3 +189,28 @@ def test_progress_counts_the_candidates_a_pass_will_solve(tiny):
     assert proof and all(d <= t for d, t in proof) and all(t >= visited for _, t in proof)
     assert proof[0][1] < res.stats.candidates  # the bounds prune before anything is solved
     assert [d for d, _ in proof] == sorted(d for d, _ in proof)
+
+
+def test_a_proof_is_not_undone_by_a_later_solve_cut_short(tiny):
+    """A candidate proved to have nothing below a step (CUTOFF), then solved again with a higher cutoff
+    and no budget (as a runner-up's solve may be), is not left open below that step: the search's
+    gap would otherwise reopen what it had proved (GPT-3 13B on 8x4 ended TIME_LIMIT at 0.1% so)."""
+    import math
+    from planner.search.budget import Budget
+    from planner.search.search import _bounded, _Run
+    cm = CostModel(tiny, parse_gpus("4x2", "a100-80gb")[0])
+    c = Constraints(global_batch=16)
+    bounded, _ = _bounded(cm, c, 16, {})
+    checked = 0
+    for i in [j for j, (_, _, s) in enumerate(bounded) if s.pp > 1][:6]:
+        cand = evaluate_fixed(cm, bounded[i][2], 16, budget=Budget(1e9))
+        if cand.estimate is None or not cand.estimate.feasible:
+            continue
+        below = cand.estimate.step_time_s * (1 - 1e-6)
+        run = _Run(cm, c, 16, bounded, [], Budget(1e9), None)
+        run.attempt(i, below, Budget(1e9))
+        assert i not in run.open and run.cleared[i] >= below
+        run.attempt(i, 2 * cand.estimate.step_time_s, Budget(0.0))
+        assert run.open.get(i, math.inf) >= below
+        checked += 1
+    assert checked >= 3
