@@ -17,7 +17,7 @@ from ortools.linear_solver import pywraplp
 from planner.search.budget import Budget
 from planner.search.master import solve
 from planner.search.pricing import TIME_UNIT, problem
-from planner.search.relax import certify, glop_model, linear_model
+from planner.search.relax import certify, duals, glop_model, linear_model
 from planner.search.space import parse_layout
 from planner.search.totals import branches
 from search import CASES, model
@@ -44,7 +44,7 @@ def rank_by_rank(p, cut: int) -> tuple[list, int]:
         status = lp.Solve()
         if status != pywraplp.Solver.OPTIMAL:
             return float("inf") if status == pywraplp.Solver.INFEASIBLE else 0.0
-        return float(certify(rows, objective, domains, [c.dual_value() / s for c, s in zip(cons, scales)]))
+        return float(certify(rows, objective, domains, duals(cons, scales)))
 
     def visit(fixed: list[int]) -> None:
         b = bound(fixed)

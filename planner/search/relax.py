@@ -23,7 +23,7 @@ from planner.search.master import build_master, unit_of
 from planner.search.partition import Problem
 from planner.search.paths import seed_paths
 
-__all__ = ["lp_floor", "linear_model", "glop_model", "column_scales", "certify", "NOTHING_FITS", "ATTEMPTS"]
+__all__ = ["lp_floor", "linear_model", "glop_model", "column_scales", "certify", "duals", "NOTHING_FITS", "ATTEMPTS"]
 
 NOTHING_FITS = 2 ** 62
 """The floor when the LP proves that no assignment fits in memory."""
@@ -108,6 +108,11 @@ def _glop(rows, objective, domains, params: str, elastic: bool) -> list[float] |
     lp, cons, scales = glop_model(rows, objective, domains, params, elastic)
     if lp.Solve() != pywraplp.Solver.OPTIMAL:
         return None
+    return duals(cons, scales)
+
+
+def duals(cons, scales) -> list[float]:
+    """The row duals of a solved `glop_model`, mapped back to the unscaled rows."""
     return [c.dual_value() / s for c, s in zip(cons, scales)]
 
 

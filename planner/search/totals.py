@@ -29,7 +29,7 @@ from planner.search import master
 from planner.search.budget import WORK_PER_LP_NONZERO, WORK_PER_LP_RESOLVE, Budget
 from planner.search.master import Warm
 from planner.search.partition import Problem, Solution
-from planner.search.relax import ATTEMPTS, certify, column_scales, glop_model, linear_model
+from planner.search.relax import ATTEMPTS, certify, column_scales, duals, glop_model, linear_model
 
 __all__ = ["solve", "branches"]
 
@@ -46,7 +46,7 @@ solved one by one in a 60 s search none finished and the plan went from 82.04 to
 
 class _Tree:
     """The LP floor of `p` in GLOP with one more row per rank, the sum of its chunks' blocks: `bound`
-    fixes the first ranks' totals by re-bounding those rows."""
+    confines each rank's total to a box by re-bounding those rows."""
 
     def __init__(self, p: Problem):
         m, self.unit, (rows, self.objective, self.domains) = linear_model(p)
@@ -94,7 +94,7 @@ class _Tree:
             value = Fraction(self.lp.Objective().Value())
             if value < cut - abs(cut) * Fraction(1, 10 ** 9) - Fraction(1, 10 ** 6):
                 return value, False, totals
-            return certify(rows, self.objective, self.domains, _duals(self.cons, self.scales)), True, totals
+            return certify(rows, self.objective, self.domains, duals(self.cons, self.scales)), True, totals
         if status != pywraplp.Solver.INFEASIBLE:
             return Fraction(0), True, []
         if self.elastic is None:
@@ -103,13 +103,13 @@ class _Tree:
         lp, cons, scales = self.elastic
         self._fix(cons, box)
         budget.spend(WORK_PER_LP_RESOLVE * self.size)
-        if self._solve(lp) == pywraplp.Solver.OPTIMAL and certify(rows, {}, self.domains, _duals(cons, scales)) > 0:
+        if self._solve(lp) == pywraplp.Solver.OPTIMAL and certify(rows, {}, self.domains, duals(cons, scales)) > 0:
             return None, True, []
         return Fraction(0), True, []
 
     def certified(self, box) -> Fraction:
         """The certified bound of the LP just solved (OPTIMAL) with `box`."""
-        return certify(self._fix(self.cons, box), self.objective, self.domains, _duals(self.cons, self.scales))
+        return certify(self._fix(self.cons, box), self.objective, self.domains, duals(self.cons, self.scales))
 
     def interval(self, r: int, least: int, most: int) -> tuple[int, int]:
         """The least and most blocks rank r may hold in the LP (certified), within [least, most]."""
@@ -122,7 +122,7 @@ class _Tree:
                 goal.SetCoefficient(x[v], sign * col[v])
             goal.SetMinimization()
             if self.lp.Solve() == pywraplp.Solver.OPTIMAL:
-                b = certify(self.rows, {v: sign for v in self.mine[r]}, self.domains, _duals(self.cons, self.scales))
+                b = certify(self.rows, {v: sign for v in self.mine[r]}, self.domains, duals(self.cons, self.scales))
                 least, most = (max(least, math.ceil(b)), most) if sign > 0 else (least, min(most, math.floor(-b)))
         goal.Clear()
         for v, a in self.objective.items():
@@ -131,8 +131,9 @@ class _Tree:
         return least, most
 
 
-def _duals(cons, scales) -> list[float]:
-    return [c.dual_value() / s for c, s in zip(cons, scales)]
+def _target(cutoff: int | None, best: Solution | None) -> int | None:
+    """The step to beat: the cutoff or the incumbent, whichever is lower (None without either)."""
+    return min((x for x in (cutoff, best and best.objective) if x is not None), default=None)
 
 
 def _tighten(box: list[tuple[int, int]], total: int) -> list[tuple[int, int]] | None:
@@ -189,13 +190,15 @@ def branches(p: Problem, cut: int, budget: Budget) -> list[tuple[int, tuple[int,
 def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
           tick: Callable[[], None] | None = None, budget: Budget | None = None,
           warm: Warm | None = None) -> Solution | None:
-    """`master.solve`, but a candidate an earlier solve left open (its `warm` holds paths) with identical
-    blocks and a pipeline is first split by its ranks' block totals (`branches`, given at most
-    BRANCH_SHARE of the budget), and each composition left is solved on its own, least bound first, each
-    with an equal share of what is left. Same answers and statuses as `master.solve`."""
+    """`master.solve`, but a pipeline of identical blocks, interleaved or left open by an earlier solve
+    (its `warm` holds paths), with a step to beat is first split by its ranks' block totals
+    (`branches`, given at most BRANCH_SHARE of the budget). Up to MAX_LEAVES compositions left are
+    solved on their own, least bound first, each with an equal share of what is left; with more, or
+    when branching ran out of budget, the plain master goes on from the least composition's bound.
+    Same answers and statuses as `master.solve`."""
     warm = warm or Warm()
     budget = budget or Budget.seconds(time_limit)
-    target = min((x for x in (cutoff, warm.best and warm.best.objective) if x is not None), default=None)
+    target = _target(cutoff, warm.best)
     if not (warm.paths or p.vpp > 1) or target is None or p.pp == 1 or not p.uniform() or p.fixed_bounds or p.totals:
         return master.solve(p, time_limit, cutoff, tick, budget, warm)
     if warm.leaves is None or (warm.leaves and target > warm.leaf_cut):
@@ -219,7 +222,7 @@ def _leaves(p: Problem, cutoff: int | None, tick, budget: Budget, warm: Warm) ->
     best, open_bounds, rounds = warm.best, [], 0
     order = sorted(warm.leaves.items(), key=lambda kv: (kv[1].bound, kv[0]))
     for k, (totals, leaf) in enumerate(order):
-        cut = min(x for x in (cutoff, best and best.objective) if x is not None)
+        cut = _target(cutoff, best)
         if leaf.bound >= cut:
             del warm.leaves[totals]
             continue
@@ -236,7 +239,7 @@ def _leaves(p: Problem, cutoff: int | None, tick, budget: Budget, warm: Warm) ->
             del warm.leaves[totals]
         else:
             open_bounds.append(leaf.bound)
-    ceiling = min(x for x in (cutoff, best and best.objective) if x is not None)
+    ceiling = _target(cutoff, best)
     bound = min([b for b in open_bounds if b < ceiling] or [ceiling])
     warm.best, warm.bound = best, max(warm.bound, bound)
     stats = {"rounds": rounds, "paths": len(warm.paths), "unit": warm.unit, "compositions": len(order)}
