@@ -25,7 +25,11 @@ rows (2026-12-03: 1.0e-5 s on average over Llama 3 405B's first 200 pipeline can
 worst; 0.05 s for tp8-pp16 v2, 0.57 s for GPT 1T's tp8-pp32 v4 with 60k nonzeros); each re-solve of
 that LP with other bounds on a few rows (`totals.branches`) WORK_PER_LP_RESOLVE per nonzero
 (2026-12-03: 1.2-1.5e-6 s over GPT-3 175B tp4-pp8 v2/v3/v4 and Llama 3 70B tp4-pp4 v3, 200-400 nodes
-each, GLOP re-solve, duals and the exact check).
+each, GLOP re-solve, duals and the exact check); each neighbour local search looks at (`local.improve`:
+its chunks, the memory of the ranks it changes, the paths' floor) WORK_PER_NEIGHBOUR (2026-12-03: 36-40
+us over 321-3,600 neighbours for GPT-3 13B tp1-pp2 v3 and Llama 3 70B tp4-pp4 v3; its simulations are
+charged as actions, a step taken three times: simulated, then again with its paths; walls 0.5-1.9x the
+charge over 70B, 175B tp4-pp8 v3 and Llama 3 405B tp8-pp16 v3).
 
 The clock is the hard bound: a limit of S seconds is WORK_SHARE x S units of work and a deadline S
 seconds after the start. On a machine like that one the work runs out first (the same plan run after
@@ -39,7 +43,7 @@ import time
 
 __all__ = ["Budget", "WORK_PER_DETERMINISTIC_S", "WORK_PER_CONSTRAINT", "WORK_PER_ACTION", "WORK_PER_BOUND",
            "WORK_PER_NODE_BOUND", "WORK_PER_REACHABLE", "WORK_PER_MIX", "WORK_PER_MIX_RANK", "WORK_PER_CANDIDATE", "WORK_PER_LP_NONZERO", "WORK_PER_LP_RESOLVE",
-           "WORK_SHARE"]
+           "WORK_PER_NEIGHBOUR", "WORK_SHARE"]
 
 WORK_PER_DETERMINISTIC_S = 2.6
 WORK_PER_CONSTRAINT = 3.3e-4
@@ -52,6 +56,7 @@ WORK_PER_NODE_BOUND = 2.5e-7
 WORK_PER_CANDIDATE = 1.5e-4
 WORK_PER_LP_NONZERO = 1.1e-5
 WORK_PER_LP_RESOLVE = 1.5e-6
+WORK_PER_NEIGHBOUR = 6e-5
 WORK_SHARE = 0.9
 """Work units per second of a time limit: below 1, so that where the constants were measured the work
 runs out before the clock does."""

@@ -7,13 +7,16 @@ from dataclasses import replace
 from planner.cost.model import CostModel, even_split
 from planner.search.budget import WORK_PER_CANDIDATE, Budget
 from planner.search.floor import floor, seed
-from planner.search.pricing import Candidate, problem
+from planner.search.pricing import Candidate, polished, problem
 
 __all__ = ["ceiling", "by_floor", "estimate_work", "FLOOR_SEEDS"]
 
 FLOOR_SEEDS = 20
 """How many of the candidates the floor sweep lets through, those with the least floors, `by_floor`
 prices by their seeds."""
+POLISH_SHARE = 0.5
+"""Of what `by_floor`'s budget has left after the seeds, what local search on the best of them may use
+(`pricing.polished`)."""
 
 
 def estimate_work(cm: CostModel) -> float:
@@ -50,7 +53,8 @@ def ceiling(cm: CostModel, bounded: list[tuple], batch: int, fixed: str | None, 
 def by_floor(cm: CostModel, bounded: list[tuple], survivors: list[int], cut: float, batch: int,
              work: Budget) -> tuple[Candidate | None, dict[int, float]]:
     """The survivors' discrete floors (`floor.floor`, one estimate's work each; index -> seconds), and
-    the best seed plan (`ceiling`) of the FLOOR_SEEDS with the least floors. The first ceiling takes the
+    the best seed plan (`ceiling`) of the FLOOR_SEEDS with the least floors, after local search
+    (`pricing.polished`). The first ceiling takes the
     candidates with the least cheap bounds of each kind; the best plan may lie far behind them (GPT 1T
     on 8x384: tp8-pp32-dp12 interleaved v4, cheap bound 58.8, the 172nd of 3,630 interleaved candidates,
     floor 63.3; its seed runs 64.9 s/step, where the first ceiling's 1F1B plan ran 69.7)."""
@@ -63,4 +67,8 @@ def by_floor(cm: CostModel, bounded: list[tuple], survivors: list[int], cut: flo
         floors[i] = floor(cm, s, lb, cut, rel=1e-5)
     least = sorted(floors, key=lambda i: (floors[i], i))[:FLOOR_SEEDS]
     top = ceiling(cm, [bounded[i] for i in least], batch, None, work)
+    if top and not work.spent():  # the best seed after local search, with at most half of what is left
+        share = work.child(POLISH_SHARE * work.left())
+        top = [polished(cm, top[0], batch, share)]
+        work.spend(share.used)
     return (top[0] if top else None), floors

@@ -21,7 +21,7 @@ from planner.cost.schedule import Action, in_flight, rank_orders, simulate
 from planner.cost.terms import ALLOCATOR_DIVISOR, DpModel, dp_exposed
 from planner.search.paths import critical
 
-__all__ = ["Problem", "Solution", "Part", "Score", "evaluate", "parts_of", "part", "rank_fits", "brute_force", "NONE", "SELECTIVE", "FULL"]
+__all__ = ["Problem", "Solution", "Part", "Score", "evaluate", "parts_of", "part", "fits", "rank_fits", "brute_force", "NONE", "SELECTIVE", "FULL"]
 
 NONE, SELECTIVE, FULL = 0, 1, 2
 

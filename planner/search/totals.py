@@ -18,6 +18,7 @@ that do not fit in memory before any box is solved.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 from fractions import Fraction
@@ -230,6 +231,8 @@ def _leaves(p: Problem, cutoff: int | None, tick, budget: Budget, warm: Warm) ->
             open_bounds.append(leaf.bound)
             continue
         share = budget.child(budget.left() / (len(order) - k))
+        if leaf.best is None and best is not None and _composition(p, best) == totals:
+            leaf.best = best  # local search starts from it (`master._polish`)
         sol = master.solve(replace(p, totals=totals), cutoff=cut, tick=tick, budget=share, warm=leaf)
         budget.spend(share.used)
         rounds += sol.stats.get("rounds", 0) if sol is not None else 0
@@ -244,3 +247,10 @@ def _leaves(p: Problem, cutoff: int | None, tick, budget: Budget, warm: Warm) ->
     warm.best, warm.bound = best, max(warm.bound, bound)
     stats = {"rounds": rounds, "paths": len(warm.paths), "unit": warm.unit, "compositions": len(order)}
     return master.answer(best, bound, "TIME_LIMIT" if bound < ceiling else "OPTIMAL", cutoff, stats)
+
+
+def _composition(p: Problem, sol: Solution) -> tuple[int, ...]:
+    """Blocks per pipeline rank of an assignment of `p`."""
+    starts = list(itertools.accumulate(sol.bounds, initial=0))
+    blocks = [sum(p.is_block[a:e]) for a, e in zip(starts, starts[1:])]
+    return tuple(sum(blocks[r::p.pp]) for r in range(p.pp))
