@@ -12,7 +12,7 @@ from planner.cost.schedule import in_flight
 from planner.search.budget import WORK_PER_ACTION, Budget
 from planner.search.encoding import prefix
 from planner.search.floor import seed
-from planner.search.local import improve
+from planner.search.local import AFFORD, improve
 from planner.search.master import Warm
 from planner.search.partition import Problem, Solution, evaluate
 from planner.search.paths import seed_paths
@@ -128,6 +128,8 @@ def polished(cm: CostModel, cand: Candidate, batch: int, budget: Budget) -> Cand
         return cand
     p = problem(cm, s)
     orders = p.orders()
+    if budget.left() < (AFFORD + 2) * WORK_PER_ACTION * sum(len(o) for o in orders):
+        return cand
     vectors = [in_flight(o, p.vpp, p.pp) for o in orders]
     starts = prefix(s.layers_per_chunk)
     modes = [parse_recompute(name, sum(p.is_block[starts[c]:starts[c + 1]])) for c, name in enumerate(s.recompute)]
