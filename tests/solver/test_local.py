@@ -117,3 +117,38 @@ def test_improve_stops_when_its_budget_does():
     first = Solution(*start, evaluate(p, *start, orders, vectors).objective)
     out, found = improve(p, first, orders, vectors, {}, Budget(0.0))
     assert out == first and found == []
+
+
+def test_a_polished_plan_is_no_slower_and_never_beats_the_proved_optimum():
+    """`pricing.polished` on tiny GPT's and tiny Llama's interleaved layouts on 4 GPUs: from the even
+    split with full recompute everywhere it returns a plan that fits, is no slower (faster on at least
+    one), and is never faster than the solver's proved optimum of the same layout; from that optimum it
+    finds nothing faster."""
+    import planner
+    from planner.cluster.graph import parse_gpus
+    from planner.cost.model import CostModel, even_split
+    from planner.search.pricing import Candidate, evaluate_fixed, polished
+    from planner.search.space import Constraints, skeletons
+    from conftest import example
+
+    faster = checked = 0
+    for ref in ("gpt.py:tiny", "llama.py:tiny"):
+        prof = planner.profile(example(ref), micro_batch=1, dtype="float32")
+        cm = CostModel(prof, parse_gpus("4", "a100-80gb")[0])
+        for s in [s for s in skeletons(cm, Constraints(global_batch=16, max_vpp=2), 16, {}) if s.vpp > 1][:6]:
+            best = evaluate_fixed(cm, s, 16)
+            if best.estimate is None or best.solver_status != "OPTIMAL":
+                continue
+            bad = replace(s, layers_per_chunk=even_split(cm.profile, s.chunks), recompute=("full",) * s.chunks)
+            start = Candidate(bad, cm.estimate(bad, 16), 0.0, "HEURISTIC")
+            if not start.estimate.feasible:
+                continue
+            out = polished(cm, start, 16, Budget(1e9))
+            assert out.estimate.feasible
+            assert out.estimate.step_time_s <= start.estimate.step_time_s
+            assert out.estimate.step_time_s >= best.estimate.step_time_s * (1 - 1e-9)
+            faster += out.estimate.step_time_s < start.estimate.step_time_s
+            again = polished(cm, best, 16, Budget(1e9))
+            assert again.estimate.step_time_s == pytest.approx(best.estimate.step_time_s, rel=1e-12)
+            checked += 1
+    assert checked >= 4 and faster >= 1
