@@ -199,8 +199,7 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
     actions = sum(len(o) for o in orders)
     budget.spend(WORK_PER_ACTION * actions)  # the orders, in-flight counts and seed paths built above
     if best is not None:
-        if warm.polished != best.objective and _near(p, best, cutoff):
-            best = _polish(master, p, best, paths, (orders, vectors), budget)
+        best = best if warm.polished == best.objective else _polish(master, p, best, paths, (orders, vectors), budget, cutoff)
         _hint(master, best, p)
     while True:
         if budget.spent():
@@ -223,9 +222,7 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
             raise AssertionError("the master's memory model disagrees with evaluate()")
         improved = best is None or score.objective < best.objective
         if improved:
-            best = Solution(bounds, full, sel, score.objective)
-            if _near(p, best, cutoff):
-                best = _polish(master, p, best, paths, (orders, vectors), budget)
+            best = _polish(master, p, Solution(bounds, full, sel, score.objective), paths, (orders, vectors), budget, cutoff)
             master.beat(best.objective)
         if status == cp_model.OPTIMAL and bound >= best.objective:
             break
@@ -236,15 +233,18 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
             master = build_master(p, unit, orders, vectors, paths, cutoff, best, bound)
         master.m.clear_hints()
         _hint(master, best, p)
-    warm.paths, warm.best, warm.unit, warm.bound = paths, best, unit, bound
-    warm.polished = best.objective if best is not None else 0
+    warm.paths, warm.best, warm.unit, warm.bound, warm.polished = paths, best, unit, bound, best.objective if best else 0
     return answer(best, bound, status_name, cutoff,
                    {"rounds": rounds, "paths": len(paths), "unit": unit, "wall_s": time.perf_counter() - t0})
 
 
-def _polish(master: _Master, p: Problem, best: Solution, paths: dict, sim: tuple, budget: Budget) -> Solution:
-    """The incumbent after local search (`local.improve`, at most LOCAL_SHARE of what is left), told to
-    the master (a step below it); the paths of each assignment it moved to join `paths` and the master."""
+def _polish(master: _Master, p: Problem, best: Solution, paths: dict, sim: tuple, budget: Budget,
+            cutoff: int | None) -> Solution:
+    """The incumbent after local search (`local.improve`, at most LOCAL_SHARE of what is left) where it
+    may pay (`_near`), told to the master (a step below it); the paths of each assignment it moved to
+    join `paths` and the master."""
+    if not _near(p, best, cutoff):
+        return best
     share = budget.child(LOCAL_SHARE * budget.left())
     out, found = improve(p, best, *sim, paths, share)
     budget.spend(share.used)
