@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 
 from planner.search.budget import WORK_PER_ACTION, WORK_PER_NEIGHBOUR, Budget
-from planner.search.partition import Problem, Solution, evaluate, part, rank_extra, rank_fits
+from planner.search.partition import Problem, Solution, choices, evaluate, part, rank_extra, rank_fits
 
 __all__ = ["improve", "neighbours", "AFFORD"]
 
@@ -36,8 +36,7 @@ def neighbours(p: Problem, bounds, full, sel) -> Iterator[Assignment]:
     interleaved with identical blocks, to another chunk of the same rank (with totals fixed, only
     those), the block gained with no, full or selective recompute; then one block's recompute changed
     in one chunk."""
-    starts = list(itertools.accumulate(bounds, initial=0))
-    blocks = [sum(p.is_block[a:e]) for a, e in zip(starts, starts[1:])]
+    blocks = p.blocks_of(bounds)
     choose = p.recompute is None
     if not p.fixed_bounds:
         rank = p.uniform() and p.vpp > 1
@@ -68,7 +67,7 @@ def _modes(p: Problem, blocks: int, full: int, sel: int) -> tuple[int, int]:
     """A chunk's (full, selective) counts once it holds `blocks` blocks: the mode every block must run
     when the problem fixes one; else a block that left takes its recompute with it (selective first)."""
     if p.recompute is not None:
-        return {"none": (0, 0), "selective": (0, blocks), "full": (blocks, 0)}[p.recompute]
+        return choices(p, blocks)[0]
     full = min(full, blocks)
     return full, min(sel, blocks - full)
 
@@ -88,8 +87,7 @@ def _move(p: Problem, bounds, a: int, b: int) -> tuple[tuple[int, ...], list[int
     new[b] += 1
     if new[0] <= p.lead or new[-1] <= p.tail:
         return None
-    starts = list(itertools.accumulate(new, initial=0))
-    blocks = [sum(p.is_block[s:e]) for s, e in zip(starts, starts[1:])]
+    blocks = p.blocks_of(new)
     return (tuple(new), blocks) if min(blocks) >= 1 else None
 
 
@@ -160,23 +158,22 @@ def _fitting(p: Problem, candidates, vectors, budget: Budget, parts_of: _Parts, 
         if not over:
             yield j, nb, parts
             continue
-        if p.recompute is not None:
-            continue
-        if len(over) != 1:
+        if p.recompute is not None or len(over) != 1:
             continue
         bounds, full, sel = nb
-        starts = list(itertools.accumulate(bounds, initial=0))
+        blocks = p.blocks_of(bounds)
         for c in range(over[0], p.chunks, p.pp):
-            blocks = sum(p.is_block[starts[c]:starts[c + 1]])
             for df, ds in ((0, 1), (1, 0), (1, -1)):
                 f, g = full[c] + df, sel[c] + ds
-                if g < 0 or f + g > blocks:
+                if g < 0 or f + g > blocks[c]:
                     continue
                 repaired = (bounds, _plus(full, c, df), _plus(sel, c, ds))
                 budget.spend(WORK_PER_NEIGHBOUR)
                 parts = parts_of(*repaired)
                 if rank_fits(p, parts, vectors, over[0]):
                     yield j, repaired, parts
+
+
 class _Pricer:
     """The paths learned so far as a matrix: a neighbour's floor is the longest of them at its chunk
     times plus its rank's end terms (a valid lower bound on its step, whatever the assignment)."""

@@ -21,7 +21,7 @@ from planner.cost.schedule import Action, in_flight, rank_orders, simulate
 from planner.cost.terms import ALLOCATOR_DIVISOR, DpModel, dp_exposed
 from planner.search.paths import critical
 
-__all__ = ["Problem", "Solution", "Part", "Score", "evaluate", "parts_of", "part", "fits", "rank_fits", "brute_force", "NONE", "SELECTIVE", "FULL"]
+__all__ = ["Problem", "Solution", "Part", "Score", "evaluate", "parts_of", "part", "rank_fits", "brute_force", "NONE", "SELECTIVE", "FULL"]
 
 NONE, SELECTIVE, FULL = 0, 1, 2
 
@@ -88,6 +88,11 @@ class Problem:
         """All blocks cost the same in every respect (and there is at least one block: a model without
         repeated blocks is one chunk, which the general encoding covers)."""
         return len({self.per_layer(i) for i, b in enumerate(self.is_block) if b}) == 1
+
+    def blocks_of(self, bounds) -> list[int]:
+        """Blocks per chunk of an assignment's layers per chunk."""
+        starts = list(itertools.accumulate(bounds, initial=0))
+        return [sum(self.is_block[a:e]) for a, e in zip(starts, starts[1:])]
 
     def orders(self) -> list[list[Action]]:
         return rank_orders(self.schedule, self.pp, self.vpp, self.micro_batches)
@@ -229,8 +234,7 @@ def brute_force(p: Problem) -> Solution | None:
     vectors = [in_flight(o, p.vpp, p.pp) for o in orders]
     best = None
     for bounds in _compositions(p):
-        starts = list(itertools.accumulate(bounds, initial=0))
-        blocks = [sum(p.is_block[starts[c]:starts[c + 1]]) for c in range(p.chunks)]
+        blocks = p.blocks_of(bounds)
         if p.totals and tuple(sum(blocks[r::p.pp]) for r in range(p.pp)) != p.totals:
             continue
         options = [choices(p, n) for n in blocks]

@@ -10,7 +10,6 @@ from planner.cost.terms import dp_compute
 from planner.search.bounds import lower_bound
 from planner.cost.schedule import in_flight
 from planner.search.budget import WORK_PER_ACTION, Budget
-from planner.search.encoding import prefix
 from planner.search.floor import seed
 from planner.search.local import AFFORD, improve
 from planner.search.master import Warm
@@ -87,9 +86,7 @@ def seeded(cm: CostModel, s: Strategy, lo: float, hi: float) -> Solution | None:
     plan = seed(cm, s, p, lo, hi)
     if plan is None:
         return None
-    modes = [parse_recompute(name, sum(p.is_block[a:a + n]))
-             for name, a, n in zip(plan.recompute, prefix(plan.layers_per_chunk), plan.layers_per_chunk)]
-    full, sel = tuple(m[0] for m in modes), tuple(m[1] for m in modes)
+    full, sel = _modes(p, plan.layers_per_chunk, plan.recompute)
     score = evaluate(p, plan.layers_per_chunk, full, sel)
     return Solution(plan.layers_per_chunk, full, sel, score.objective, "HEURISTIC") if score.fits else None
 
@@ -110,11 +107,15 @@ def _place(cm: CostModel, s: Strategy, recompute: str | None, limit: float, boun
     return _placed(p, s, sol), sol.status, sol.gap, sol.objective * TIME_UNIT
 
 
+def _modes(p: Problem, layers: tuple[int, ...], names: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Per chunk of `p`, the (full, selective) block counts that recompute `names` mean."""
+    modes = [parse_recompute(name, n) for name, n in zip(names, p.blocks_of(layers))]
+    return tuple(m[0] for m in modes), tuple(m[1] for m in modes)
+
+
 def _placed(p: Problem, s: Strategy, sol: Solution) -> Strategy:
     """`s` with the assignment `sol` of its problem `p`: layers per chunk and recompute names."""
-    starts = prefix(sol.bounds)
-    names = tuple(recompute_name(sol.full[c], sol.selective[c], sum(p.is_block[starts[c]:starts[c + 1]]))
-                  for c in range(s.chunks))
+    names = tuple(recompute_name(f, g, n) for f, g, n in zip(sol.full, sol.selective, p.blocks_of(sol.bounds)))
     return replace(s, layers_per_chunk=sol.bounds, recompute=names)
 
 
@@ -128,14 +129,13 @@ def polished(cm: CostModel, cand: Candidate, batch: int, budget: Budget) -> Cand
         return cand
     p = problem(cm, s)
     orders = p.orders()
-    if budget.left() < (AFFORD + 2) * WORK_PER_ACTION * sum(len(o) for o in orders):
+    actions = sum(len(o) for o in orders)
+    if budget.left() < (AFFORD + 2) * WORK_PER_ACTION * actions:
         return cand
     vectors = [in_flight(o, p.vpp, p.pp) for o in orders]
-    starts = prefix(s.layers_per_chunk)
-    modes = [parse_recompute(name, sum(p.is_block[starts[c]:starts[c + 1]])) for c, name in enumerate(s.recompute)]
-    full, sel = tuple(m[0] for m in modes), tuple(m[1] for m in modes)
+    full, sel = _modes(p, s.layers_per_chunk, s.recompute)
     score = evaluate(p, s.layers_per_chunk, full, sel, orders, vectors)
-    budget.spend(WORK_PER_ACTION * 2 * sum(len(o) for o in orders))  # orders, the plan simulated
+    budget.spend(WORK_PER_ACTION * 2 * actions)  # orders, the plan simulated
     if not score.fits:
         return cand
     paths = {(r, frozenset(c.items())): c for r, c in seed_paths(p.pp, p.vpp, p.micro_batches, orders, rounds=True)}

@@ -18,7 +18,6 @@ that do not fit in memory before any box is solved.
 """
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import replace
 from fractions import Fraction
@@ -251,6 +250,5 @@ def _leaves(p: Problem, cutoff: int | None, tick, budget: Budget, warm: Warm) ->
 
 def _composition(p: Problem, sol: Solution) -> tuple[int, ...]:
     """Blocks per pipeline rank of an assignment of `p`."""
-    starts = list(itertools.accumulate(sol.bounds, initial=0))
-    blocks = [sum(p.is_block[a:e]) for a, e in zip(starts, starts[1:])]
+    blocks = p.blocks_of(sol.bounds)
     return tuple(sum(blocks[r::p.pp]) for r in range(p.pp))
