@@ -14,16 +14,14 @@ __all__ = ["why_not", "why_nothing", "gpus_needed"]
 
 def why_not(a: Estimate, b: Estimate, status: str, gap: float) -> str:
     """What separates a runner-up (estimate `b`, its solve's `status` and `gap`) from the best (`a`): the
-    breakdown part that grew the most; and, when its family's solve was not proved optimal (time limit,
-    or never solved: the starting plan), that its figure is only the best found in that family."""
+    breakdown part that grew the most; and, when it is not proved its family's best (the time limit
+    stopped the family's solves first), that its figure is only the best found in that family."""
     diffs = {k: b.breakdown[k] - a.breakdown.get(k, 0.0) for k in b.breakdown}
     part = max(diffs, key=diffs.get)
     slower = b.step_time_s / a.step_time_s - 1
     why = f"{slower:+.1%}: {part.replace('_', ' ')} +{diffs[part]:.3g} s"
     if status == "TIME_LIMIT":
         why += f" (family best not proved, gap {gap:.1%})"
-    elif status == "HEURISTIC":
-        why += " (family not solved: the starting plan)"
     return why
 
 

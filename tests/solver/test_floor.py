@@ -67,7 +67,7 @@ def test_floor_is_below_the_exact_optimum_and_the_seed_above(prof, layout, squee
         e = cm.estimate(seeded, 8)
         assert e.feasible
         assert e.step_time_s >= best * (1 - 1e-9)
-    # what the search primes a first solve with (`_Run.prime`): the floor as a bound, the seed as incumbent
+    # what the search primes a first solve with (`Run.prime`): the floor as a bound, the seed as incumbent
     start = pricing.seeded(cm, s, lb, 4 * lb + 1.0)
     assert (start is None) == (seeded is None)
     if start is not None:

@@ -1,0 +1,160 @@
+"""The passes of the search over its candidates (`search.py` runs them in this order): the floor sweep,
+the reseed and the LP sweep before any solve; the proof; deepening; the runner-up families; settling
+the bounds of what the limit left unvisited. Each is told its budget; all of them share a `Run`."""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from planner.search.budget import Budget
+from planner.search.ceiling import by_floor, estimate_work
+from planner.search.pricing import TIME_UNIT, Candidate
+from planner.search.run import PER_SOLVE, Run, share
+from planner.search.table import RUNNER_UP_MARGIN, family, keep, table_cutoff
+
+__all__ = ["sweep", "reseed", "lp_sweep", "prove", "deepen", "runner_ups", "settle", "family_best"]
+
+
+def sweep(run: Run, proof: Budget) -> set[int]:
+    """Before any solve, the discrete floor (`floor.reachable`, milliseconds) at the best plan so far
+    for every candidate whose bound is below it: those it rules out can never beat the best (it only
+    falls), so the proof skips them, and the limit no longer leaves cheap-to-prune candidates unvisited
+    behind a few hard ones (GPT 1T on 8x384: 188 of its first 200 open interleaved candidates). The LP
+    floor waits for the proof: a tenth of a second each, it took all of Llama 3 405B's proof here."""
+    out: set[int] = set()
+    if run.c.recompute is not None or not run.top:
+        return out
+    best = run.best()
+    cut = best * (1 + 1e-9) + TIME_UNIT
+    for i, (lb, _, s) in enumerate(run.bounded):
+        if proof.spent():
+            break
+        if lb < best and run.floor_rules_out(s, cut, (run.work, proof), lp=False):
+            out.add(i)
+            run.cleared[i] = max(run.cleared.get(i, 0.0), cut)
+    return out
+
+
+def reseed(run: Run, proof: Budget, ruled_out: set[int]) -> None:
+    """After the sweep, with at most a quarter of the proof: the seeds of the candidates it let through
+    with the least floors (`ceiling.by_floor`) may lower the best plan; then every candidate whose floor
+    is not below the best is ruled out too (added to `ruled_out`)."""
+    if run.c.recompute is not None or not run.top:
+        return
+    cut = run.best() * (1 + 1e-9) + TIME_UNIT
+    survivors = [i for i, (lb, _, _) in enumerate(run.bounded) if lb < run.best() and i not in ruled_out]
+    share = proof.child(proof.left() / 4)
+    found, floors = by_floor(run.cm, run.bounded, survivors, cut, run.batch, share)
+    for b in (run.work, proof):
+        b.spend(share.used)
+    if found is not None and found.estimate.step_time_s < run.best():
+        keep(run.top, found, run.c.top_k + 1)
+    cut = run.best() * (1 + 1e-9) + TIME_UNIT
+    for i, f in floors.items():
+        if f * (1 - 1e-7) >= cut:
+            ruled_out.add(i)
+            run.cleared[i] = max(run.cleared.get(i, 0.0), cut)
+
+
+def lp_sweep(run: Run, proof: Budget, ruled_out: set[int]) -> None:
+    """After the reseed, with at most a third of the proof: the LP floor (`Run.lp`, up to a second
+    each) of every pipeline candidate still in, least bound first; those at or above the best are ruled
+    out (added to `ruled_out`) before any solve. Llama 3 405B on 8x2048 at a 60 s limit: the candidates
+    left open at the end fell from a 27.8% gap below the plan to 16.9%."""
+    if run.c.recompute is not None or not run.top:
+        return
+    cut = run.best() * (1 + 1e-9) + TIME_UNIT
+    share = proof.child(proof.left() / 3)
+    for i, (lb, _, s) in enumerate(run.bounded):
+        if share.spent():
+            return
+        if lb < run.best() and i not in ruled_out and run.lp(s, (run.work, proof, share)) >= cut:
+            ruled_out.add(i)
+            run.cleared[i] = max(run.cleared.get(i, 0.0), cut)
+
+
+def prove(run: Run, proof: Budget) -> None:
+    """The first pass: every candidate whose lower bound is below the best so far and that the floor
+    (`sweep`) lets through, told to beat it. When the proof's budget runs out (and a plan exists), the
+    candidates not visited stay open at their lower bounds."""
+    done = 0
+    ruled_out = sweep(run, proof)
+    reseed(run, proof, ruled_out)
+    lp_sweep(run, proof, ruled_out)
+    skip = sorted(ruled_out)
+    for i, (lb, _, s) in enumerate(run.bounded):
+        if lb >= run.best() or i in ruled_out:
+            continue  # cannot beat the best
+        if run.top and proof.spent():  # never stop before a plan exists
+            run.open.update({j: max(b, run.lps.get(t, 0.0)) for j, (b, _, t) in enumerate(run.bounded)
+                             if j >= i and j not in ruled_out})
+            return
+        done += 1
+        run.shown = ("search", done, done + run.ahead(i, run.best(), skip))
+        run.attempt(i, run.best(), share(proof, PER_SOLVE), of=proof)
+
+
+def deepen(run: Run, proof: Budget) -> None:
+    """The candidates the proof left open below the best, solved on from where they stopped (`master.Warm`)
+    in order of their bounds, each with an equal share of what the proof has left, while it lasts."""
+    while not proof.spent():
+        order = sorted((i for i in run.open if run.open[i] < run.best()), key=lambda i: (run.open[i], i))
+        if not order:
+            return
+        for j, i in enumerate(order):
+            if proof.spent():
+                return
+            if i not in run.open or run.open[i] >= run.best():
+                continue
+            share = proof.child(proof.left() / (len(order) - j))
+            run.shown = ("deepen", j + 1, len(order))
+            run.attempt(i, run.best(), share, of=proof)
+
+
+def runner_ups(run: Run, budget: Budget) -> None:
+    """Within `budget`, the best plan of each other layout family: every candidate whose bound is below
+    what it must beat (`table.table_cutoff`), told to beat that. None when none are asked for (`top_k` 0)."""
+    if run.c.top_k == 0:
+        return
+    done = 0
+    for i, (lb, _, s) in enumerate(run.bounded):
+        if budget.spent():
+            return
+        cutoff = table_cutoff(run.top, s, run.c.top_k + 1)
+        if lb >= cutoff:
+            continue
+        done += 1
+        run.shown = ("runner-ups", done, done + run.ahead(i, RUNNER_UP_MARGIN * run.best()))
+        run.attempt(i, cutoff, share(budget, PER_SOLVE), of=budget)
+
+
+def settle(run: Run, budget: Budget) -> None:
+    """Candidates the limit left unvisited are open at their cheap lower bounds. Raise them, least
+    first, to the discrete floor, then to the LP floor (`Run.raise_bound`, as a solved candidate's is
+    raised; milliseconds, then up to a second for GPT 1T's pp 32), each pass until the least open bound
+    is one it proved, or `budget` is spent (the rest keep their bounds, still true): the gap reported
+    is then what the floors allow, and a search whose every unvisited candidate the floors put at or
+    above the plan is proved."""
+    best = run.best()
+    for lp in (False, True):
+        settled = math.inf
+        for b, i in sorted((b, i) for i, b in run.open.items() if i not in run.solved and b < best):
+            if b >= settled or budget.spent():
+                break
+            budget.spend(estimate_work(run.cm))
+            run.open[i] = run.raise_bound(run.bounded[i][2], b, best, (budget,), lp)
+            settled = min(settled, run.open[i])
+
+
+def family_best(run: Run, cand: Candidate) -> Candidate:
+    """A runner-up with the status and gap of its figure as its family's best, not of its own solve
+    (an OPTIMAL solve of one micro-batch size says nothing of the others; a starting plan is its
+    family's best once every other member is proved no faster): OPTIMAL when every candidate of the
+    family is proved to have nothing below it (its bound, a cutoff it could not beat, its optimum),
+    else TIME_LIMIT with the gap to the least of those."""
+    step, fam = cand.estimate.step_time_s, family(cand.strategy)
+    least = min((max(lb, run.open.get(i, 0.0), run.cleared.get(i, 0.0), run.lps.get(s, 0.0))
+                 for i, (lb, _, s) in enumerate(run.bounded) if family(s) == fam), default=math.inf)
+    if least >= step * (1 - 1e-9):
+        return replace(cand, solver_status="OPTIMAL", gap=0.0)
+    return replace(cand, solver_status="TIME_LIMIT", gap=(step - least) / step)

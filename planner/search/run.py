@@ -1,0 +1,193 @@
+"""The search's shared state (`Run`): the candidates and their bounds, the plan table, what each
+candidate is proved not to go below, and one candidate's solve (`Run.attempt`) with its floors; the
+passes over the candidates (`passes.py`) drive it."""
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+from planner.cost.model import CostModel
+from planner.search.budget import (WORK_PER_ACTION, WORK_PER_LP_NONZERO, WORK_PER_MIX, WORK_PER_MIX_RANK,
+                                   WORK_PER_REACHABLE, Budget)
+from planner.search.ceiling import estimate_work
+from planner.search.floor import floor, reachable
+from planner.search.master import Warm
+from planner.search.pricing import TIME_UNIT, Candidate, evaluate_fixed, lp_bound, seeded
+from planner.search.space import Constraints
+from planner.search.table import keep
+from planner.types.strategy import Strategy
+
+__all__ = ["Run", "share", "solve_cost", "PER_SOLVE"]
+
+PER_SOLVE = 5.0
+"""Work (about seconds, see budget.py) one candidate may take while more than 4x that is left (a quarter
+of what is left after): one hard candidate cannot use up the whole limit; one stopped early marks the
+search TIME_LIMIT unless deepening (`deepen`) finishes it. The limit is counted in work, not read off
+the clock, so the plan does not depend on the machine's load."""
+
+
+@dataclass
+class Run:
+    """What the passes share: the candidates, the table (best first, `table.keep`), the counters, and, per
+    candidate index left open, the least step time it may still reach."""
+
+    cm: CostModel
+    c: Constraints
+    batch: int
+    bounded: list[tuple]
+    top: list[Candidate]
+    work: Budget
+    progress: Callable[[str, int, int], None] | None
+    open: dict = field(default_factory=dict)
+    warm: dict = field(default_factory=dict)
+    solved: set = field(default_factory=set)
+    no_fit: set = field(default_factory=set)
+    shapes: set = field(default_factory=set)
+    lps: dict = field(default_factory=dict)
+    """Per strategy: its LP floor, once computed (and charged)."""
+    cleared: dict = field(default_factory=dict)
+    """Per candidate: a step nothing of it is below, proved (a later solve cut short must not undo it):
+    the cutoff it could not beat, its optimum, or inf when nothing of it fits."""
+    kinds: list = field(init=False)
+    """Per kind of `solve_cost` (the candidates are sorted by kind, then bound): its first index and its
+    bounds in order (`ahead`)."""
+    shown: tuple = ("search", 0, 0)
+    """What the progress line says: the pass, candidates it has visited, and at most how many it will."""
+
+    def __post_init__(self) -> None:
+        self.kinds = []
+        for k in sorted({solve_cost(s) for _, _, s in self.bounded}):
+            idx = [j for j, (_, _, s) in enumerate(self.bounded) if solve_cost(s) == k]
+            self.kinds.append((idx[0], [self.bounded[j][0] for j in idx]))
+
+    def best(self) -> float:
+        return self.top[0].estimate.step_time_s if self.top else math.inf
+
+    def attempt(self, i: int, cutoff: float, budget: Budget, of: Budget | None = None) -> None:
+        """Solve candidate `i` told to beat `cutoff` within `budget` (a share of the pass's budget `of`,
+        when the pass has one); what it used is charged to that pass and to the limit. Record what it
+        proved: a plan (kept in the table), or nothing below the cutoff, or a bound it may still reach
+        (open)."""
+        s = self.bounded[i][2]
+        cut = None if math.isinf(cutoff) else cutoff * (1 + 1e-9) + TIME_UNIT
+        passes = (self.work,) + ((of,) if of is not None else ())
+        if cut is not None and self.c.recompute is None:
+            if self.floor_rules_out(s, cut, passes):
+                self.cleared[i] = max(self.cleared.get(i, 0.0), cut)
+                self.open.pop(i, None)
+                self.warm.pop(i, None)
+                return
+            self.prime(i, cut, passes)
+        if self.progress:
+            self.progress(*self.shown)
+        cand = evaluate_fixed(self.cm, s, self.batch, self.c.recompute, cutoff=cut,
+                              tick=self.progress and (lambda: self.progress(*self.shown)), budget=budget, warm=self.warm.setdefault(i, Warm()))
+        for b in passes:
+            b.spend(budget.used + (estimate_work(self.cm) if cand.solver_status in ("UNRESOLVED", "TIME_LIMIT") else 0.0))
+        self.work.spend(estimate_work(self.cm))
+        self.solved.add(i)
+        best = self.best()
+        if cand.solver_status == "UNRESOLVED":
+            self.open[i] = max(self.open.get(i, 0.0), self.cleared.get(i, 0.0), self.raise_bound(s, cand.lower_bound, best, passes))
+            return
+        self.open.pop(i, None)
+        if cand.solver_status != "TIME_LIMIT":
+            del self.warm[i]  # resolved: nothing left to go on from
+        if cand.solver_status == "CUTOFF":
+            self.cleared[i] = max(self.cleared.get(i, 0.0), cut)
+            return
+        if cand.estimate is None or not cand.estimate.feasible:
+            self.no_fit.add(i)
+            self.cleared[i] = math.inf
+            return
+        if cand.solver_status == "OPTIMAL":
+            self.cleared[i] = max(self.cleared.get(i, 0.0), cand.estimate.step_time_s)
+        else:
+            proved = cand.estimate.step_time_s * (1 - cand.gap)
+            self.open[i] = max(self.open.get(i, 0.0), self.cleared.get(i, 0.0), self.raise_bound(s, proved, best, passes))
+        keep(self.top, cand, self.c.top_k + 1)
+
+    def floor_rules_out(self, s: Strategy, cut: float, passes: tuple[Budget, ...], lp: bool = True) -> bool:
+        """True when no partition can reach `cut`: the discrete floor (`floor.reachable`), then (with
+        `lp`) the LP floor; each test is charged to each budget in `passes`."""
+        for b in passes:
+            b.spend(self.reach_work(s))
+        return not reachable(self.cm, s, cut * (1 + 1e-7)) or (lp and self.lp(s, passes) >= cut)
+
+    def lp(self, s: Strategy, passes: tuple[Budget, ...], always: bool = False) -> float:
+        """A pipeline's LP floor (`pricing.lp_bound`; 0 without one, or when it may cost more than a pass
+        has left), charged to `passes` the first time (`always`: every time, so that what a pass does with
+        its budget does not depend on the others)."""
+        first = s not in self.lps
+        if s.pp == 1 or (first and WORK_PER_LP_NONZERO * 6 * s.chunks ** 2 > min(b.left() for b in passes)):
+            return 0.0  # 6 C^2: about its nonzeros at most (2 paths a chunk, each reading 3 numbers a chunk)
+        self.lps[s], size = lp_bound(self.cm, s)
+        for b in passes if first or always else ():
+            b.spend(WORK_PER_LP_NONZERO * size)
+        return self.lps[s]
+
+    def raise_bound(self, s: Strategy, proved: float, best: float, passes: tuple[Budget, ...], lp: bool = True) -> float:
+        """What a candidate the time limit left unproved may still reach: its solver's bound, raised by the
+        discrete floor and (with `lp`) the LP floor when that bound is below the best plan."""
+        if proved >= best:
+            return proved
+        return max(floor(self.cm, s, proved, best), self.lp(s, passes, always=True) if lp else 0.0)
+
+    def prime(self, i: int, cut: float, passes: tuple[Budget, ...]) -> None:
+        """Before candidate i's first solve (charged as three estimates): its discrete floor is its
+        master's starting bound (problem units less 1e-7 and one unit: `pricing.problem` rounds times
+        up, ends down), the floor's seed plan its incumbent (`pricing.seeded`; 175B tp4-pp8 v2: 46.35
+        s/step, where the search's answer had been 47.14)."""
+        warm = self.warm.setdefault(i, Warm())
+        if not (warm.bound or warm.paths):
+            for b in passes:
+                b.spend(3 * estimate_work(self.cm))
+            lb, _, s = self.bounded[i]
+            least = max(floor(self.cm, s, lb, cut), self.lp(s, passes))
+            warm.bound = max(0, int(least * (1 - 1e-7) / TIME_UNIT) - 1)
+            warm.best = seeded(self.cm, s, lb, cut)
+
+    def reach_work(self, s: Strategy) -> float:
+        """What `floor.reachable` costs (budget.py): little, but the first time an interleaved schedule
+        shape is seen, its in-flight counts and their mixed floor are built."""
+        key = (s.schedule, s.pp, s.vpp, s.num_micro_batches)
+        if s.vpp == 1 or key in self.shapes:
+            return WORK_PER_REACHABLE
+        self.shapes.add(key)
+        mix = sum(len(v) ** 2 for v in self.cm.in_flight(s)) * s.vpp ** 2
+        return (WORK_PER_REACHABLE + WORK_PER_ACTION * 2 * s.num_micro_batches * s.chunks + WORK_PER_MIX_RANK * s.pp
+                + WORK_PER_MIX * mix)
+
+    def ahead(self, i: int, cutoff: float, skip: list[int] | None = None) -> int:
+        """How many candidates after `i` have a lower bound below `cutoff` (each kind of `solve_cost` is
+        sorted by its bounds: a bisection per kind), less those in `skip` (sorted indices the pass
+        will not visit)."""
+        n = 0
+        for start, lbs in self.kinds:
+            lo = min(max(i + 1 - start, 0), len(lbs))
+            hi = max(lo, bisect.bisect_left(lbs, cutoff, lo))
+            n += hi - lo
+            if skip:
+                n -= bisect.bisect_left(skip, start + hi) - bisect.bisect_left(skip, start + lo)
+        return n
+
+
+def share(budget: Budget, floor_share: float) -> Budget:
+    """One solve's part of `budget`: `floor_share` while more than 4x that is left, else a quarter of
+    what is left (one hard candidate cannot use up the whole limit); a sliver past the limit when it is
+    spent (only while no plan exists: the search never stops before one)."""
+    left = budget.left()
+    if left <= 0:
+        return Budget(0.05)
+    return budget.child(max(0.05, min(left, max(floor_share, left / 4))))
+
+
+def solve_cost(s: Strategy) -> int:
+    """Candidates are solved cheapest kind first, each kind in order of its lower bounds: one chunk (no
+    partition to solve: milliseconds), then one chunk per pipeline rank (seconds), then interleaved
+    chunks (up to tens of seconds for 13B-sized models). The cheap kinds set a strong best plan early,
+    which then prunes, and cuts off, the expensive solves; the order never changes the answer of a
+    search that finishes, only how good the plan is when the time limit comes first."""
+    return 0 if s.pp == 1 else 1 if s.vpp == 1 else 2
