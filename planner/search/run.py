@@ -121,8 +121,8 @@ class Run:
         has left), charged to `passes` the first time (`always`: every time, so that what a pass does with
         its budget does not depend on the others)."""
         first = s not in self.lps
-        if s.pp == 1 or (first and WORK_PER_LP_NONZERO * 6 * s.chunks ** 2 > min(b.left() for b in passes)):
-            return 0.0  # 6 C^2: about its nonzeros at most (2 paths a chunk, each reading 3 numbers a chunk)
+        if s.pp == 1 or (first and WORK_PER_LP_NONZERO * 3 * s.chunks ** 2 > min(b.left() for b in passes)):
+            return 0.0  # 3 C^2: about its nonzeros (Llama 3 405B tp8-pp32 v2 and v3: 2.7 and 2.5 C^2, 2026-12-03)
         self.lps[s], size = lp_bound(self.cm, s)
         for b in passes if first or always else ():
             b.spend(WORK_PER_LP_NONZERO * size)
