@@ -21,7 +21,7 @@ def why_not(a: Estimate, b: Estimate, status: str, gap: float) -> str:
     slower = b.step_time_s / a.step_time_s - 1
     why = f"{slower:+.1%}: {part.replace('_', ' ')} +{diffs[part]:.3g} s"
     if status == "TIME_LIMIT":
-        why += f" (family best not proved, gap {gap:.1%})"
+        why += f" (family best not proved, gap {gap:.2%})"
     return why
 
 

@@ -68,7 +68,7 @@ def lp_sweep(run: Run, proof: Budget, ruled_out: set[int]) -> None:
     for i, (lb, _, s) in enumerate(run.bounded):
         if share.spent():
             return
-        if lb < run.best() and i not in ruled_out and run.lp(s, (run.work, proof, share)) >= cut:
+        if lb < run.best() and i not in ruled_out and (run.dominated(i) or run.lp(s, (run.work, proof, share)) >= cut):
             ruled_out.add(i)
             run.cleared[i] = max(run.cleared.get(i, 0.0), cut)
 
@@ -83,8 +83,8 @@ def prove(run: Run, proof: Budget) -> None:
     lp_sweep(run, proof, ruled_out)
     skip = sorted(ruled_out)
     for i, (lb, _, s) in enumerate(run.bounded):
-        if lb >= run.best() or i in ruled_out:
-            continue  # cannot beat the best
+        if lb >= run.best() or i in ruled_out or run.dominated(i):
+            continue  # cannot beat the best, or a variant that dominates it will not
         if run.top and proof.spent():  # never stop before a plan exists
             run.open.update({j: max(b, run.lps.get(t, 0.0)) for j, (b, _, t) in enumerate(run.bounded)
                              if j >= i and j not in ruled_out})
@@ -98,7 +98,7 @@ def deepen(run: Run, proof: Budget) -> None:
     """The candidates the proof left open below the best, solved on from where they stopped (`master.Warm`)
     in order of their bounds, each with an equal share of what the proof has left, while it lasts."""
     while not proof.spent():
-        order = sorted((i for i in run.open if run.open[i] < run.best()), key=lambda i: (run.open[i], i))
+        order = sorted((i for i in run.open if run.open[i] < run.best() and not run.dominated(i)), key=lambda i: (run.open[i], i))
         if not order:
             return
         for j, i in enumerate(order):
@@ -121,7 +121,7 @@ def runner_ups(run: Run, budget: Budget) -> None:
         if budget.spent():
             return
         cutoff = table_cutoff(run.top, s, run.c.top_k + 1)
-        if lb >= cutoff:
+        if lb >= cutoff or run.dominated(i):
             continue
         done += 1
         run.shown = ("runner-ups", done, done + run.ahead(i, RUNNER_UP_MARGIN * run.best()))
@@ -141,6 +141,9 @@ def settle(run: Run, budget: Budget) -> None:
         for b, i in sorted((b, i) for i, b in run.open.items() if i not in run.solved and b < best):
             if b >= settled or budget.spent():
                 break
+            if run.dominated(i):  # a variant no slower stays open or is resolved: its bound holds for i
+                del run.open[i]
+                continue
             budget.spend(estimate_work(run.cm))
             run.open[i] = run.raise_bound(run.bounded[i][2], b, best, (budget,), lp)
             settled = min(settled, run.open[i])
@@ -150,11 +153,12 @@ def family_best(run: Run, cand: Candidate) -> Candidate:
     """A runner-up with the status and gap of its figure as its family's best, not of its own solve
     (an OPTIMAL solve of one micro-batch size says nothing of the others; a starting plan is its
     family's best once every other member is proved no faster): OPTIMAL when every candidate of the
-    family is proved to have nothing below it (its bound, a cutoff it could not beat, its optimum),
-    else TIME_LIMIT with the gap to the least of those."""
+    family is proved to have nothing below it (its bound, a cutoff it could not beat, its optimum, or
+    a variant in the family that dominates it), else TIME_LIMIT with the gap to the least of those."""
     step, fam = cand.estimate.step_time_s, family(cand.strategy)
-    least = min((max(lb, run.open.get(i, 0.0), run.cleared.get(i, 0.0), run.lps.get(s, 0.0))
-                 for i, (lb, _, s) in enumerate(run.bounded) if family(s) == fam), default=math.inf)
+    least = min((b for i, (lb, _, s) in enumerate(run.bounded) if family(s) == fam
+                 if (b := max(lb, run.open.get(i, 0.0), run.cleared.get(i, 0.0), run.lps.get(s, 0.0))) < step * (1 - 1e-9)
+                 and not run.dominated(i)), default=math.inf)
     if least >= step * (1 - 1e-9):
         return replace(cand, solver_status="OPTIMAL", gap=0.0)
     return replace(cand, solver_status="TIME_LIMIT", gap=(step - least) / step)

@@ -10,11 +10,13 @@ from typing import Callable
 
 from planner.cost.model import CostModel
 from planner.search.budget import (WORK_PER_ACTION, WORK_PER_LP_NONZERO, WORK_PER_MIX, WORK_PER_MIX_RANK,
-                                   WORK_PER_REACHABLE, Budget)
+                                   WORK_PER_PROBLEM_LAYER, WORK_PER_REACHABLE, Budget)
 from planner.search.ceiling import estimate_work
+from planner.search.dominance import dominates
 from planner.search.floor import floor, reachable
 from planner.search.master import Warm
-from planner.search.pricing import TIME_UNIT, Candidate, evaluate_fixed, lp_bound, seeded
+from planner.search.partition import Problem
+from planner.search.pricing import TIME_UNIT, Candidate, evaluate_fixed, lp_bound, problem, seeded
 from planner.search.space import Constraints
 from planner.search.table import keep
 from planner.types.strategy import Strategy
@@ -50,6 +52,12 @@ class Run:
     cleared: dict = field(default_factory=dict)
     """Per candidate: a step nothing of it is below, proved (a later solve cut short must not undo it):
     the cutoff it could not beat, its optimum, or inf when nothing of it fits."""
+    dom: dict = field(default_factory=dict)
+    """Per pipeline candidate looked at: whether a variant dominates it (`dominated`)."""
+    problems: dict = field(default_factory=dict)
+    """Per candidate: its partition problem, once built for a dominance test (and charged)."""
+    variants: dict = field(init=False)
+    """Pipeline candidates grouped by everything but their sharding level (`_variant`)."""
     kinds: list = field(init=False)
     """Per kind of `solve_cost` (the candidates are sorted by kind, then bound): its first index and its
     bounds in order (`ahead`)."""
@@ -61,6 +69,10 @@ class Run:
         for k in sorted({solve_cost(s) for _, _, s in self.bounded}):
             idx = [j for j, (_, _, s) in enumerate(self.bounded) if solve_cost(s) == k]
             self.kinds.append((idx[0], [self.bounded[j][0] for j in idx]))
+        self.variants = {}
+        for j, (_, label, s) in enumerate(self.bounded):
+            if s.pp > 1:
+                self.variants.setdefault(_variant(label), []).append(j)
 
     def best(self) -> float:
         return self.top[0].estimate.step_time_s if self.top else math.inf
@@ -108,6 +120,24 @@ class Run:
             proved = cand.estimate.step_time_s * (1 - cand.gap)
             self.open[i] = max(self.open.get(i, 0.0), self.cleared.get(i, 0.0), self.raise_bound(s, proved, best, passes))
         keep(self.top, cand, self.c.top_k + 1)
+
+    def dominated(self, i: int) -> bool:
+        """Whether a variant of pipeline candidate i in sharding level dominates it (`dominance.py`; of
+        two equal problems the first in the list stands), so that skipping i loses nothing: i is never
+        faster than that variant, which the search still visits or has bounded."""
+        if i not in self.dom:
+            s = self.bounded[i][2]
+            mine = self.variants.get(_variant(self.bounded[i][1]), []) if s.pp > 1 else []
+            self.dom[i] = any(dominates(self._problem(j), self._problem(i))
+                              and (j < i or not dominates(self._problem(i), self._problem(j))) for j in mine if j != i)
+        return self.dom[i]
+
+    def _problem(self, i: int) -> Problem:
+        if i not in self.problems:
+            s = self.bounded[i][2]
+            self.work.spend(WORK_PER_PROBLEM_LAYER * len(self.cm.kinds))
+            self.problems[i] = problem(self.cm, s, self.c.recompute, s.layers_per_chunk)
+        return self.problems[i]
 
     def floor_rules_out(self, s: Strategy, cut: float, passes: tuple[Budget, ...], lp: bool = True) -> bool:
         """True when no partition can reach `cut`: the discrete floor (`floor.reachable`), then (with
@@ -172,6 +202,11 @@ class Run:
             if skip:
                 n -= bisect.bisect_left(skip, start + hi) - bisect.bisect_left(skip, start + lo)
         return n
+
+
+def _variant(label: str) -> tuple[str, ...]:
+    """A candidate's label without its sharding level: what its variants in ZeRO level share."""
+    return tuple(t for t in label.split() if not t.startswith("zero"))
 
 
 def share(budget: Budget, floor_share: float) -> Budget:
