@@ -31,7 +31,7 @@ def sweep(run: Run, proof: Budget) -> set[int]:
             break
         if lb < best and run.floor_rules_out(s, cut, (run.work, proof), lp=False):
             out.add(i)
-            run.cleared[i] = max(run.cleared.get(i, 0.0), cut)
+            run.clear(i, cut)
     return out
 
 
@@ -53,7 +53,7 @@ def reseed(run: Run, proof: Budget, ruled_out: set[int]) -> None:
     for i, f in floors.items():
         if f * (1 - 1e-7) >= cut:
             ruled_out.add(i)
-            run.cleared[i] = max(run.cleared.get(i, 0.0), cut)
+            run.clear(i, cut)
 
 
 def lp_sweep(run: Run, proof: Budget, ruled_out: set[int]) -> None:
@@ -68,9 +68,13 @@ def lp_sweep(run: Run, proof: Budget, ruled_out: set[int]) -> None:
     for i, (lb, _, s) in enumerate(run.bounded):
         if share.spent():
             return
-        if lb < run.best() and i not in ruled_out and (run.dominated(i) or run.lp(s, (run.work, proof, share)) >= cut):
+        if lb >= run.best() or i in ruled_out:
+            continue
+        if run.dominated(i):
+            ruled_out.add(i)  # a variant no slower is visited or bounded instead; nothing proved of i itself
+        elif run.lp(s, (run.work, proof, share)) >= cut:
             ruled_out.add(i)
-            run.cleared[i] = max(run.cleared.get(i, 0.0), cut)
+            run.clear(i, cut)
 
 
 def prove(run: Run, proof: Budget) -> None:
@@ -156,9 +160,8 @@ def family_best(run: Run, cand: Candidate) -> Candidate:
     family is proved to have nothing below it (its bound, a cutoff it could not beat, its optimum, or
     a variant in the family that dominates it), else TIME_LIMIT with the gap to the least of those."""
     step, fam = cand.estimate.step_time_s, family(cand.strategy)
-    least = min((b for i, (lb, _, s) in enumerate(run.bounded) if family(s) == fam
-                 if (b := max(lb, run.open.get(i, 0.0), run.cleared.get(i, 0.0), run.lps.get(s, 0.0))) < step * (1 - 1e-9)
-                 and not run.dominated(i)), default=math.inf)
+    below = (i for i, (_, _, s) in enumerate(run.bounded) if family(s) == fam and run.least(i) < step * (1 - 1e-9))
+    least = min((run.least(i) for i in below if not run.dominated(i)), default=math.inf)
     if least >= step * (1 - 1e-9):
         return replace(cand, solver_status="OPTIMAL", gap=0.0)
     return replace(cand, solver_status="TIME_LIMIT", gap=(step - least) / step)

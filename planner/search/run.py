@@ -87,7 +87,7 @@ class Run:
         passes = (self.work,) + ((of,) if of is not None else ())
         if cut is not None and self.c.recompute is None:
             if self.floor_rules_out(s, cut, passes):
-                self.cleared[i] = max(self.cleared.get(i, 0.0), cut)
+                self.clear(i, cut)
                 self.open.pop(i, None)
                 self.warm.pop(i, None)
                 return
@@ -108,18 +108,28 @@ class Run:
         if cand.solver_status != "TIME_LIMIT":
             del self.warm[i]  # resolved: nothing left to go on from
         if cand.solver_status == "CUTOFF":
-            self.cleared[i] = max(self.cleared.get(i, 0.0), cut)
+            self.clear(i, cut)
             return
         if cand.estimate is None or not cand.estimate.feasible:
             self.no_fit.add(i)
-            self.cleared[i] = math.inf
+            self.clear(i, math.inf)
             return
         if cand.solver_status == "OPTIMAL":
-            self.cleared[i] = max(self.cleared.get(i, 0.0), cand.estimate.step_time_s)
+            self.clear(i, cand.estimate.step_time_s)
         else:
             proved = cand.estimate.step_time_s * (1 - cand.gap)
             self.open[i] = max(self.open.get(i, 0.0), self.cleared.get(i, 0.0), self.raise_bound(s, proved, best, passes))
         keep(self.top, cand, self.c.top_k + 1)
+
+    def clear(self, i: int, step: float) -> None:
+        """Record that nothing of candidate i is below `step` (proved; a weaker proof never lowers it)."""
+        self.cleared[i] = max(self.cleared.get(i, 0.0), step)
+
+    def least(self, i: int) -> float:
+        """The least step candidate i may still reach, as far as the search proved: its bound, its bound
+        left open, what it was cleared at, its LP floor."""
+        lb, _, s = self.bounded[i]
+        return max(lb, self.open.get(i, 0.0), self.cleared.get(i, 0.0), self.lps.get(s, 0.0))
 
     def dominated(self, i: int) -> bool:
         """Whether a variant of pipeline candidate i in sharding level dominates it (`dominance.py`; of

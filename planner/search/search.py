@@ -31,10 +31,10 @@ WARM_START = 20
 """Candidates of each kind (`solve_cost`, best lower bounds first) whose even split and floor seed
 price the first ceiling."""
 PROOF_SHARE = 0.8
-"""Of the time limit (after the bounds), what the proof and deepening may use; the runner-up families
-get at most the rest (`RUNNER_UP_SHARE`)."""
+"""Of the time limit (after the bounds), what the proof and deepening may use; settling (`SETTLE_TAKES`)
+and then the runner-up families (`RUNNER_UP_SHARE`) get at most the rest."""
 RUNNER_UP_SHARE = 0.5
-"""The runner-up pass may use this share of the work the plan took (bounds, ceiling, proof), at least
+"""The runner-up pass may use this share of the work the plan took (bounds, ceiling, proof, settling), at least
 RUNNER_UP_FLOOR: a search that proves its plan early ends soon after rather than at the limit. GPT-3 13B
 on 8x4 at 60 s proved its plan with 6 solves in 2.1 s, and its runner-up pass then took 20 s (356
 attempts, 18 s of it on tp1-pp4 interleaved families it left open anyway). A family cut short is shown
@@ -62,12 +62,13 @@ class SearchResult:
 
 def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], None] | None = None) -> SearchResult:
     """The best strategy under `c`, the best of each other layout family (the runner-ups), and the
-    solver statistics, in three passes over the candidates (cheapest kind first, `solve_cost`, each
+    solver statistics, in four passes over the candidates (cheapest kind first, `solve_cost`, each
     kind in order of its lower bounds). The proof (`prove`): each solve is told to beat the best so far
     and stops as soon as it cannot. Deepening (`deepen`): the candidates it left open are solved again,
-    each with an equal share of what the proof has left. The runner-ups (`runner_ups`): with at most
-    half the work the plan took (`RUNNER_UP_SHARE`), each other layout family's best within
-    RUNNER_UP_MARGIN of the best (`table.py`). The runner-up table is filled after the proof, so it
+    each with an equal share of what the proof has left. Settling (`settle`): the bounds of the
+    candidates left unvisited raised, so the gap is as true as the floors allow. The runner-ups
+    (`runner_ups`): with at most half the work the plan took (`RUNNER_UP_SHARE`), each other layout
+    family's best within RUNNER_UP_MARGIN of the best (`table.py`). The runner-up table is filled after the proof, so it
     never takes the proof's time; each runner-up's status is its family's (`family_best`)."""
     t0 = time.perf_counter()
     batch = c.global_batch or default_global_batch(cm.world)
