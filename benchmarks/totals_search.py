@@ -29,7 +29,7 @@ DEFAULTS = [(1, f"tp4-pp8-dp4-mbs1-interleaved-v{v}-zero2-sp", 46.13) for v in (
 def rank_by_rank(p, cut: int) -> tuple[list, int]:
     """The reference: ranks' totals fixed one after another, each value an LP (infeasible LPs pruned on
     GLOP's word: it was a measurement)."""
-    m, unit, (rows, objective, domains) = linear_model(p)
+    m, unit, (rows, objective, domains), _ = linear_model(p)
     base = len(rows)
     rows += [({m.x.blocks[c].index: 1 for c in range(r, p.chunks, p.pp)}, None, None) for r in range(p.pp)]
     lp, cons, scales = glop_model(rows, objective, domains)

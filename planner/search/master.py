@@ -66,6 +66,8 @@ class Warm:
     """The step the branching was told to beat: its pruning holds for any cutoff not above it."""
     polished: int = 0
     """The objective of the last incumbent `local.improve` started from (not again from the same one)."""
+    cut: bool = False
+    """Whether the path floor (`relax.path_floor`) was taken, its cuts added to `paths`."""
 
 
 class _Master:
