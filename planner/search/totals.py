@@ -209,6 +209,8 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
     target = _target(cutoff, warm.best)
     if not (warm.paths or p.vpp > 1) or target is None or p.pp == 1 or not p.uniform() or p.fixed_bounds or p.totals:
         return master.solve(p, time_limit, cutoff, tick, budget, warm)
+    if warm.leaves is None and _setup(p) > BRANCH_SHARE * budget.left():
+        return master.solve(p, time_limit, cutoff, tick, budget, warm)  # a later, larger solve may branch
     if warm.leaves is None or (warm.leaves and target > warm.leaf_cut):
         share = budget.child(BRANCH_SHARE * budget.left())
         leaves = branches(p, target, share)
@@ -225,6 +227,15 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
     elif not warm.leaves:  # branching was tried: too costly, or too many compositions
         return master.solve(p, time_limit, cutoff, tick, budget, warm)
     return _leaves(p, cutoff, tick, budget, warm)
+
+
+def _setup(p: Problem) -> float:
+    """About what `branches` spends before its first box (the LP built, and two LPs a rank for the
+    ranks' intervals), at 4 C^2 nonzeros (2026-12-03: 3.1-7.3 C^2 from Llama 3 70B tp4-pp4 v3 to GPT 1T
+    tp8-pp32 v4). GPT 1T's pp 32 trees cost 3.6-6.4 units against a 1.25-unit share: every one ran out
+    before its first box, and the master went on with a fifth less."""
+    size = 4 * p.chunks ** 2
+    return WORK_PER_LP_NONZERO * size + 2 * p.pp * WORK_PER_LP_RESOLVE * size
 
 
 def _floored(p: Problem, leaves: list, target: int, warm: Warm, floored: set, budget: Budget) -> list:
