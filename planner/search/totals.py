@@ -37,12 +37,14 @@ __all__ = ["solve", "branches"]
 BRANCH_SHARE = 0.25
 """At most this share of a solve's budget goes to the search over totals; when it runs out first the
 candidate is left to the plain master, with what is left."""
-MAX_LEAVES = 3
+MAX_LEAVES = 4
 """More compositions than this are not solved one by one: the plain master goes on, told the least of
 their bounds. Each composition's master gets an equal share, and many small shares prove less than
-one large one: Llama 3 70B tp4-pp4 v3 on 8x16 has 4 compositions below 82.11 s/step (LP 81.03-81.12);
-solved one by one in a 60 s search none finished and the plan went from 82.04 to 82.11 s/step (GPT-3
-175B tp4-pp8 v2 has one, whose master finds 46.13 where the plain master found 46.19)."""
+one large one. With LP floors alone, Llama 3 70B tp4-pp4 v3 on 8x16 had 4 compositions below 82.11
+s/step (LP 81.03-81.12), none finished one by one in a 60 s search and the plan went from 82.04 to
+82.11 s/step, so the limit was 3. Since each composition starts from its path floor and the paths
+(81.54-81.82 s/step; `PATH_SHARE`), the same 4 solved one by one give 81.80 s/step and a 0.31% gap,
+against 81.97 and 0.6% with the plain master (2026-12-03; GPT-3 175B tp4-pp8 has one composition)."""
 
 
 PATH_SHARE = 0.3
@@ -247,8 +249,10 @@ def _floored(p: Problem, leaves: list, target: int, warm: Warm, floored: set, bu
     share, out = budget.child(PATH_SHARE * budget.left()), []
     for b, totals in leaves:
         if not share.spent():
-            b = max(b, path_floor(replace(p, totals=totals), warm.paths, share.child(share.left())))
-            floored.add(totals)
+            floor, done = path_floor(replace(p, totals=totals), warm.paths, share.child(share.left()))
+            b = max(b, floor)
+            if done:
+                floored.add(totals)
         if b < target:
             out.append((b, totals))
     budget.spend(share.used)
@@ -272,10 +276,10 @@ def _leaves(p: Problem, cutoff: int | None, tick, budget: Budget, warm: Warm) ->
         if leaf.best is None and best is not None and _composition(p, best) == totals:
             leaf.best = best  # local search starts from it (`master._polish`)
         fixed = replace(p, totals=totals)
-        if not leaf.cut:  # once a composition: its cuts stay in its paths
-            leaf.cut = True
+        if not leaf.cut:  # until it is done; each call goes on from the cuts in the leaf's paths
             floor = share.child(PATH_SHARE * share.left())
-            leaf.bound = max(leaf.bound, path_floor(fixed, leaf.paths, floor))
+            b, leaf.cut = path_floor(fixed, leaf.paths, floor)
+            leaf.bound = max(leaf.bound, b)
             share.spend(floor.used)
         sol = master.solve(fixed, cutoff=cut, tick=tick, budget=share, warm=leaf)
         budget.spend(share.used)

@@ -69,7 +69,8 @@ def test_path_floor_is_between_the_lp_floor_and_the_optimum(schedule):
             exact = brute_force(q)
             if exact is None:
                 continue
-            got = path_floor(q, {}, Budget(1e9))
+            got, done = path_floor(q, {}, Budget(1e9))
+            assert done
             plain = lp_floor(q)[0]
             assert plain <= got <= exact.objective, (t, plain, got, exact.objective)
             seen["fits"] += 1
@@ -78,8 +79,10 @@ def test_path_floor_is_between_the_lp_floor_and_the_optimum(schedule):
 
 
 def test_path_floor_stops_with_its_budget():
-    """With no budget left it is the LP floor's bound (one LP, no cuts), and still a bound."""
+    """With no budget left it is the LP floor's bound (one LP, no cuts), not done; a second call with a
+    budget goes on from the paths the first left and ends where one call with that budget does."""
     p = instance(random.Random(7), True, "interleaved")
     paths: dict = {}
-    got = path_floor(p, paths, Budget(0.0))
-    assert got == lp_floor(p)[0] and not paths
+    assert path_floor(p, paths, Budget(0.0)) == (lp_floor(p)[0], False) and not paths
+    whole = path_floor(p, {}, Budget(1e9))
+    assert path_floor(p, paths, Budget(1e9)) == whole and whole[1] and paths
