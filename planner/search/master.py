@@ -67,7 +67,8 @@ class Warm:
     polished: int = 0
     """The objective of the last incumbent `local.improve` started from (not again from the same one)."""
     cut: bool = False
-    """Whether the path floor (`relax.path_floor`) was taken, its cuts added to `paths`."""
+    """Whether its path floor (`relax.path_floor`) is done, no cut left (`totals.py`): until then each
+    solve takes it further, from the cuts it left in `paths`."""
 
 
 class _Master:
