@@ -25,7 +25,7 @@ from planner.search.master import build_master, unit_of
 from planner.search.partition import Problem
 from planner.search.paths import seed_paths
 
-__all__ = ["lp_floor", "path_floor", "linear_model", "path_row", "add_row", "glop_model", "column_scales", "certify", "duals", "NOTHING_FITS", "ATTEMPTS"]
+__all__ = ["lp_floor", "path_floor", "solve_lp", "linear_model", "path_row", "add_row", "glop_model", "column_scales", "certify", "duals", "NOTHING_FITS", "ATTEMPTS"]
 
 NOTHING_FITS = 2 ** 62
 """The floor when the LP proves that no assignment fits in memory."""
@@ -65,22 +65,24 @@ def path_floor(p: Problem, paths: dict, budget: Budget) -> tuple[int, bool]:
     orders = p.orders()
     actions, size = sum(len(o) for o in orders), sum(len(coef) for coef, _, _ in rows)
     lp, cons, scales = glop_model(rows, objective, domains)
-    x, col, best = lp.variables(), column_scales(domains), Fraction(0)
+    x, col, best, done = lp.variables(), column_scales(domains), Fraction(0), False
     budget.spend(WORK_PER_LP_NONZERO * size)  # built, read back and solved once, as `lp_floor`
     while True:
-        if not _optimal(lp):  # GLOP going on from its basis ends ABNORMAL at times (Llama 3 405B): anew
+        if solve_lp(lp) != pywraplp.Solver.OPTIMAL:  # going on from its basis ends ABNORMAL at times: anew
             budget.spend(WORK_PER_LP_NONZERO * size)
             lp, cons, scales = glop_model(rows, objective, domains)
             x = lp.variables()
-            if not _optimal(lp):
-                return max(0, math.ceil(best)) * unit, True
+            if solve_lp(lp) != pywraplp.Solver.OPTIMAL:
+                done = True
+                break
         best = max(best, certify(rows, objective, domains, duals(cons, scales)))
         if budget.spent():
-            return max(0, math.ceil(best)) * unit, False
+            break
         budget.spend(WORK_PER_ACTION * actions)
         found = separate(probe, orders, {i: x[i].solution_value() * col[i] for i in probe.columns()}, paths)
         if not found:
-            return max(0, math.ceil(best)) * unit, True
+            done = True
+            break
         for r, counts in found:
             paths[(r, frozenset(counts.items()))] = counts
             row = path_row(master, r, counts)
@@ -90,18 +92,21 @@ def path_floor(p: Problem, paths: dict, budget: Budget) -> tuple[int, bool]:
             scales.append(scale)
             size += len(row[0])
         budget.spend(WORK_PER_LP_RESOLVE * size)  # GLOP goes on from its last basis
+    return max(0, math.ceil(best)) * unit, done
 
 
-def _optimal(lp) -> bool:
-    """Whether GLOP solves `lp` to optimality with one of ATTEMPTS (back to the first setting after)."""
-    ok = False
+def solve_lp(lp) -> int:
+    """GLOP's status, trying each of ATTEMPTS in turn while it ends neither OPTIMAL nor INFEASIBLE
+    (ABNORMAL on some Llama 3 405B boxes, and going on from a basis after rows were added), back to the
+    first setting after."""
     for params in ATTEMPTS:
         lp.SetSolverSpecificParametersAsString(params)
-        ok = lp.Solve() == pywraplp.Solver.OPTIMAL
-        if ok:
+        status = lp.Solve()
+        if status in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.INFEASIBLE):
             break
-    lp.SetSolverSpecificParametersAsString(ATTEMPTS[0])
-    return ok
+    if params:
+        lp.SetSolverSpecificParametersAsString(ATTEMPTS[0])
+    return status
 
 
 def linear_model(p: Problem, extra: dict | None = None, probe: bool = False):

@@ -30,7 +30,7 @@ from planner.search.budget import WORK_PER_LP_NONZERO, WORK_PER_LP_RESOLVE, Budg
 from planner.search.master import Warm
 from planner.search.partition import Problem, Solution
 from planner.search.paths import seed_paths
-from planner.search.relax import ATTEMPTS, certify, column_scales, duals, glop_model, linear_model, path_floor
+from planner.search.relax import certify, column_scales, duals, glop_model, linear_model, path_floor, solve_lp
 
 __all__ = ["solve", "branches"]
 
@@ -80,25 +80,13 @@ class _Tree:
             rows[k] = (rows[k][0], lo, hi)
         return rows
 
-    def _solve(self, lp) -> int:
-        """GLOP's status, trying each of `relax.ATTEMPTS` in turn while it ends neither OPTIMAL nor
-        INFEASIBLE (ABNORMAL on some Llama 3 405B boxes), back to the first setting after."""
-        for params in ATTEMPTS:
-            lp.SetSolverSpecificParametersAsString(params)
-            status = lp.Solve()
-            if status in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.INFEASIBLE):
-                break
-        if params:
-            lp.SetSolverSpecificParametersAsString("")
-        return status
-
     def bound(self, box, cut: Fraction, budget: Budget) -> tuple[Fraction | None, bool, list[float]]:
         """A lower bound on the master's T (its units) with each rank's total in `box`; whether it is
         certified (it is when it comes near `cut` or above; below, GLOP's value only ever decides to go
         on branching: `certified` proves a leaf's); and the LP's rank totals. None when the LP is proved
         infeasible (nothing fits), 0 (certified) when GLOP proves nothing."""
         rows = self._fix(self.cons, box)
-        status = self._solve(self.lp)
+        status = solve_lp(self.lp)
         if status == pywraplp.Solver.OPTIMAL:
             x, col = self.lp.variables(), self.col
             totals = [sum(x[v].solution_value() * col[v] for v in vs) for vs in self.mine]
@@ -114,7 +102,7 @@ class _Tree:
         lp, cons, scales = self.elastic
         self._fix(cons, box)
         budget.spend(WORK_PER_LP_RESOLVE * self.size)
-        if self._solve(lp) == pywraplp.Solver.OPTIMAL and certify(rows, {}, self.domains, duals(cons, scales)) > 0:
+        if solve_lp(lp) == pywraplp.Solver.OPTIMAL and certify(rows, {}, self.domains, duals(cons, scales)) > 0:
             return None, True, []
         return Fraction(0), True, []
 
