@@ -7,7 +7,6 @@ Megatron-LM and torchtitan lay them out; pass measured traffic to reorder.
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 
 from planner.cost.schedule import Action, simulate
-from planner.search.paths import critical
+from planner.search.paths import critical, key
 
 __all__ = ["Probe", "separate", "SCALE"]
 
@@ -62,6 +62,6 @@ def separate(probe: Probe, orders: list[list[Action]], values, known: dict) -> l
     T = values[probe.T]
     out = []
     for r, counts in enumerate(critical(orders, events, send, len(fwd))):
-        if t.finish[r] / SCALE + values[probe.extra[r]] > T * (1 + TOLERANCE) + 1 and (r, frozenset(counts.items())) not in known:
+        if t.finish[r] / SCALE + values[probe.extra[r]] > T * (1 + TOLERANCE) + 1 and key(r, counts) not in known:
             out.append((r, counts))
     return out

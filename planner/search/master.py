@@ -13,7 +13,7 @@ When the master proves nothing better exists, the incumbent is optimal under the
 Memory and the rank end terms (optimizer, exposed data-parallel time, the allocator's integer share)
 are encoded exactly, so a proposed assignment always fits.
 
-The master counts time in coarse units (`unit_of`: about a millionth of a rank's work), each duration
+The master counts time in coarse units (`units.unit_of`: about a millionth of a rank's work), each duration
 rounded so that every path and end term stays at most its true value (down where it adds, up where
 it is subtracted): still a relaxation, and CP-SAT solves it many times faster than at the problem's
 own 10 ns. "Better than the incumbent" is `unit x T < best` in true units, so the proof stays exact.
@@ -28,10 +28,9 @@ on the machine's load or core count.
 """
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ortools.sat.python import cp_model
@@ -39,12 +38,13 @@ from ortools.sat.python import cp_model
 from planner.cost.schedule import in_flight
 from planner.search.budget import WORK_PER_ACTION, WORK_PER_CONSTRAINT, WORK_PER_DETERMINISTIC_S, Budget
 from planner.cost.terms import ALLOCATOR_DIVISOR
-from planner.search.encoding import Chunks, prefix
+from planner.search.encoding import Chunks
 from planner.search.partition import Problem, Solution, evaluate
 from planner.search.local import improve
-from planner.search.paths import seed_paths
+from planner.search.paths import key, pool, seed_paths
+from planner.search.units import coarse, unit_of
 
-__all__ = ["solve", "Warm", "build_master", "unit_of", "answer"]
+__all__ = ["solve", "Warm", "build_master", "answer"]
 
 
 @dataclass
@@ -75,8 +75,8 @@ class _Master:
     """The master problem: memory exact, the step time as max over the paths added so far."""
 
     def __init__(self, fine: Problem, unit: int, orders, vectors):
-        """The master of `fine` with its times in `unit`s (`_coarse`)."""
-        p = _coarse(fine, unit)
+        """The master of `fine` with its times in `unit`s (`units.coarse`)."""
+        p = coarse(fine, unit)
         self.p, self.m, self.rounded = p, cp_model.CpModel(), unit > 1
         self.unit = unit
         self.x = Chunks(p, self.m)
@@ -193,7 +193,7 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
     warm = warm or Warm()
     orders = p.orders()
     vectors = [in_flight(o, p.vpp, p.pp) for o in orders]
-    paths = warm.paths or {(r, frozenset(c.items())): c for r, c in seed_paths(p.pp, p.vpp, p.micro_batches, orders)}
+    paths = warm.paths or pool(seed_paths(p.pp, p.vpp, p.micro_batches, orders))
     unit = warm.unit or unit_of(p)
     best, bound, rounds = warm.best, warm.bound, 0
     master = build_master(p, unit, orders, vectors, paths, cutoff, best, bound)
@@ -208,7 +208,7 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
         if budget.spent():
             status_name = "TIME_LIMIT"
             break
-        solver, status, passed = _round(master, budget)
+        solver, status, passed = _round(master, budget, _gap(cutoff, best, bound))
         rounds += 1
         if tick:
             tick()
@@ -309,7 +309,7 @@ def _passed(master: _Master, p: Problem, passed: list, best: Solution, paths: di
 
 def _join(paths: dict, per_rank) -> dict:
     """Add each rank's path in `per_rank` that `paths` lacks (keyed by rank and counts); return those."""
-    new = {k: c for r, c in enumerate(per_rank) if (k := (r, frozenset(c.items()))) not in paths}
+    new = {k: c for r, c in enumerate(per_rank) if (k := key(r, c)) not in paths}
     paths.update(new)
     return new
 
@@ -319,7 +319,7 @@ def _learn(master: _Master, solver: cp_model.CpSolver, score, paths: dict, unit:
     the master, with a no-good when the master is coarse. True: a tie of rounding (the proposal is no better than the
     incumbent and its slowest path was in the master already): the master should turn exact."""
     worst = score.ends.index(score.objective)
-    tie = unit > 1 and not improved and (worst, frozenset(score.paths[worst].items())) in paths
+    tie = unit > 1 and not improved and key(worst, score.paths[worst]) in paths
     new = _join(paths, score.paths)
     if not tie:
         for (r, _), counts in new.items():
@@ -347,13 +347,14 @@ def build_master(p: Problem, unit: int, orders, vectors, paths: dict, cutoff: in
     return master
 
 
-def _round(master: _Master, budget: Budget) -> tuple[cp_model.CpSolver, int, list]:
-    """One master solve within what is left of the budget (one worker, fixed seed), and what it passed."""
+def _round(master: _Master, budget: Budget, gap: float) -> tuple[cp_model.CpSolver, int, list]:
+    """One master solve within what is left of the budget (one worker, fixed seed), stopped within
+    relative `gap` of its optimum, and what it passed."""
     overhead = WORK_PER_CONSTRAINT * len(master.m.proto.constraints)
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
     solver.parameters.random_seed = 0
-    solver.parameters.relative_gap_limit = MASTER_GAP
+    solver.parameters.relative_gap_limit = gap
     solver.parameters.max_deterministic_time = max(budget.left() - overhead, 1e-3) / WORK_PER_DETERMINISTIC_S
     solver.parameters.max_time_in_seconds = max(budget.wall_left(), 1e-3)
     seen = _Seen(master)
@@ -378,38 +379,27 @@ MASTER_GAP = 0.005
 relaxation's best, but its bound still holds, and the loop ends only when the master is infeasible or
 its bound reaches the incumbent, so the answer stays exact. Proving the last half percent of each round
 was most of its time with one chunk per rank (GPT-3 13B tp2-pp16: 4.8 -> 2.7 s, same optimum)."""
-UNIT_SHARE = 1e-6
-"""The master's time unit: the power of ten nearest below this share of a rank's average work."""
+GAP_SHARE = 0.5
+"""A round's gap limit is at most this share of the gap left between the step to beat and the proved
+bound. Once the incumbent is within MASTER_GAP of the bound, a round with that limit stops at its first
+assignment below the incumbent, anywhere: GPT-3 175B tp4-pp8 v3 at the totals (11,12,12,12,12,13,13,11),
+from its path floor's 585 paths, proposed 20 assignments in 17 s that simulated to 46.2-54.5 s/step
+against master values of 46.08-46.13, never beating 46.13. Asked for the half nearer the bound, where the
+paths are, it found 46.0998 (the optimum is 46.098) in 36 s. Searches at 60 s (2026-12-03): Llama 3 70B
+gap 0.09 -> 0.02%; the others unchanged."""
 
 
-def unit_of(p: Problem) -> int:
-    """Problem time units per master unit. CP-SAT proves a master optimum over an objective some 1e10
-    units wide far more slowly than over one 1e7 wide (GPT-3 175B tp4-pp8-dp4 interleaved v2 on 8x16,
-    the first master: unproved after 60 s at 10 ns, 0.8 s at 10 us); 1 for small problems."""
-    work = p.micro_batches * (sum(p.fwd) + sum(b[0] for b in p.bwd)) / p.pp
-    return 10 ** max(0, int(math.floor(math.log10(max(work * UNIT_SHARE, 1)))))
-
-
-def _coarse(p: Problem, unit: int) -> Problem:
-    """`p` with every time rounded down to `unit`s (memory untouched): every path's sum and every end
-    term stays at most its true value (the master rounds subtracted times up itself, `_rank_extra`)."""
-    if unit == 1:
-        return p
-
-    def d(x) -> int:
-        return int(x) // unit
-    return replace(p, fwd=tuple(map(d, p.fwd)), bwd=tuple(tuple(map(d, b)) for b in p.bwd),
-                   send=tuple(tuple(map(d, s)) for s in p.send), opt=tuple(map(d, p.opt)),
-                   sync=tuple(map(d, p.sync)), gather=tuple(map(d, p.gather)),
-                   dp=replace(p.dp, fixed=d(p.dp.fixed), bucket=d(p.dp.bucket)))
+def _gap(cutoff: int | None, best: Solution | None, bound: int) -> float:
+    """The relative gap limit of the next round (`GAP_SHARE`)."""
+    target = min([x for x in (cutoff, best.objective if best else None) if x is not None], default=None)
+    return MASTER_GAP if target is None else min(MASTER_GAP, GAP_SHARE * max(0, target - bound) / max(target, 1))
 
 
 def _hint(master: _Master, best: Solution, p: Problem) -> None:
     x = master.x
     if hasattr(x, "cut"):
         return
-    starts = prefix(best.bounds)
-    for c in range(p.chunks):
-        master.m.add_hint(x.blocks[c], sum(p.is_block[starts[c]:starts[c + 1]]))
+    for c, n in enumerate(p.blocks_of(best.bounds)):
+        master.m.add_hint(x.blocks[c], n)
         master.m.add_hint(x.full[c], best.full[c])
         master.m.add_hint(x.sel[c], best.selective[c])

@@ -16,7 +16,7 @@ from typing import Sequence
 
 from planner.cost.schedule import Action
 
-__all__ = ["critical", "seed_paths"]
+__all__ = ["critical", "seed_paths", "key", "pool"]
 
 Event = tuple[int, int, str, int, float, float]
 """(rank, chunk, "F"/"B", micro-batch, start, end), as `schedule.simulate` records them."""
@@ -53,6 +53,16 @@ def _back(cur: Action, at: dict, ends: dict, prev: dict, send: Sequence[int], ch
             cur = prev[cur]
         counts[(cur[1], cur[0])] += 1
 
+
+
+def key(r: int, counts: Counter) -> tuple:
+    """The key of rank r's path `counts` in a pool of paths (a dict from key to counts)."""
+    return r, frozenset(counts.items())
+
+
+def pool(found) -> dict:
+    """A pool of the paths in `found`, (rank, counts) pairs: each keyed by `key`."""
+    return {key(r, c): c for r, c in found}
 
 
 def seed_paths(pp: int, vpp: int, n: int, orders: list[list[Action]], rounds: bool = False) -> list[tuple[int, Counter]]:

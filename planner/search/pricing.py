@@ -14,7 +14,7 @@ from planner.search.floor import seed
 from planner.search.local import AFFORD, improve
 from planner.search.master import Warm
 from planner.search.partition import Problem, Solution, evaluate
-from planner.search.paths import seed_paths
+from planner.search.paths import pool, seed_paths
 from planner.search.relax import lp_floor
 from planner.search.totals import solve
 from planner.types.estimate import Estimate
@@ -138,7 +138,7 @@ def polished(cm: CostModel, cand: Candidate, batch: int, budget: Budget) -> Cand
     budget.spend(WORK_PER_ACTION * 2 * actions)  # orders, the plan simulated
     if not score.fits:
         return cand
-    paths = {(r, frozenset(c.items())): c for r, c in seed_paths(p.pp, p.vpp, p.micro_batches, orders, rounds=True)}
+    paths = pool(seed_paths(p.pp, p.vpp, p.micro_batches, orders, rounds=True))
     start = Solution(tuple(s.layers_per_chunk), full, sel, score.objective, "HEURISTIC")
     out, _ = improve(p, start, orders, vectors, paths, budget)
     if out.objective >= start.objective:

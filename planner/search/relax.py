@@ -21,9 +21,10 @@ from ortools.linear_solver import pywraplp
 from planner.cost.schedule import in_flight
 from planner.search.budget import WORK_PER_ACTION, WORK_PER_LP_NONZERO, WORK_PER_LP_RESOLVE, Budget
 from planner.search.cuts import Probe, separate
-from planner.search.master import build_master, unit_of
+from planner.search.master import build_master
+from planner.search.units import unit_of
 from planner.search.partition import Problem
-from planner.search.paths import seed_paths
+from planner.search.paths import key, pool, seed_paths
 
 __all__ = ["lp_floor", "path_floor", "solve_lp", "linear_model", "path_row", "add_row", "glop_model", "column_scales", "certify", "duals", "NOTHING_FITS", "ATTEMPTS"]
 
@@ -84,7 +85,7 @@ def path_floor(p: Problem, paths: dict, budget: Budget) -> tuple[int, bool]:
             done = True
             break
         for r, counts in found:
-            paths[(r, frozenset(counts.items()))] = counts
+            paths[key(r, counts)] = counts
             row = path_row(master, r, counts)
             con, scale = add_row(lp, x, col, row)
             rows.append(row)
@@ -115,7 +116,7 @@ def linear_model(p: Problem, extra: dict | None = None, probe: bool = False):
     `probe`, its chunk times as columns (`cuts.Probe`, for path cuts; else None)."""
     orders = p.orders()
     vectors = [in_flight(o, p.vpp, p.pp) for o in orders]
-    paths = {(r, frozenset(c.items())): c for r, c in seed_paths(p.pp, p.vpp, p.micro_batches, orders, rounds=True)}
+    paths = pool(seed_paths(p.pp, p.vpp, p.micro_batches, orders, rounds=True))
     paths.update(extra or {})
     unit = unit_of(p)
     master = build_master(p, unit, orders, vectors, paths, None, None)

@@ -29,7 +29,7 @@ from planner.search import master
 from planner.search.budget import WORK_PER_LP_NONZERO, WORK_PER_LP_RESOLVE, Budget
 from planner.search.master import Warm
 from planner.search.partition import Problem, Solution
-from planner.search.paths import seed_paths
+from planner.search.paths import pool, seed_paths
 from planner.search.relax import certify, column_scales, duals, glop_model, linear_model, path_floor, solve_lp
 
 __all__ = ["solve", "branches"]
@@ -234,7 +234,7 @@ def _floored(p: Problem, leaves: list, target: int, warm: Warm, floored: set, bu
     least first, with at most PATH_SHARE of the budget; those that reach `target` dropped. Llama 3 70B
     tp4-pp4 v3 below 81.97 s/step: four compositions, LP floors 81.03-81.12, path floors 81.54-81.82."""
     if not warm.paths:  # the master's own start (`master.solve`), which the cuts join
-        warm.paths = {(r, frozenset(c.items())): c for r, c in seed_paths(p.pp, p.vpp, p.micro_batches, p.orders())}
+        warm.paths = pool(seed_paths(p.pp, p.vpp, p.micro_batches, p.orders()))
     share, out = budget.child(PATH_SHARE * budget.left()), []
     for b, totals in leaves:
         if not share.spent():

@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 
 from planner.search.budget import Budget
-from planner.search.master import Warm, solve, unit_of
+from planner.search.master import Warm, solve
+from planner.search.units import unit_of
 from planner.search.partition import Problem, brute_force, evaluate
 
 from instances import instance
@@ -38,7 +39,7 @@ def test_solver_equals_brute_force_on_the_simulated_step(uniform, schedule):
 
 def _scaled(p: Problem, rng: random.Random, k: int) -> Problem:
     """`p` with every time k times larger plus noise below 1000: real-model magnitudes, where the master
-    works in coarse units (`master.unit_of`, 100 or 1000 here) and rounding loses something on every
+    works in coarse units (`units.unit_of`, 100 or 1000 here) and rounding loses something on every
     time. (Noise as large as k makes almost every assignment's critical path its own: the loop then
     needs hundreds of rounds, before this change as after.)"""
     from dataclasses import replace
