@@ -44,7 +44,7 @@ from planner.search.local import improve
 from planner.search.paths import key, pool, seed_paths
 from planner.search.units import coarse, unit_of
 
-__all__ = ["solve", "Warm", "build_master", "answer"]
+__all__ = ["solve", "Warm", "build_master", "answer", "target", "seed_pool"]
 
 
 @dataclass
@@ -193,7 +193,7 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
     warm = warm or Warm()
     orders = p.orders()
     vectors = [in_flight(o, p.vpp, p.pp) for o in orders]
-    paths = warm.paths or pool(seed_paths(p.pp, p.vpp, p.micro_batches, orders))
+    paths = warm.paths or seed_pool(p, orders)
     unit = warm.unit or unit_of(p)
     best, bound, rounds = warm.best, warm.bound, 0
     master = build_master(p, unit, orders, vectors, paths, cutoff, best, bound)
@@ -391,8 +391,18 @@ gap 0.09 -> 0.02%; the others unchanged."""
 
 def _gap(cutoff: int | None, best: Solution | None, bound: int) -> float:
     """The relative gap limit of the next round (`GAP_SHARE`)."""
-    target = min([x for x in (cutoff, best.objective if best else None) if x is not None], default=None)
-    return MASTER_GAP if target is None else min(MASTER_GAP, GAP_SHARE * max(0, target - bound) / max(target, 1))
+    goal = target(cutoff, best)
+    return MASTER_GAP if goal is None else min(MASTER_GAP, GAP_SHARE * max(0, goal - bound) / max(goal, 1))
+
+
+def target(cutoff: int | None, best: Solution | None) -> int | None:
+    """The step to beat: the cutoff or the incumbent, whichever is lower (None without either)."""
+    return min((x for x in (cutoff, best and best.objective) if x is not None), default=None)
+
+
+def seed_pool(p: Problem, orders) -> dict:
+    """The paths a master starts from when it has none (`paths.seed_paths`), keyed as `paths.pool` keys them."""
+    return pool(seed_paths(p.pp, p.vpp, p.micro_batches, orders))
 
 
 def _hint(master: _Master, best: Solution, p: Problem) -> None:

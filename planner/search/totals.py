@@ -29,7 +29,6 @@ from planner.search import master
 from planner.search.budget import WORK_PER_LP_NONZERO, WORK_PER_LP_RESOLVE, Budget
 from planner.search.master import Warm
 from planner.search.partition import Problem, Solution
-from planner.search.paths import pool, seed_paths
 from planner.search.relax import certify, column_scales, duals, glop_model, linear_model, path_floor, solve_lp
 
 __all__ = ["solve", "branches"]
@@ -130,11 +129,6 @@ class _Tree:
         return least, most
 
 
-def _target(cutoff: int | None, best: Solution | None) -> int | None:
-    """The step to beat: the cutoff or the incumbent, whichever is lower (None without either)."""
-    return min((x for x in (cutoff, best and best.objective) if x is not None), default=None)
-
-
 def _tighten(box: list[tuple[int, int]], total: int) -> list[tuple[int, int]] | None:
     """`box` with each rank's range cut to what the others' ranges leave of `total`; None if empty."""
     lo, hi = sum(a for a, _ in box), sum(b for _, b in box)
@@ -197,7 +191,7 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
     Same answers and statuses as `master.solve`."""
     warm = warm or Warm()
     budget = budget or Budget.seconds(time_limit)
-    target = _target(cutoff, warm.best)
+    target = master.target(cutoff, warm.best)
     if not (warm.paths or p.vpp > 1) or target is None or p.pp == 1 or not p.uniform() or p.fixed_bounds or p.totals:
         return master.solve(p, time_limit, cutoff, tick, budget, warm)
     if warm.leaves is None and _setup(p) > BRANCH_SHARE * budget.left():
@@ -234,7 +228,7 @@ def _floored(p: Problem, leaves: list, target: int, warm: Warm, floored: set, bu
     least first, with at most PATH_SHARE of the budget; those that reach `target` dropped. Llama 3 70B
     tp4-pp4 v3 below 81.97 s/step: four compositions, LP floors 81.03-81.12, path floors 81.54-81.82."""
     if not warm.paths:  # the master's own start (`master.solve`), which the cuts join
-        warm.paths = pool(seed_paths(p.pp, p.vpp, p.micro_batches, p.orders()))
+        warm.paths = master.seed_pool(p, p.orders())
     share, out = budget.child(PATH_SHARE * budget.left()), []
     for b, totals in leaves:
         if not share.spent():
@@ -254,7 +248,7 @@ def _leaves(p: Problem, cutoff: int | None, tick, budget: Budget, warm: Warm) ->
     best, open_bounds, rounds = warm.best, [], 0
     order = sorted(warm.leaves.items(), key=lambda kv: (kv[1].bound, kv[0]))
     for k, (totals, leaf) in enumerate(order):
-        cut = _target(cutoff, best)
+        cut = master.target(cutoff, best)
         if leaf.bound >= cut:
             del warm.leaves[totals]
             continue
@@ -279,7 +273,7 @@ def _leaves(p: Problem, cutoff: int | None, tick, budget: Budget, warm: Warm) ->
             del warm.leaves[totals]
         else:
             open_bounds.append(leaf.bound)
-    ceiling = _target(cutoff, best)
+    ceiling = master.target(cutoff, best)
     bound = min([b for b in open_bounds if b < ceiling] or [ceiling])
     warm.best, warm.bound = best, max(warm.bound, bound)
     stats = {"rounds": rounds, "paths": len(warm.paths), "unit": warm.unit, "compositions": len(order)}

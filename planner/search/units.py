@@ -1,5 +1,4 @@
-"""The master's coarse time unit (`master.py`): CP-SAT proves an optimum over an objective some 1e7 units
-wide far faster than over one 1e10 wide, and times rounded down keep every path a relaxation."""
+"""The master's coarse time unit (`master.py`), and a problem's times rounded down to it."""
 from __future__ import annotations
 
 import math

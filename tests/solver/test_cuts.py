@@ -11,7 +11,7 @@ import pytest
 
 from planner.search.budget import Budget
 from planner.search.partition import _compositions, brute_force, choices, evaluate, parts_of, rank_extra
-from planner.search.paths import seed_paths
+from planner.search.paths import pool, seed_paths
 from planner.search.relax import lp_floor, path_floor
 
 from instances import instance
@@ -38,7 +38,7 @@ def test_every_path_cut_holds_for_every_assignment(schedule):
     checked = 0
     for _ in range(6):
         p = instance(rng, True, schedule)
-        seeds = {(r, frozenset(c.items())): c for r, c in seed_paths(p.pp, p.vpp, p.micro_batches, p.orders())}
+        seeds = pool(seed_paths(p.pp, p.vpp, p.micro_batches, p.orders()))
         paths = dict(seeds)
         path_floor(p, paths, Budget(1e9))
         cuts = [(r, c) for (r, k), c in paths.items() if (r, k) not in seeds]

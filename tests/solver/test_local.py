@@ -12,7 +12,7 @@ from planner.cost.schedule import in_flight
 from planner.search.budget import Budget
 from planner.search.local import _Parts, _Pricer, improve, neighbours
 from planner.search.partition import Solution, brute_force, choices, evaluate, _compositions
-from planner.search.paths import seed_paths
+from planner.search.paths import pool, seed_paths
 
 from instances import instance
 
@@ -63,7 +63,7 @@ def test_the_paths_floor_never_exceeds_the_simulated_step():
         p = instance(rng, rng.random() < 0.5)
         orders = p.orders()
         vectors = [in_flight(o, p.vpp, p.pp) for o in orders]
-        paths = {(r, frozenset(c.items())): c for r, c in seed_paths(p.pp, p.vpp, p.micro_batches, orders)}
+        paths = pool(seed_paths(p.pp, p.vpp, p.micro_batches, orders))
         space = sorted(_space(p))
         pricer = _Pricer(p, paths)
         for a in rng.sample(space, min(6, len(space))):
@@ -94,7 +94,7 @@ def test_improve_ends_at_a_local_optimum_of_the_simulated_step(schedule):
             continue
         start = max(fitting, key=lambda a: (evaluate(p, *a, orders, vectors).objective, a))
         first = Solution(*start, evaluate(p, *start, orders, vectors).objective, "HEURISTIC")
-        paths = {(r, frozenset(c.items())): c for r, c in seed_paths(p.pp, p.vpp, p.micro_batches, orders)}
+        paths = pool(seed_paths(p.pp, p.vpp, p.micro_batches, orders))
         out, found = improve(p, first, orders, vectors, paths, Budget(1e9))
         score = evaluate(p, out.bounds, out.full, out.selective, orders, vectors)
         assert score.fits and score.objective == out.objective <= first.objective
