@@ -20,7 +20,7 @@ from planner.search.totals import solve
 from planner.types.estimate import Estimate
 from planner.types.strategy import Strategy, parse_recompute, recompute_name
 
-__all__ = ["Candidate", "TIME_UNIT", "problem", "evaluate_fixed", "seeded", "lp_bound", "polished"]
+__all__ = ["Candidate", "TIME_UNIT", "problem", "evaluate_fixed", "seeded", "lp_bound", "polished", "assigned"]
 
 TIME_UNIT = 1e-8
 """Solver time unit (10 ns): integer costs keep CP-SAT exact; memory is in bytes."""
@@ -104,7 +104,7 @@ def _place(cm: CostModel, s: Strategy, recompute: str | None, limit: float, boun
         return None, "NO_FIT", 0.0, math.inf
     if not sol.bounds:
         return None, sol.status, 0.0, sol.objective * TIME_UNIT
-    return _placed(p, s, sol), sol.status, sol.gap, sol.objective * TIME_UNIT
+    return assigned(p, s, sol), sol.status, sol.gap, sol.objective * TIME_UNIT
 
 
 def _modes(p: Problem, layers: tuple[int, ...], names: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -113,7 +113,7 @@ def _modes(p: Problem, layers: tuple[int, ...], names: tuple[str, ...]) -> tuple
     return tuple(m[0] for m in modes), tuple(m[1] for m in modes)
 
 
-def _placed(p: Problem, s: Strategy, sol: Solution) -> Strategy:
+def assigned(p: Problem, s: Strategy, sol: Solution) -> Strategy:
     """`s` with the assignment `sol` of its problem `p`: layers per chunk and recompute names."""
     names = tuple(recompute_name(f, g, n) for f, g, n in zip(sol.full, sol.selective, p.blocks_of(sol.bounds)))
     return replace(s, layers_per_chunk=sol.bounds, recompute=names)
@@ -143,7 +143,7 @@ def polished(cm: CostModel, cand: Candidate, batch: int, budget: Budget) -> Cand
     out, _ = improve(p, start, orders, vectors, paths, budget)
     if out.objective >= start.objective:
         return cand
-    placed = _placed(p, s, out)
+    placed = assigned(p, s, out)
     return Candidate(placed, cm.estimate(placed, batch), cand.lower_bound, cand.solver_status)
 
 

@@ -26,7 +26,7 @@ from planner.search.units import unit_of
 from planner.search.partition import Problem
 from planner.search.paths import key, pool, seed_paths
 
-__all__ = ["lp_floor", "path_floor", "solve_lp", "linear_model", "path_row", "add_row", "glop_model", "column_scales", "certify", "duals", "NOTHING_FITS", "ATTEMPTS"]
+__all__ = ["lp_floor", "path_floor", "Kelley", "solve_lp", "linear_model", "path_row", "add_row", "glop_model", "column_scales", "certify", "duals", "NOTHING_FITS", "ATTEMPTS"]
 
 NOTHING_FITS = 2 ** 62
 """The floor when the LP proves that no assignment fits in memory."""
@@ -57,43 +57,77 @@ def lp_floor(p: Problem) -> tuple[int, int]:
 def path_floor(p: Problem, paths: dict, budget: Budget) -> tuple[int, bool]:
     """`lp_floor` over the round paths, `paths`, and the path cuts (`cuts.separate`) found while `budget`
     lasts (each joins `paths`, for the master that goes on from them): Kelley's cutting planes, each
-    round's bound certified, the best returned (problem units; 0 when the LP says nothing). GPT-3 175B
-    tp4-pp8 v3 at the totals (11,12,12,12,12,13,13,11): 45.63 -> 45.87 s/step in 134 rounds; its optimum
-    is 46.098."""
+    round's bound certified, the best returned (problem units; 0 when the LP says nothing); and whether
+    no cut is left. GPT-3 175B tp4-pp8 v3 at the totals (11,12,12,12,12,13,13,11): 45.63 -> 45.87
+    s/step in 134 rounds; its optimum is 46.098."""
     if not p.uniform() or p.fixed_bounds:
         return 0, True
-    master, unit, (rows, objective, domains), probe = linear_model(p, paths, probe=True)
-    orders = p.orders()
-    actions, size = sum(len(o) for o in orders), sum(len(coef) for coef, _, _ in rows)
-    lp, cons, scales = glop_model(rows, objective, domains)
-    x, col, best, done = lp.variables(), column_scales(domains), Fraction(0), False
-    budget.spend(WORK_PER_LP_NONZERO * size)  # built, read back and solved once, as `lp_floor`
-    while True:
-        if solve_lp(lp) != pywraplp.Solver.OPTIMAL:  # going on from its basis ends ABNORMAL at times: anew
-            budget.spend(WORK_PER_LP_NONZERO * size)
-            lp, cons, scales = glop_model(rows, objective, domains)
-            x = lp.variables()
-            if solve_lp(lp) != pywraplp.Solver.OPTIMAL:
-                done = True
-                break
-        best = max(best, certify(rows, objective, domains, duals(cons, scales)))
-        if budget.spent():
-            break
-        budget.spend(WORK_PER_ACTION * actions)
-        found = separate(probe, orders, {i: x[i].solution_value() * col[i] for i in probe.columns()}, paths)
-        if not found:
-            done = True
-            break
-        for r, counts in found:
-            paths[key(r, counts)] = counts
-            row = path_row(master, r, counts)
-            con, scale = add_row(lp, x, col, row)
-            rows.append(row)
-            cons.append(con)
-            scales.append(scale)
-            size += len(row[0])
-        budget.spend(WORK_PER_LP_RESOLVE * size)  # GLOP goes on from its last basis
-    return max(0, math.ceil(best)) * unit, done
+    kelley = Kelley(p, paths, budget)
+    done = kelley.run(budget)
+    return kelley.bound(), done
+
+
+class Kelley:
+    """`path_floor`'s LP kept between calls, so that a caller may add paths of its own (`add`) and read
+    the LP's point (`point`) between rounds (`dive.py`). Identical blocks only (`lp_floor`)."""
+
+    def __init__(self, p: Problem, paths: dict, budget: Budget):
+        self.p, self.paths = p, paths
+        self.master, self.unit, (self.rows, self.objective, self.domains), self.probe = linear_model(p, paths, probe=True)
+        self.orders = p.orders()
+        self.actions = sum(len(o) for o in self.orders)
+        self.size = sum(len(coef) for coef, _, _ in self.rows)
+        self.lp, self.cons, self.scales = glop_model(self.rows, self.objective, self.domains)
+        self.col, self.best, self.values = column_scales(self.domains), Fraction(0), None
+        budget.spend(WORK_PER_LP_NONZERO * self.size)  # built, read back and solved once, as `lp_floor`
+
+    def run(self, budget: Budget, rounds: int | None = None) -> bool:
+        """Kelley rounds while `budget` lasts (at most `rounds` separations): whether no cut is left (or
+        GLOP solves nothing, which ends it too)."""
+        done = False
+        while True:
+            if solve_lp(self.lp) != pywraplp.Solver.OPTIMAL:  # going on from its basis ends ABNORMAL at times: anew
+                budget.spend(WORK_PER_LP_NONZERO * self.size)
+                self.lp, self.cons, self.scales = glop_model(self.rows, self.objective, self.domains)
+                if solve_lp(self.lp) != pywraplp.Solver.OPTIMAL:
+                    return True
+            self.best = max(self.best, certify(self.rows, self.objective, self.domains, duals(self.cons, self.scales)))
+            x, col = self.lp.variables(), self.col
+            self.values = {i: x[i].solution_value() * col[i] for i in range(len(x))}
+            if budget.spent() or rounds == 0:
+                return done
+            rounds = None if rounds is None else rounds - 1
+            budget.spend(WORK_PER_ACTION * self.actions)
+            found = separate(self.probe, self.orders, self.values, self.paths)
+            if not found:
+                return True
+            for r, counts in found:
+                self.add(r, counts)
+            budget.spend(WORK_PER_LP_RESOLVE * self.size)  # GLOP goes on from its last basis
+
+    def add(self, r: int, counts) -> None:
+        """Rank r's path `counts` as a row of the LP (and into `paths`), unless it is there already."""
+        k = key(r, counts)
+        if k in self.paths:  # its row is in the LP already
+            return
+        self.paths[k] = counts
+        row = path_row(self.master, r, counts)
+        con, scale = add_row(self.lp, self.lp.variables(), self.col, row)
+        self.rows.append(row)
+        self.cons.append(con)
+        self.scales.append(scale)
+        self.size += len(row[0])
+
+    def bound(self) -> int:
+        """The best certified bound so far, problem units."""
+        return max(0, math.ceil(self.best)) * self.unit
+
+    def point(self) -> tuple[list[float], list[float], list[float]] | None:
+        """Per chunk: blocks, blocks under full and under selective recompute at the LP's last optimum."""
+        if self.values is None:
+            return None
+        x = self.master.x
+        return tuple([self.values[v.index] for v in vs] for vs in (x.blocks, x.full, x.sel))
 
 
 def solve_lp(lp) -> int:

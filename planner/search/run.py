@@ -14,9 +14,10 @@ from planner.search.budget import (WORK_PER_ACTION, WORK_PER_LP_NONZERO, WORK_PE
 from planner.search.ceiling import estimate_work
 from planner.search.dominance import dominates
 from planner.search.floor import floor, reachable
-from planner.search.master import Warm
+from planner.search.dive import dive
+from planner.search.master import Warm, seed_pool
 from planner.search.partition import Problem
-from planner.search.pricing import TIME_UNIT, Candidate, evaluate_fixed, lp_bound, problem, seeded
+from planner.search.pricing import TIME_UNIT, Candidate, evaluate_fixed, assigned, lp_bound, problem, seeded
 from planner.search.space import Constraints
 from planner.search.table import keep
 from planner.types.strategy import Strategy
@@ -188,6 +189,29 @@ class Run:
             least = max(floor(self.cm, s, lb, cut), self.lp(s, passes))
             warm.bound = max(0, int(least * (1 - 1e-7) / TIME_UNIT) - 1)
             warm.best = seeded(self.cm, s, lb, cut)
+
+    def dive(self, i: int, budget: Budget) -> None:
+        """LP dives on pipeline candidate i (`dive.py`; identical blocks, bounds not fixed) within `budget`,
+        after `prime`: the plan they find joins the table when it is the best of its family, and stays
+        the candidate's incumbent for its solve, with the paths and the path floor they proved (which
+        raises the candidate's LP floor)."""
+        p, s = self._problem(i), self.bounded[i][2]
+        if not p.uniform() or p.fixed_bounds:
+            return
+        cut = self.best() * (1 + 1e-9) + TIME_UNIT
+        self.prime(i, cut, (budget,))
+        warm = self.warm[i]
+        warm.paths = warm.paths or seed_pool(p, p.orders())
+        sol, least = dive(p, warm.paths, budget, int(cut / TIME_UNIT))
+        warm.bound = max(warm.bound, least)
+        self.lps[s] = max(self.lps.get(s, 0.0), least * TIME_UNIT)
+        if sol is None or (warm.best is not None and warm.best.objective <= sol.objective):
+            return
+        warm.best, warm.polished = sol, sol.objective
+        plan = assigned(p, s, sol)
+        budget.spend(estimate_work(self.cm))
+        keep(self.top, Candidate(plan, self.cm.estimate(plan, self.batch), self.bounded[i][0], "HEURISTIC"),
+             self.c.top_k + 1)
 
     def reach_work(self, s: Strategy) -> float:
         """What `floor.reachable` costs (budget.py): little, but the first time an interleaved schedule
