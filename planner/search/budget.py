@@ -6,8 +6,9 @@ project's 2-core CPU machine: every master round of three whole searches at a 20
 8x4, 175B and Llama 3 70B on 8x16, 241 rounds, wall = 2.59 x deterministic s + 3.3e-4 s x constraints
 by least squares, within 10% per search): CP-SAT's own deterministic time costs WORK_PER_DETERMINISTIC_S
 units a deterministic second, each round WORK_PER_CONSTRAINT for each constraint of its master (model
-copy, presolve, and the master's building in Python), each schedule action WORK_PER_ACTION (3 us) when a
-solve builds its action orders and again each time it simulates them, each discrete-floor test
+copy, presolve, and the master's building in Python), each schedule action WORK_PER_ACTION when a
+solve builds its action orders and again each time it simulates them (WORK_PER_PATH_ACTION when the
+simulation also finds the longest paths), each discrete-floor test
 (`floor.reachable`) WORK_PER_REACHABLE (0.05 s for 205 in the 13B search), and the first time it meets
 an interleaved schedule shape, its in-flight counts (WORK_PER_ACTION an action) and their mixed floor
 (WORK_PER_MIX_RANK per rank plus WORK_PER_MIX per rank, pair of in-flight vectors and pair of chunks,
@@ -28,8 +29,9 @@ that LP with other bounds on a few rows (`totals.branches`) WORK_PER_LP_RESOLVE 
 each, GLOP re-solve, duals and the exact check); each neighbour local search looks at (`local.improve`:
 its chunks, the memory of the ranks it changes, the paths' floor) WORK_PER_NEIGHBOUR (2026-12-03: 36-40
 us over 321-3,600 neighbours for GPT-3 13B tp1-pp2 v3 and Llama 3 70B tp4-pp4 v3; its simulations are
-charged as actions, a step taken three times: simulated, then again with its paths; walls 0.5-1.9x the
-charge over 70B, 175B tp4-pp8 v3 and Llama 3 405B tp8-pp16 v3).
+charged as actions, a step taken simulated again with its paths; 2026-12-04, in 60 s searches of the
+five cases of benchmarks/search.py, local search was charged 2.3-5.4x its wall at 3 us an action, which
+WORK_PER_ACTION and WORK_PER_PATH_ACTION now replace).
 
 The clock is the hard bound: a limit of S seconds is WORK_SHARE x S units of work and a deadline S
 seconds after the start. On a machine like that one the work runs out first (the same plan run after
@@ -41,7 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import time
 
-__all__ = ["Budget", "WORK_PER_DETERMINISTIC_S", "WORK_PER_CONSTRAINT", "WORK_PER_ACTION", "WORK_PER_BOUND",
+__all__ = ["Budget", "WORK_PER_DETERMINISTIC_S", "WORK_PER_CONSTRAINT", "WORK_PER_ACTION", "WORK_PER_PATH_ACTION", "WORK_PER_BOUND",
            "WORK_PER_NODE_BOUND", "WORK_PER_REACHABLE", "WORK_PER_MIX", "WORK_PER_MIX_RANK", "WORK_PER_CANDIDATE", "WORK_PER_LP_NONZERO", "WORK_PER_LP_RESOLVE",
            "WORK_PER_NEIGHBOUR", "WORK_PER_PROBLEM_LAYER", "WORK_SHARE"]
 
@@ -50,7 +52,14 @@ WORK_PER_CONSTRAINT = 3.3e-4
 WORK_PER_REACHABLE = 2.5e-4
 WORK_PER_MIX = 5e-8
 WORK_PER_MIX_RANK = 2.5e-4
-WORK_PER_ACTION = 3e-6
+WORK_PER_ACTION = 7e-7
+"""One schedule action simulated without its paths, or built into the action orders and in-flight counts
+(2026-12-04, `partition.evaluate` over five shapes from 192 to 65,536 actions - GPT-3 13B tp1-pp2 v3 to
+GPT 1T tp8-pp32 v4: 0.45-0.74 us an action simulated, 0.30-0.66 us built; it was 3 us, measured
+before the simulation got faster: searches charged local search 2.3-5.4x its wall)."""
+WORK_PER_PATH_ACTION = 1.7e-6
+"""One schedule action simulated with its longest paths (`evaluate(..., paths=True)`, `cuts.separate`):
+1.30-1.61 us over the same five shapes."""
 WORK_PER_BOUND = 5e-5
 WORK_PER_NODE_BOUND = 2.5e-7
 WORK_PER_CANDIDATE = 1.5e-4

@@ -16,7 +16,7 @@ import itertools
 import math
 
 from planner.cost.schedule import in_flight
-from planner.search.budget import WORK_PER_ACTION, WORK_PER_NEIGHBOUR, Budget
+from planner.search.budget import WORK_PER_NEIGHBOUR, WORK_PER_PATH_ACTION, Budget
 from planner.search.local import improve
 from planner.search.partition import Problem, Solution, evaluate, part, parts_of, rank_fits
 from planner.search.relax import Kelley
@@ -57,7 +57,7 @@ def dive(p: Problem, paths: dict, budget: Budget, target: int | None = None) -> 
             continue
         seen.add(found)
         score = evaluate(p, *found, orders, vectors, paths=True)
-        budget.spend(2 * WORK_PER_ACTION * actions)
+        budget.spend(WORK_PER_PATH_ACTION * actions)
         for r, counts in enumerate(score.paths):
             kelley.add(r, counts)
         out, more = improve(p, Solution(*found, score.objective, "HEURISTIC"), orders, vectors, paths, budget)

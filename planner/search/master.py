@@ -36,7 +36,8 @@ from typing import Callable
 from ortools.sat.python import cp_model
 
 from planner.cost.schedule import in_flight
-from planner.search.budget import WORK_PER_ACTION, WORK_PER_CONSTRAINT, WORK_PER_DETERMINISTIC_S, Budget
+from planner.search.budget import (WORK_PER_ACTION, WORK_PER_CONSTRAINT, WORK_PER_DETERMINISTIC_S, WORK_PER_PATH_ACTION,
+                                   Budget)
 from planner.cost.terms import ALLOCATOR_DIVISOR
 from planner.search.encoding import Chunks
 from planner.search.partition import Problem, Solution, evaluate
@@ -200,7 +201,7 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
     status_name = "OPTIMAL"
     budget = budget or Budget.seconds(time_limit, t0)
     actions = sum(len(o) for o in orders)
-    budget.spend(WORK_PER_ACTION * actions)  # the orders, in-flight counts and seed paths built above
+    budget.spend(2 * WORK_PER_ACTION * actions)  # the orders, in-flight counts and seed paths built above
     if best is not None:
         best = best if warm.polished == best.objective else _polish(master, p, best, paths, (orders, vectors), budget, cutoff)
         _hint(master, best, p)
@@ -220,7 +221,7 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
         bound = max(bound, unit * int(solver.best_objective_bound))
         bounds, full, sel = master.values(solver, p)
         score = evaluate(p, bounds, full, sel, orders, vectors, paths=True)
-        budget.spend(WORK_PER_ACTION * actions)
+        budget.spend(WORK_PER_PATH_ACTION * actions)
         if not score.fits:
             raise AssertionError("the master's memory model disagrees with evaluate()")
         improved = best is None or score.objective < best.objective
@@ -297,7 +298,7 @@ def _passed(master: _Master, p: Problem, passed: list, best: Solution, paths: di
     orders, vectors, actions = sim
     for bounds, full, sel in passed:
         score = evaluate(p, bounds, full, sel, orders, vectors, paths=True)
-        budget.spend(WORK_PER_ACTION * actions)
+        budget.spend(WORK_PER_PATH_ACTION * actions)
         if score.fits and score.objective < best.objective:
             best = Solution(bounds, full, sel, score.objective)
             master.beat(best.objective)

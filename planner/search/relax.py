@@ -19,7 +19,7 @@ from fractions import Fraction
 from ortools.linear_solver import pywraplp
 
 from planner.cost.schedule import in_flight
-from planner.search.budget import WORK_PER_ACTION, WORK_PER_LP_NONZERO, WORK_PER_LP_RESOLVE, Budget
+from planner.search.budget import WORK_PER_LP_NONZERO, WORK_PER_LP_RESOLVE, WORK_PER_PATH_ACTION, Budget
 from planner.search.cuts import Probe, separate
 from planner.search.master import build_master
 from planner.search.units import unit_of
@@ -97,7 +97,7 @@ class Kelley:
             if budget.spent() or rounds == 0:
                 return done
             rounds = None if rounds is None else rounds - 1
-            budget.spend(WORK_PER_ACTION * self.actions)
+            budget.spend(WORK_PER_PATH_ACTION * self.actions)
             found = separate(self.probe, self.orders, self.values, self.paths)
             if not found:
                 return True
