@@ -5,8 +5,8 @@ rounded again.
 Where the LP floor is close to the optimum, its point is close to a good assignment, and local search
 alone is not: Llama 3 405B tp8-pp16-dp4x32 interleaved v3 on 8x2048 H100 (48 chunks of 2-3 blocks, 16
 micro-batches). The seed plan after local search ran 7.622 s/step, a local optimum even for moves of a
-block between any two chunks; simulated annealing (2 minutes, 170k steps) reached 7.418. Five dives
-(about 10 s) reach 7.322, against a path floor of 6.98 (2026-12-03). Where the LP averages across
+block between any two chunks; simulated annealing (2 minutes, 170k steps) reached 7.418. Dives of 20
+work units (11.7 s) reach 7.322, against a path floor of 6.98 (2026-12-03). Where the LP averages across
 ranks (GPT-3 175B tp4-pp8 v2/v3: LP 43.8, optimum near 46.1) its point rounds to 47-49 s/step, and the
 dive finds nothing: the branching over ranks' totals (`totals.py`) does better there.
 """
@@ -31,8 +31,9 @@ dives of 20 rounds each reach 7.39 at the third, 7.32 at the fifth (2026-12-03).
 DIVE_SLACK = 0.05
 """A rounding whose local optimum is more than this share above the step to beat ends the dive: there the
 LP's point is far from the good assignments, and later points are no nearer. After local search, the
-roundings of 405B tp8-pp16-dp2x64 v3 come within 1.3%, 3.1%, then below the 7.622 s/step to beat; those of
-GPT-3 175B tp4-pp8 v4 are 6.9-8.7% above its 46.14 (2026-12-03)."""
+first rounding of 405B tp8-pp16-dp2x64 v3 ends 1.3% above the 7.622 s/step to beat and the second below
+it (7.435); the first of GPT-3 175B tp4-pp8 v4 ends 7.2% above its 46.14, and later ones no nearer
+(2026-12-03)."""
 
 
 def dive(p: Problem, paths: dict, budget: Budget, target: int | None = None) -> tuple[Solution | None, int]:

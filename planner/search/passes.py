@@ -83,6 +83,10 @@ early gives the rest back). Llama 3 405B on 8x2048 at a 60 s limit: at 0.25 its 
 found nothing; at 0.5, 10.3 units and 7.435 s/step where the plan had been 7.622 (2026-12-03)."""
 DIVES = 1
 """How many schedule shapes the LP dives visit, each once, least LP floor first."""
+SIBLING_SHARE = 0.3
+"""Of a shape's share, what its other candidates' shared floors (`Run.shared_floor`) may use at least:
+Llama 3 405B tp8-pp16 v3, after a dive of 10.3 units on dp2x64 (1,252 paths), its variants dp128, dp4x32,
+dp8x16 and dp16x8 from LP floors 6.758-6.932 to 6.961-7.096 s/step, 1.28 units each (2026-12-04)."""
 DIVE_CHUNKS = 48
 """Only candidates of at least this many chunks are dived: where the master cannot (Llama 3 405B
 tp8-pp16 v3, 48 chunks: one master round in 30 s, at 11.5 s/step). Single dives of 10 units
@@ -96,31 +100,45 @@ the plan was 7.622; 405B pp16 v2 and pp8 v4 (32 chunks) 8.08 and 8.10; GPT-3 175
 def dive_sweep(run: Run, proof: Budget, ruled_out: set[int]) -> None:
     """After the LP sweep, with at most DIVE_SHARE of the proof: LP dives (`Run.dive`, `dive.py`) on the
     candidates with the least LP floors below the best, one of each schedule shape (its variants in
-    sharding level and data-parallel split share its partition problem but for their end terms), DIVES
-    shapes, an equal share each. The plans they find lower the best before any solve."""
+    sharding level and data-parallel split share its action orders, and its partition problem but for
+    their end terms), DIVES shapes, an equal share each. The plans they find lower the best before any
+    solve; with what a shape's share has left (SIBLING_SHARE at least), the LP floors of the shape's
+    other candidates below the best are raised over the paths its dive found (`Run.shared_floor`)."""
     if run.c.recompute is not None or not run.top:
         return
     below = sorted((run.lps[s], i) for i, (_, _, s) in enumerate(run.bounded)
                    if i not in ruled_out and s.chunks >= DIVE_CHUNKS and 0 < run.lps.get(s, 0.0) < run.best())
-    picked, shapes = [], set()
+    shapes: dict[tuple, list[int]] = {}
     for _, i in below:
-        s = run.bounded[i][2]
-        shape = (s.tp, s.sequence_parallel, s.pp, s.vpp, s.schedule, s.micro_batch_size, s.num_micro_batches)
-        if shape not in shapes and not run.dominated(i):
-            shapes.add(shape)
-            picked.append(i)
-        if len(picked) == DIVES:
-            break
+        if len(shapes) < DIVES and _shape(run.bounded[i][2]) not in shapes and not run.dominated(i):
+            shapes[_shape(run.bounded[i][2])] = [i]
+    rest = sorted((run.lps.get(s, lb), i) for i, (lb, _, s) in enumerate(run.bounded)
+                  if _shape(s) in shapes and i not in ruled_out and lb < run.best())
+    for _, i in rest:  # the rest of each shape, least floor (LP or cheap) first
+        if i not in shapes[_shape(run.bounded[i][2])]:
+            shapes[_shape(run.bounded[i][2])].append(i)
     share = proof.child(DIVE_SHARE * proof.left())
-    for j, i in enumerate(picked):
-        run.shown = ("dive", j + 1, len(picked))
+    for j, (first, *others) in enumerate(shapes.values()):
+        run.shown = ("dive", j + 1, len(shapes))
         if run.progress:
             run.progress(*run.shown)
-        one = share.child(share.left() / (len(picked) - j))
-        run.dive(i, one)
-        share.spend(one.used)
+        part = share.child(share.left() / (len(shapes) - j))
+        one = part.child((1 - SIBLING_SHARE) * part.left())
+        run.dive(first, one)
+        part.spend(one.used)
+        for i in others:
+            if part.spent() or run.lps.get(run.bounded[i][2], 0.0) >= run.best() or run.dominated(i):
+                continue
+            run.shared_floor(i, run.warm[first].paths, part)
+        share.spend(part.used)
     for b in (run.work, proof):
         b.spend(share.used)
+
+
+def _shape(s) -> tuple:
+    """What a candidate's action orders and chunk times depend on: its variants in sharding level and
+    data-parallel split share it."""
+    return (s.tp, s.sequence_parallel, s.pp, s.vpp, s.schedule, s.micro_batch_size, s.num_micro_batches)
 
 
 def prove(run: Run, proof: Budget) -> None:

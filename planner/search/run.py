@@ -17,6 +17,7 @@ from planner.search.floor import floor, reachable
 from planner.search.dive import dive
 from planner.search.master import Warm, seed_pool
 from planner.search.partition import Problem
+from planner.search.relax import Kelley
 from planner.search.pricing import TIME_UNIT, Candidate, evaluate_fixed, assigned, lp_bound, problem, seeded
 from planner.search.space import Constraints
 from planner.search.table import keep
@@ -49,7 +50,7 @@ class Run:
     no_fit: set = field(default_factory=set)
     shapes: set = field(default_factory=set)
     lps: dict = field(default_factory=dict)
-    """Per strategy: its LP floor, once computed (and charged)."""
+    """Per strategy: its LP floor, once computed (and charged), or the path floor a dive raised it to."""
     cleared: dict = field(default_factory=dict)
     """Per candidate: a step nothing of it is below, proved (a later solve cut short must not undo it):
     the cutoff it could not beat, its optimum, or inf when nothing of it fits."""
@@ -164,7 +165,8 @@ class Run:
         first = s not in self.lps
         if s.pp == 1 or (first and WORK_PER_LP_NONZERO * 3 * s.chunks ** 2 > min(b.left() for b in passes)):
             return 0.0  # 3 C^2: about its nonzeros (Llama 3 405B tp8-pp32 v2 and v3: 2.7 and 2.5 C^2, 2026-12-03)
-        self.lps[s], size = lp_bound(self.cm, s)
+        value, size = lp_bound(self.cm, s)
+        self.lps[s] = max(self.lps.get(s, 0.0), value)  # a dive's path floor may have raised it
         for b in passes if first or always else ():
             b.spend(WORK_PER_LP_NONZERO * size)
         return self.lps[s]
@@ -212,6 +214,16 @@ class Run:
         budget.spend(estimate_work(self.cm))
         keep(self.top, Candidate(plan, self.cm.estimate(plan, self.batch), self.bounded[i][0], "HEURISTIC"),
              self.c.top_k + 1)
+
+    def shared_floor(self, j: int, paths: dict, budget: Budget) -> None:
+        """Candidate j's LP floor raised to the LP over `paths`, another candidate's with the same action
+        orders (a variant in sharding level or data-parallel split, dived): each path is a row of j's
+        LP too, with j's own end terms. One LP solve, no cut sought (`relax.Kelley`)."""
+        p, s = self._problem(j), self.bounded[j][2]
+        if p.uniform() and not p.fixed_bounds:
+            kelley = Kelley(p, dict(paths), budget)
+            kelley.run(budget, 0)
+            self.lps[s] = max(self.lps.get(s, 0.0), kelley.bound() * TIME_UNIT)
 
     def reach_work(self, s: Strategy) -> float:
         """What `floor.reachable` costs (budget.py): little, but the first time an interleaved schedule
