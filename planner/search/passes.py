@@ -126,10 +126,11 @@ def dive_sweep(run: Run, proof: Budget, ruled_out: set[int]) -> None:
         one = part.child((1 - SIBLING_SHARE) * part.left())
         run.dive(first, one)
         part.spend(one.used)
-        for i in others:
+        paths = run.warm[first].paths if first in run.warm else {}  # none when it could not be dived
+        for i in others if paths else ():
             if part.spent() or run.lps.get(run.bounded[i][2], 0.0) >= run.best() or run.dominated(i):
                 continue
-            run.shared_floor(i, run.warm[first].paths, part)
+            run.shared_floor(i, paths, part)
         share.spend(part.used)
     for b in (run.work, proof):
         b.spend(share.used)
