@@ -99,11 +99,13 @@ def rounded(p: Problem, vectors, blocks, full, sel) -> tuple[tuple, tuple, tuple
             return rank_fits(p, parts, vectors, r)
         while not rank_fits(p, parts, vectors, r):
             c = next((c for c in mine if fu[c] + se[c] < nb[c]), None)
-            up = (0, 1) if c is not None else (1, -1)
-            c = c if c is not None else next((c for c in mine if se[c] > 0), None)
+            if c is not None:
+                fits(c, 0, 1)  # a block with none -> selective
+                continue
+            c = next((c for c in mine if se[c] > 0), None)
             if c is None:
                 return None
-            fits(c, *up)
+            fits(c, 1, -1)  # selective -> full
         lighter = True
         while lighter:
             lighter = False

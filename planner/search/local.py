@@ -95,8 +95,8 @@ def improve(p: Problem, best: Solution, orders, vectors, paths: dict, budget: Bu
     """The incumbent `best` moved downhill (`neighbours`, first improvement, each scan going on from the
     move that last improved) until a whole scan finds nothing faster or `budget` runs out; and the
     longest paths of each assignment taken (for the master). Each simulation is charged WORK_PER_ACTION
-    per action (WORK_PER_PATH_ACTION again for a step taken, simulated with its paths), each neighbour looked at WORK_PER_NEIGHBOUR; a budget that cannot pay for AFFORD
-    simulations does not start one."""
+    per action (WORK_PER_PATH_ACTION again for a step taken, simulated with its paths), each neighbour
+    looked at WORK_PER_NEIGHBOUR; a budget that cannot pay for AFFORD simulations does not start one."""
     actions = sum(len(o) for o in orders)
     if budget.left() < AFFORD * WORK_PER_ACTION * actions:
         return best, []

@@ -72,13 +72,17 @@ class Kelley:
     the LP's point (`point`) between rounds (`dive.py`). Identical blocks only (`lp_floor`)."""
 
     def __init__(self, p: Problem, paths: dict, budget: Budget):
-        self.p, self.paths = p, paths
+        self.paths = paths
         self.master, self.unit, (self.rows, self.objective, self.domains), self.probe = linear_model(p, paths, probe=True)
         self.orders = p.orders()
         self.actions = sum(len(o) for o in self.orders)
         self.size = sum(len(coef) for coef, _, _ in self.rows)
         self.lp, self.cons, self.scales = glop_model(self.rows, self.objective, self.domains)
+        self.x = self.lp.variables()
         self.col, self.best, self.values = column_scales(self.domains), Fraction(0), None
+        x = self.master.x
+        self.read = self.probe.columns() + [v.index for vs in (x.blocks, x.full, x.sel) for v in vs]
+        """The columns read at each optimum: the chunk times `separate` simulates, and the point's."""
         budget.spend(WORK_PER_LP_NONZERO * self.size)  # built, read back and solved once, as `lp_floor`
 
     def run(self, budget: Budget, rounds: int | None = None) -> bool:
@@ -89,11 +93,11 @@ class Kelley:
             if solve_lp(self.lp) != pywraplp.Solver.OPTIMAL:  # going on from its basis ends ABNORMAL at times: anew
                 budget.spend(WORK_PER_LP_NONZERO * self.size)
                 self.lp, self.cons, self.scales = glop_model(self.rows, self.objective, self.domains)
+                self.x = self.lp.variables()
                 if solve_lp(self.lp) != pywraplp.Solver.OPTIMAL:
                     return True
             self.best = max(self.best, certify(self.rows, self.objective, self.domains, duals(self.cons, self.scales)))
-            x, col = self.lp.variables(), self.col
-            self.values = {i: x[i].solution_value() * col[i] for i in range(len(x))}
+            self.values = {i: self.x[i].solution_value() * self.col[i] for i in self.read}
             if budget.spent() or rounds == 0:
                 return done
             rounds = None if rounds is None else rounds - 1
@@ -112,7 +116,7 @@ class Kelley:
             return
         self.paths[k] = counts
         row = path_row(self.master, r, counts)
-        con, scale = add_row(self.lp, self.lp.variables(), self.col, row)
+        con, scale = add_row(self.lp, self.x, self.col, row)
         self.rows.append(row)
         self.cons.append(con)
         self.scales.append(scale)
