@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -10,7 +11,13 @@ from pathlib import Path
 from planner.calibration.fit import profile_toml
 from planner.errors import PlannerError, refuse_overwrite
 
-__all__ = ["calibrate"]
+__all__ = ["calibrate", "failure_cause"]
+
+_EXCEPTION = re.compile(r"^(?:\[rank(\d+)\]:\s*)?((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*"
+                        r"(?:Error|Exception|Exit|Interrupt)\b.*)$")
+_RANK = re.compile(r"^rank\s*:\s*(\d+)")
+_SIGNAL = re.compile(r"Signal \d+ \(\w+\) received by PID \d+")
+_TORCHRUN = ("ChildFailedError", "torch.distributed.elastic")
 
 
 def calibrate(out: str | Path, *, ranks: int = 2, quick: bool = False, cpu: bool = False,
@@ -27,10 +34,34 @@ def calibrate(out: str | Path, *, ranks: int = 2, quick: bool = False, cpu: bool
                *(["--quick"] if quick else []), *(["--cpu"] if cpu else [])]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0 or not raw_path.is_file():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise PlannerError(f"the calibration run failed ({tail[0][:200]}); check that torch runs here")
+            why = failure_cause(proc.stderr + "\n" + proc.stdout)
+            raise PlannerError(f"the calibration run failed ({why[:200]}); check that torch runs here")
         raw = json.loads(raw_path.read_text())
     base = "cpu-host" if raw["device"] == "cpu" else "dgx-h100"
     command = f"plan calibrate --ranks {ranks}{' --quick' if quick else ''}"
     out.write_text(profile_toml(raw, base_node=base, command=command))
     return out
+
+
+def failure_cause(output: str) -> str:
+    """The line of a failed torchrun's output that says why. torchrun ends with its own
+    `ChildFailedError` and a footer that names the rank that failed first ("Root Cause") but not why;
+    the ranks' lines come before, prefixed `[rankN]:`, and a rank whose peer failed raises errors of
+    its own (a closed connection). So: the last exception the first-failed rank raised, else the
+    signal that killed it, else the last exception any rank raised, else the last line that is not
+    decoration."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    root = max((i for i, ln in enumerate(lines) if ln.startswith("Root Cause")), default=len(lines))
+    first = next((m.group(1) for ln in lines[root:] if (m := _RANK.match(ln))), None)
+    raised = [(m.group(1), m.group(2)) for ln in lines[:root] if (m := _EXCEPTION.match(ln))
+              and not any(t in ln for t in _TORCHRUN)]
+    signal = next((m.group(0) for ln in lines[root:] if (m := _SIGNAL.search(ln))), None)
+    mine = [e for r, e in raised if r == first]
+    if mine:
+        return f"rank {first}: {mine[-1]}"
+    if signal:
+        return f"rank {first}: {signal}" if first else signal
+    if raised:
+        return f"rank {raised[-1][0]}: {raised[-1][1]}" if raised[-1][0] else raised[-1][1]
+    words = [ln for ln in lines if ln.strip("=-*_ ")]
+    return words[-1] if words else "no output"

@@ -30,3 +30,35 @@ def test_calibrate_writes_a_profile_that_plans(tmp_path, capsys):
     assert planner.Plan.from_json(plan.to_json()) == plan
     with pytest.raises(planner.PlannerError, match="exists"):
         planner.calibrate(out, ranks=2, quick=True)
+
+
+FAILING_WORKER = '''
+import os
+import signal
+import torch.distributed as dist
+dist.init_process_group("gloo")
+if dist.get_rank() == 1:
+    if os.environ.get("HOW") == "killed":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise RuntimeError("no GEMM kernel for 4096x256x256")
+dist.barrier()  # rank 0 then fails too, of a closed connection: not the cause
+'''
+
+
+@pytest.mark.parametrize("how, cause", [("raised", "rank 1: RuntimeError: no GEMM kernel for 4096x256x256"),
+                                        ("killed", "rank 1: Signal 9 (SIGKILL) received by PID")])
+def test_a_failed_calibration_says_why(tmp_path, monkeypatch, how, cause):
+    """torchrun's own output ends in a footer of '=' lines and its ChildFailedError, and the rank that
+    waited on the failed one raises a gloo error of its own: the message names the first-failed rank's
+    exception or signal. A stand-in worker package in the working directory, which `-m` imports first."""
+    pkg = tmp_path / "planner" / "calibration"
+    pkg.mkdir(parents=True)
+    for init in (tmp_path / "planner" / "__init__.py", pkg / "__init__.py"):
+        init.write_text("")
+    (pkg / "worker.py").write_text(FAILING_WORKER)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOW", how)
+    with pytest.raises(planner.PlannerError, match="the calibration run failed") as err:
+        planner.calibrate(tmp_path / "out.toml", ranks=2, cpu=True)
+    assert cause in str(err.value) and "Connection closed" not in str(err.value)
+    assert not (tmp_path / "out.toml").exists()
