@@ -1,10 +1,13 @@
 """Work budgets: the search's time limit counted in work rather than read off the clock, so that the
 same inputs give the same plan run after run; the clock only bounds it.
 
-A unit of work is about one second on the machine the constants were measured on (2026-12-02, the
-project's 2-core CPU machine: every master round of three whole searches at a 20 s limit, GPT-3 13B on
-8x4, 175B and Llama 3 70B on 8x16, 241 rounds, wall = 2.59 x deterministic s + 3.3e-4 s x constraints
-by least squares, within 10% per search): CP-SAT's own deterministic time costs WORK_PER_DETERMINISTIC_S
+A unit of work is about one second on the machine the constants were measured on (the project's 2-core
+CPU machine; CP-SAT's: 2026-12-04, every master round of the five searches of benchmarks/search.py at
+60 s, 291 rounds, least squares wall = 1.71 x deterministic s + 1.95e-4 s x constraints; the constants
+below are rounded up so that no search with rounds of seconds is undercharged: charged 1.0x (GPT 1T) to
+1.35x (Llama 3 70B) the rounds' wall, 3.5x for GPT-3 13B's rounds of milliseconds. The fit of
+2026-12-02 over 20 s searches, 2.6 and 3.3e-4, charged the 60 s searches' rounds 1.3-1.8x their wall,
+and they stopped after 26-35 s): CP-SAT's own deterministic time costs WORK_PER_DETERMINISTIC_S
 units a deterministic second, each round WORK_PER_CONSTRAINT for each constraint of its master (model
 copy, presolve, and the master's building in Python), each schedule action WORK_PER_ACTION when a
 solve builds its action orders and again each time it simulates them (WORK_PER_PATH_ACTION when the
@@ -44,11 +47,11 @@ from dataclasses import dataclass, field
 import time
 
 __all__ = ["Budget", "WORK_PER_DETERMINISTIC_S", "WORK_PER_CONSTRAINT", "WORK_PER_ACTION", "WORK_PER_PATH_ACTION", "WORK_PER_BOUND",
-           "WORK_PER_NODE_BOUND", "WORK_PER_REACHABLE", "WORK_PER_MIX", "WORK_PER_MIX_RANK", "WORK_PER_CANDIDATE", "WORK_PER_LP_NONZERO", "WORK_PER_LP_RESOLVE",
+           "WORK_PER_NODE_BOUND", "WORK_PER_REACHABLE", "WORK_PER_MIX", "WORK_PER_MIX_RANK", "WORK_PER_CANDIDATE", "WORK_PER_FLOOR_LAYER", "WORK_PER_FLOOR_ACTION", "WORK_PER_LP_NONZERO", "WORK_PER_LP_RESOLVE",
            "WORK_PER_NEIGHBOUR", "WORK_PER_PROBLEM_LAYER", "WORK_SHARE"]
 
-WORK_PER_DETERMINISTIC_S = 2.6
-WORK_PER_CONSTRAINT = 3.3e-4
+WORK_PER_DETERMINISTIC_S = 2.0
+WORK_PER_CONSTRAINT = 2.5e-4
 WORK_PER_REACHABLE = 2.5e-4
 WORK_PER_MIX = 5e-8
 WORK_PER_MIX_RANK = 2.5e-4
@@ -63,6 +66,14 @@ WORK_PER_PATH_ACTION = 1.7e-6
 WORK_PER_BOUND = 5e-5
 WORK_PER_NODE_BOUND = 2.5e-7
 WORK_PER_CANDIDATE = 1.5e-4
+WORK_PER_FLOOR_LAYER = 4e-5
+WORK_PER_FLOOR_ACTION = 1e-7
+"""A discrete floor (`floor.floor`, a bisection over `reachable`) per layer of the model and per action
+of the candidate's schedule (2 x micro-batches x chunks): least squares over 80 random candidates of
+each of the five cases of benchmarks/search.py, 2026-12-04, gave 2.0e-5 s a layer + 4.9e-8 s an action
+(0.5-44.6 ms a floor); these are twice that. In the 60 s searches the reseed's floors (`ceiling.by_floor`)
+took 2.0-4.4 ms on average, charged as an estimate (12-19 ms: the reseed was charged 3.3-4.3x its
+wall); now 3.4-11.7 ms."""
 WORK_PER_LP_NONZERO = 1.1e-5
 WORK_PER_LP_RESOLVE = 1.5e-6
 WORK_PER_NEIGHBOUR = 6e-5

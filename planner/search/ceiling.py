@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from planner.cost.model import CostModel, even_split
-from planner.search.budget import WORK_PER_CANDIDATE, Budget
+from planner.search.budget import WORK_PER_CANDIDATE, WORK_PER_FLOOR_ACTION, WORK_PER_FLOOR_LAYER, Budget
 from planner.search.floor import floor, seed
 from planner.search.pricing import Candidate, polished, problem
 
-__all__ = ["ceiling", "by_floor", "estimate_work", "FLOOR_SEEDS"]
+__all__ = ["ceiling", "by_floor", "estimate_work", "floor_work", "FLOOR_SEEDS"]
 
 FLOOR_SEEDS = 20
 """How many of the candidates the floor sweep lets through, those with the least floors, `by_floor`
@@ -20,9 +20,13 @@ POLISH_SHARE = 0.5
 
 
 def estimate_work(cm: CostModel) -> float:
-    """What one candidate's problem and estimate cost (budget.py); a discrete floor (`floor.floor`, a
-    bisection over `reachable`) costs about the same (GPT 1T on 8x384: 19 ms each, 350 in 6.7 s)."""
+    """What one candidate's problem and estimate cost (budget.py)."""
     return WORK_PER_CANDIDATE * len(cm.kinds)
+
+
+def floor_work(cm: CostModel, s) -> float:
+    """What one discrete floor of `s` costs (`floor.floor`; budget.py): a few times less than an estimate."""
+    return WORK_PER_FLOOR_LAYER * len(cm.kinds) + WORK_PER_FLOOR_ACTION * 2 * s.num_micro_batches * s.chunks
 
 
 def ceiling(cm: CostModel, bounded: list[tuple], batch: int, fixed: str | None, work: Budget) -> list[Candidate]:
@@ -52,7 +56,7 @@ def ceiling(cm: CostModel, bounded: list[tuple], batch: int, fixed: str | None, 
 
 def by_floor(cm: CostModel, bounded: list[tuple], survivors: list[int], cut: float, batch: int,
              work: Budget) -> tuple[Candidate | None, dict[int, float]]:
-    """The survivors' discrete floors (`floor.floor`, one estimate's work each; index -> seconds), and
+    """The survivors' discrete floors (`floor.floor`, `floor_work` each; index -> seconds), and
     the best seed plan (`ceiling`) of the FLOOR_SEEDS with the least floors, after local search
     (`pricing.polished`). The first ceiling takes the
     candidates with the least cheap bounds of each kind; the best plan may lie far behind them (GPT 1T
@@ -62,8 +66,8 @@ def by_floor(cm: CostModel, bounded: list[tuple], survivors: list[int], cut: flo
     for i in survivors:
         if work.spent():
             break
-        work.spend(estimate_work(cm))
         lb, _, s = bounded[i]
+        work.spend(floor_work(cm, s))
         floors[i] = floor(cm, s, lb, cut, rel=1e-5)
     least = sorted(floors, key=lambda i: (floors[i], i))[:FLOOR_SEEDS]
     top = ceiling(cm, [bounded[i] for i in least], batch, None, work)
