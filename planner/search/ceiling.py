@@ -8,6 +8,7 @@ from planner.cost.model import CostModel, even_split
 from planner.search.budget import WORK_PER_CANDIDATE, WORK_PER_FLOOR_ACTION, WORK_PER_FLOOR_LAYER, Budget
 from planner.search.floor import floor, seed
 from planner.search.pricing import Candidate, polished, problem
+from planner.types.strategy import Strategy
 
 __all__ = ["ceiling", "by_floor", "estimate_work", "floor_work", "FLOOR_SEEDS"]
 
@@ -24,7 +25,7 @@ def estimate_work(cm: CostModel) -> float:
     return WORK_PER_CANDIDATE * len(cm.kinds)
 
 
-def floor_work(cm: CostModel, s) -> float:
+def floor_work(cm: CostModel, s: Strategy) -> float:
     """What one discrete floor of `s` costs (`floor.floor`; budget.py): a few times less than an estimate."""
     return WORK_PER_FLOOR_LAYER * len(cm.kinds) + WORK_PER_FLOOR_ACTION * 2 * s.num_micro_batches * s.chunks
 
