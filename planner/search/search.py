@@ -35,9 +35,10 @@ PROOF_SHARE = 0.9
 and then the runner-up families (`RUNNER_UP_SHARE`) get at most the rest. The plan's proof is worth more
 than the runner-up table: at 0.8, Llama 3 70B on 8x16 at 60 s ended TIME_LIMIT 0.002% (its proof needs
 about 43 units of work, 0.8 gave it 40); at 0.9 it is OPTIMAL in 31 s with the same runner-ups
-(2026-12-04). The cost, in the same runs: GPT-3 175B's table lost two families it had found cut short
-(tp8-pp4-dp4 49.54 and tp8-pp8-dp2 49.95 s/step, against its plan's 46.13), GPT 1T's one (tp8-pp24-dp16,
-73.29, against 64.91); the plans and the other cases' tables were unchanged."""
+(2026-12-04). The cost, in the same runs: GPT-3 175B's table lost three families it had found cut short
+(tp8-pp4-dp4 49.54, tp8-pp8-dp2 49.95, tp8-pp16-dp1 53.17 s/step, against its plan's 46.13) and two it
+keeps at the same step times are no longer proved; GPT 1T's lost one (tp8-pp24-dp16, 73.29, against
+64.91); the plans and the other cases' tables were unchanged."""
 RUNNER_UP_SHARE = 0.5
 """The runner-up pass may use this share of the work the plan took (bounds, ceiling, proof, settling), at least
 RUNNER_UP_FLOOR: a search that proves its plan early ends soon after rather than at the limit. GPT-3 13B
