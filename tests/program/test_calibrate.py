@@ -6,9 +6,11 @@ import json
 import tomllib
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import planner
 from cli import main
+from planner.calibration.run import failure_cause
 from conftest import example
 
 
@@ -62,3 +64,21 @@ def test_a_failed_calibration_says_why(tmp_path, monkeypatch, how, cause):
         planner.calibrate(tmp_path / "out.toml", ranks=2, cpu=True)
     assert cause in str(err.value) and "Connection closed" not in str(err.value)
     assert not (tmp_path / "out.toml").exists()
+
+
+NOISE = st.lists(st.text(st.characters(blacklist_characters="[]:\n\r", blacklist_categories=("Cs",)), max_size=40),
+                 max_size=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(before=NOISE, between=NOISE, rank=st.integers(0, 7), other=st.integers(0, 7))
+def test_failure_cause_finds_the_first_failed_ranks_error_among_any_other_lines(before, between, rank, other):
+    """Whatever other lines a run prints (log lines, warnings, another rank's later error), the cause is
+    the last exception of the rank torchrun's footer names, and it is one line."""
+    lines = [*before, f"[rank{rank}]: ValueError: shape {rank} failed", *between,
+             f"[rank{other}]: RuntimeError: Connection closed by peer" if other != rank else "",
+             "Root Cause (first observed failure):", "[0]:", f"  rank      : {rank} (local_rank: {rank})",
+             "=" * 40]
+    why = failure_cause("\n".join(lines))
+    assert why == f"rank {rank}: ValueError: shape {rank} failed"
+    assert "\n" not in failure_cause("\n".join(before)) and failure_cause("\n".join(before))
