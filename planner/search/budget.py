@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import time
 
 __all__ = ["Budget", "WORK_PER_DETERMINISTIC_S", "WORK_PER_CONSTRAINT", "WORK_PER_ACTION", "WORK_PER_PATH_ACTION", "WORK_PER_BOUND",
-           "WORK_PER_NODE_BOUND", "WORK_PER_REACHABLE", "WORK_PER_MIX", "WORK_PER_MIX_RANK", "WORK_PER_CANDIDATE", "WORK_PER_FLOOR_LAYER", "WORK_PER_FLOOR_ACTION", "WORK_PER_LP_NONZERO", "WORK_PER_LP_RESOLVE",
+           "WORK_PER_NODE_BOUND", "WORK_PER_REACHABLE", "WORK_PER_MIX", "WORK_PER_MIX_RANK", "WORK_PER_CANDIDATE", "WORK_PER_FLOOR_LAYER", "WORK_PER_FLOOR_ACTION", "WORK_PER_LP_NONZERO", "WORK_PER_LP_RESOLVE", "WORK_PER_CUT_RESOLVE",
            "WORK_PER_NEIGHBOUR", "WORK_PER_PROBLEM_LAYER", "WORK_SHARE"]
 
 WORK_PER_DETERMINISTIC_S = 2.0
@@ -76,6 +76,12 @@ took 2.0-4.4 ms on average, charged as an estimate (12-19 ms: the reseed was cha
 wall); now 3.4-11.7 ms."""
 WORK_PER_LP_NONZERO = 1.1e-5
 WORK_PER_LP_RESOLVE = 1.5e-6
+WORK_PER_CUT_RESOLVE = 1.2e-6
+"""One re-solve of the path floor's LP after Kelley's cuts were added (`relax.Kelley.run`), per nonzero:
+2026-12-04, every re-solve of LP dives on Llama 3 405B tp8-pp16 v4, GPT 1T tp8-pp32 v4, GPT-3 175B tp4-pp8
+v3 and Llama 3 70B tp4-pp4 v3 (18-67 each): 1.13, 0.52, 0.59 and 0.60e-6 s on average (one re-solve at
+most 1.75e-6). Charged WORK_PER_LP_RESOLVE (measured on `totals.branches`' re-solves) they cost 1.3-2.9x
+their wall; Llama 3 70B on 8x16 at a 40 s limit: gap 0.040 -> 0.012%."""
 WORK_PER_NEIGHBOUR = 6e-5
 WORK_PER_PROBLEM_LAYER = 1e-5
 """One partition problem built for a dominance test (`Run.dominated`), per layer of the model (2026-12-03,

@@ -19,7 +19,7 @@ from fractions import Fraction
 from ortools.linear_solver import pywraplp
 
 from planner.cost.schedule import in_flight
-from planner.search.budget import WORK_PER_LP_NONZERO, WORK_PER_LP_RESOLVE, WORK_PER_PATH_ACTION, Budget
+from planner.search.budget import WORK_PER_CUT_RESOLVE, WORK_PER_LP_NONZERO, WORK_PER_PATH_ACTION, Budget
 from planner.search.cuts import Probe, separate
 from planner.search.master import build_master
 from planner.search.units import unit_of
@@ -107,7 +107,7 @@ class Kelley:
                 return True
             for r, counts in found:
                 self.add(r, counts)
-            budget.spend(WORK_PER_LP_RESOLVE * self.size)  # GLOP goes on from its last basis
+            budget.spend(WORK_PER_CUT_RESOLVE * self.size)  # GLOP goes on from its last basis
 
     def add(self, r: int, counts) -> None:
         """Rank r's path `counts` as a row of the LP (and into `paths`), unless it is there already."""
