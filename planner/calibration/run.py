@@ -56,7 +56,7 @@ def failure_cause(output: str) -> str:
     raised = [(m.group(1), m.group(2)) for ln in lines[:root] if (m := _EXCEPTION.match(ln))
               and not any(t in ln for t in _TORCHRUN)]
     signal = next((m.group(0) for ln in lines[root:] if (m := _SIGNAL.search(ln))), None)
-    mine = [e for r, e in raised if r == first]
+    mine = [e for r, e in raised if first is not None and r == first]
     if mine:
         return f"rank {first}: {mine[-1]}"
     if signal:

@@ -82,3 +82,10 @@ def test_failure_cause_finds_the_first_failed_ranks_error_among_any_other_lines(
     why = failure_cause("\n".join(lines))
     assert why == f"rank {rank}: ValueError: shape {rank} failed"
     assert "\n" not in failure_cause("\n".join(before)) and failure_cause("\n".join(before))
+
+
+def test_failure_cause_without_torchruns_footer_names_no_rank():
+    """A run that fails before torchrun starts any rank (torch not importable) prints a plain traceback
+    and no footer: the cause is its exception, with no rank made up for it."""
+    out = 'Traceback (most recent call last):\n  File "<frozen runpy>", line 198\nModuleNotFoundError: No module named torch'
+    assert failure_cause(out) == "ModuleNotFoundError: No module named torch"
