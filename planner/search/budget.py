@@ -71,9 +71,9 @@ WORK_PER_FLOOR_ACTION = 1e-7
 """A discrete floor (`floor.floor`, a bisection over `reachable`) per layer of the model and per action
 of the candidate's schedule (2 x micro-batches x chunks): least squares over 80 random candidates of
 each of the five cases of benchmarks/search.py, 2026-12-04, gave 2.0e-5 s a layer + 4.9e-8 s an action
-(1.2-4.1 ms a floor on average per case, at most 44.6 ms); these are twice that. In the 60 s searches the reseed's floors (`ceiling.by_floor`)
-took 2.0-4.4 ms on average, charged as an estimate (12-19 ms: the reseed was charged 3.3-4.3x its
-wall); now 3.4-11.7 ms."""
+(1.2-4.1 ms a floor on average per case, at most 44.6 ms); these are twice that. In the 60 s searches
+the reseed's floors (`ceiling.by_floor`) took 2.0-4.4 ms on average, charged as an estimate (12-19 ms:
+the reseed was charged 3.3-4.3x its wall); now 3.4-11.7 ms."""
 WORK_PER_LP_NONZERO = 1.1e-5
 WORK_PER_LP_RESOLVE = 1.5e-6
 WORK_PER_CUT_RESOLVE = 1.2e-6

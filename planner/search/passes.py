@@ -11,6 +11,7 @@ from planner.search.ceiling import by_floor, estimate_work
 from planner.search.pricing import TIME_UNIT, Candidate
 from planner.search.run import PER_SOLVE, Run, share
 from planner.search.table import RUNNER_UP_MARGIN, family, keep, table_cutoff
+from planner.types.strategy import Strategy
 
 __all__ = ["sweep", "reseed", "lp_sweep", "dive_sweep", "prove", "deepen", "runner_ups", "settle", "family_best"]
 
@@ -110,13 +111,14 @@ def dive_sweep(run: Run, proof: Budget, ruled_out: set[int]) -> None:
                    if i not in ruled_out and s.chunks >= DIVE_CHUNKS and 0 < run.lps.get(s, 0.0) < run.best())
     shapes: dict[tuple, list[int]] = {}
     for _, i in below:
-        if len(shapes) < DIVES and _shape(run.bounded[i][2]) not in shapes and not run.dominated(i):
-            shapes[_shape(run.bounded[i][2])] = [i]
-    rest = sorted((run.lps.get(s, lb), i) for i, (lb, _, s) in enumerate(run.bounded)
+        shape = _shape(run.bounded[i][2])
+        if len(shapes) < DIVES and shape not in shapes and not run.dominated(i):
+            shapes[shape] = [i]
+    rest = sorted((run.lps.get(s, lb), i, _shape(s)) for i, (lb, _, s) in enumerate(run.bounded)
                   if _shape(s) in shapes and i not in ruled_out and lb < run.best())
-    for _, i in rest:  # the rest of each shape, least floor (LP or cheap) first
-        if i not in shapes[_shape(run.bounded[i][2])]:
-            shapes[_shape(run.bounded[i][2])].append(i)
+    for _, i, shape in rest:  # the rest of each shape, least floor (LP or cheap) first
+        if i != shapes[shape][0]:
+            shapes[shape].append(i)
     share = proof.child(DIVE_SHARE * proof.left())
     for j, (first, *others) in enumerate(shapes.values()):
         run.shown = ("dive", j + 1, len(shapes))
@@ -136,7 +138,7 @@ def dive_sweep(run: Run, proof: Budget, ruled_out: set[int]) -> None:
         b.spend(share.used)
 
 
-def _shape(s) -> tuple:
+def _shape(s: Strategy) -> tuple:
     """What a candidate's action orders and chunk times depend on: its variants in sharding level and
     data-parallel split share it."""
     return (s.tp, s.sequence_parallel, s.pp, s.vpp, s.schedule, s.micro_batch_size, s.num_micro_batches)
