@@ -96,8 +96,12 @@ class _Master:
             mine = list(range(r, p.chunks, p.pp))
             tr = self.m.new_int_var(0, max(max(x) for x in p.transient), f"rt{r}")
             comm = self.m.new_int_var(0, max(p.comm_buffer) if p.comm_buffer else 0, f"cb{r}")
+            if hasattr(self.x, "cut"):
+                for c in mine:
+                    self.m.add(tr >= self.x.transient[c])
+            else:
+                self.x.rank_transient(tr, mine)
             for c in mine:
-                self.m.add(tr >= self.x.transient[c])
                 self.m.add(comm >= self.x.comm[c])
             fixed = sum(q["static"][c] + q["buffer"][c] for c in mine) + comm + tr
             for vec in vectors[r]:

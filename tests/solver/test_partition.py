@@ -231,3 +231,31 @@ def test_fixed_rank_totals_give_the_best_assignment_with_them(schedule):
                 checked += 1
         assert best == exact.objective
     assert checked >= 6
+
+
+@pytest.mark.parametrize("schedule", ["1f1b", "interleaved"])
+def test_a_rank_holds_the_largest_transient_of_the_modes_its_blocks_run_in(schedule):
+    """Identical blocks whose transient bytes rank the recompute modes in any order (ties too), with
+    transients large against the cap: the master (one step Boolean per rank, `Chunks.rank_transient`)
+    and the LP floor against brute force."""
+    from dataclasses import replace
+    from planner.search.relax import lp_floor
+    rng = random.Random(41 + len(schedule))
+    feasible, orders = 0, set()
+    for _ in range(14):
+        p = instance(rng, True, schedule)
+        values = [rng.randint(5, 120) for _ in range(3)]
+        if rng.random() < 0.3:
+            values[rng.randrange(3)] = values[rng.randrange(3)]
+        tr = tuple(tuple(values) if b else row for b, row in zip(p.is_block, p.transient))
+        p = replace(p, transient=tr, recompute=None)
+        exact, got = brute_force(p), solve(p)
+        assert (exact is None) == (got is None)
+        if exact is None:
+            continue
+        feasible += 1
+        orders.add(tuple(sorted(range(3), key=lambda k: values[k])))
+        assert got.status == "OPTIMAL" and got.objective == exact.objective
+        assert evaluate(p, got.bounds, got.full, got.selective).fits
+        assert lp_floor(p)[0] <= exact.objective
+    assert feasible >= 8 and len(orders) >= 3

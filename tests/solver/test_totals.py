@@ -88,7 +88,7 @@ def test_a_time_limit_leaves_a_true_bound():
         if exact is None:
             continue
         warm = Warm(paths=_seed(p))
-        got = solve(p, cutoff=3 * exact.objective, budget=Budget(0.02), warm=warm)
+        got = solve(p, cutoff=3 * exact.objective, budget=Budget(0.005), warm=warm)
         if got.status in ("TIME_LIMIT", "UNRESOLVED"):
             proved = got.objective if got.status == "UNRESOLVED" else got.objective * (1 - got.gap)
             assert proved <= exact.objective + 1e-6
