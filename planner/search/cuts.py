@@ -19,7 +19,7 @@ from collections import Counter
 from planner.cost.schedule import Action, simulate
 from planner.search.paths import critical, key
 
-__all__ = ["Probe", "separate", "SCALE"]
+__all__ = ["Probe", "separate", "length", "SCALE"]
 
 SCALE = 1000
 """The LP's chunk times (master units) are simulated as integers in 1/SCALE units."""
@@ -50,18 +50,27 @@ class Probe:
         return [*self.fwd, *self.bwd, *self.send, *self.extra, self.T]
 
 
-def separate(probe: Probe, orders: list[list[Action]], values, known: dict) -> list[tuple[int, Counter]]:
+def separate(probe: Probe, orders: list[list[Action]], values, known: dict, at=None) -> list[tuple[int, Counter]]:
     """The paths (rank, counts), not in `known`, that the LP point `values` (per column, master units)
-    violates: each rank's longest path at the point's chunk times, where it and the rank's end terms
-    exceed the point's T."""
+    violates: each rank's longest path at the chunk times of `at` (by default `values` itself), where
+    its length at `values`, with the rank's end terms, exceeds the point's T."""
+    at = values if at is None else at
+
     def scaled(cols) -> list[int]:
-        return [round(values[i] * SCALE) for i in cols]
+        return [round(at[i] * SCALE) for i in cols]
     fwd, bwd, send = scaled(probe.fwd), scaled(probe.bwd), scaled(probe.send)
     events: list = []
-    t = simulate(orders, fwd, bwd, send, [0] + send[:-1], events)
+    simulate(orders, fwd, bwd, send, [0] + send[:-1], events)
     T = values[probe.T]
     out = []
     for r, counts in enumerate(critical(orders, events, send, len(fwd))):
-        if t.finish[r] / SCALE + values[probe.extra[r]] > T * (1 + TOLERANCE) + 1 and key(r, counts) not in known:
+        if length(probe, r, counts, values) > T * (1 + TOLERANCE) + 1 and key(r, counts) not in known:
             out.append((r, counts))
     return out
+
+
+def length(probe: Probe, r: int, counts: Counter, values) -> float:
+    """Rank r's path `counts` at the point `values` (per column): its chunk times and sends, and the
+    rank's end terms."""
+    cols = {"F": probe.fwd, "B": probe.bwd, "S": probe.send}
+    return sum(n * values[cols[k][c]] for (k, c), n in counts.items()) + values[probe.extra[r]]
