@@ -86,3 +86,29 @@ def test_path_floor_stops_with_its_budget():
     assert path_floor(p, paths, Budget(0.0)) == (lp_floor(p)[0], False) and not paths
     whole = path_floor(p, {}, Budget(1e9))
     assert path_floor(p, paths, Budget(1e9)) == whole and whole[1] and paths
+
+
+@pytest.mark.parametrize("schedule", ["1f1b", "interleaved"])
+def test_in_out_separation_ends_at_plain_kelleys_floor(schedule, monkeypatch):
+    """Paths sought between the LP's point and its earlier points (`relax.IN_OUT`) end, when no cut is
+    left, at the floor plain Kelley (paths at the point alone) ends at, within a master unit (a path
+    short of the point's T by the separation's tolerance is not added), and never above the optimum."""
+    import planner.search.relax as relax
+    from planner.search.units import unit_of
+    rng = random.Random(53 + len(schedule))
+    checked = 0
+    for k in range(12):
+        p = instance(rng, True, schedule)
+        if k % 2:
+            p = replace(p, cap=tuple(c * 3 // 5 for c in p.cap))
+        exact = brute_force(p)
+        if exact is None:
+            continue
+        smoothed, done = path_floor(p, {}, Budget(1e9))
+        with monkeypatch.context() as m:
+            m.setattr(relax, "IN_OUT", 0.0)
+            plain, plain_done = path_floor(p, {}, Budget(1e9))
+        assert done and plain_done
+        assert abs(smoothed - plain) <= unit_of(p) and smoothed <= exact.objective, (smoothed, plain, exact.objective)
+        checked += 1
+    assert checked >= 5
