@@ -5,7 +5,9 @@ in the chunk times, so convex in them, and the LP over every path is the tightes
 seed paths (`paths.seed_paths`) are a few of those. At an LP optimum the schedule is simulated with the
 LP's fractional chunk times (scaled to integers: every path is a valid row whatever the times, so the
 rounding only decides which path is found); each rank whose longest path there, with its end terms,
-exceeds the LP's T gives a row the LP lacks (`separate`).
+exceeds the LP's T gives a row the LP lacks (`separate`). `relax.Kelley` simulates first at a point
+between the LP's optimum and its earlier ones (in-out, `relax.IN_OUT`), keeping the paths found there that
+the optimum violates.
 
 Measured (2026-12-03, GLOP, rows added until none is violated): GPT-3 175B tp4-pp8 v3 at the totals
 (11,12,12,12,12,13,13,11): 45.63 -> 45.87 s/step, where its optimum is 46.098; Llama 3 70B tp4-pp4 v3:
@@ -50,7 +52,8 @@ class Probe:
         return [*self.fwd, *self.bwd, *self.send, *self.extra, self.T]
 
 
-def separate(probe: Probe, orders: list[list[Action]], values, known: dict, at=None) -> list[tuple[int, Counter]]:
+def separate(probe: Probe, orders: list[list[Action]], values, known: dict,
+             at: dict | None = None) -> list[tuple[int, Counter]]:
     """The paths (rank, counts), not in `known`, that the LP point `values` (per column, master units)
     violates: each rank's longest path at the chunk times of `at` (by default `values` itself), where
     its length at `values`, with the rank's end terms, exceeds the point's T."""
