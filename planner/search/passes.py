@@ -114,8 +114,8 @@ def dive_sweep(run: Run, proof: Budget, ruled_out: set[int]) -> None:
         shape = _shape(run.bounded[i][2])
         if len(shapes) < DIVES and shape not in shapes and not run.dominated(i):
             shapes[shape] = [i]
-    rest = sorted((run.lps.get(s, lb), i, _shape(s)) for i, (lb, _, s) in enumerate(run.bounded)
-                  if _shape(s) in shapes and i not in ruled_out and lb < run.best())
+    rest = sorted((run.lps.get(s, lb), i, shape) for i, (lb, _, s) in enumerate(run.bounded)
+                  if (shape := _shape(s)) in shapes and i not in ruled_out and lb < run.best())
     for _, i, shape in rest:  # the rest of each shape, least floor (LP or cheap) first
         if i != shapes[shape][0]:
             shapes[shape].append(i)

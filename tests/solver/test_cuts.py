@@ -12,7 +12,9 @@ import pytest
 from planner.search.budget import Budget
 from planner.search.partition import _compositions, brute_force, choices, evaluate, parts_of, rank_extra
 from planner.search.paths import pool, seed_paths
+import planner.search.relax as relax
 from planner.search.relax import lp_floor, path_floor
+from planner.search.units import unit_of
 
 from instances import instance
 
@@ -93,8 +95,6 @@ def test_in_out_separation_ends_at_plain_kelleys_floor(schedule, monkeypatch):
     """Paths sought between the LP's point and its earlier points (`relax.IN_OUT`) end, when no cut is
     left, at the floor plain Kelley (paths at the point alone) ends at, within a master unit (a path
     short of the point's T by the separation's tolerance is not added), and never above the optimum."""
-    import planner.search.relax as relax
-    from planner.search.units import unit_of
     rng = random.Random(53 + len(schedule))
     checked = 0
     for k in range(12):

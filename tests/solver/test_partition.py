@@ -3,6 +3,7 @@ instances with 2-6 stages, vpp 1-2, all three schedules, uneven and identical la
 parallel end model, free and fixed recompute."""
 import random
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -10,6 +11,7 @@ from planner.search.budget import Budget
 from planner.search.master import Warm, solve
 from planner.search.units import unit_of
 from planner.search.partition import Problem, brute_force, evaluate
+from planner.search.relax import lp_floor
 
 from instances import instance
 
@@ -42,7 +44,6 @@ def _scaled(p: Problem, rng: random.Random, k: int) -> Problem:
     works in coarse units (`units.unit_of`, 100 or 1000 here) and rounding loses something on every
     time. (Noise as large as k makes almost every assignment's critical path its own: the loop then
     needs hundreds of rounds, before this change as after.)"""
-    from dataclasses import replace
 
     def t(x: int) -> int:
         return x * k + rng.randrange(1000)
@@ -209,7 +210,6 @@ def test_fixed_rank_totals_give_the_best_assignment_with_them(schedule):
     brute force's best among the assignments with those totals, and the best over every branch is
     the unrestricted optimum."""
     import itertools
-    from dataclasses import replace
     rng = random.Random(77 + len(schedule))
     checked = 0
     for _ in range(4):
@@ -238,8 +238,6 @@ def test_a_rank_holds_the_largest_transient_of_the_modes_its_blocks_run_in(sched
     """Identical blocks whose transient bytes rank the recompute modes in any order (ties too), with
     transients large against the cap: the master (one step Boolean per rank, `Chunks.rank_transient`)
     and the LP floor against brute force."""
-    from dataclasses import replace
-    from planner.search.relax import lp_floor
     rng = random.Random(41 + len(schedule))
     feasible, orders = 0, set()
     for _ in range(14):
