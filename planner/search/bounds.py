@@ -2,13 +2,15 @@
 candidates in their order and skips those that cannot beat the best plan (or cannot fit at all)."""
 from __future__ import annotations
 
+import itertools
 import math
+from dataclasses import dataclass
 
 from planner.cost.model import CostModel
-from planner.cost.terms import dp_exposed
+from planner.cost.terms import dp_compute, dp_exposed
 from planner.types.strategy import Strategy
 
-__all__ = ["lower_bound", "fits_at_all", "end_floor", "least_comm_buffer"]
+__all__ = ["lower_bound", "fits_at_all", "end_floor", "least_comm_buffer", "RankEnds", "rank_ends"]
 
 
 def _room(cm: CostModel, s: Strategy) -> float:
@@ -95,14 +97,82 @@ def _end_floor(cm: CostModel, s: Strategy, dpm) -> float:
                                                    first, big, big, big)
 
 
+@dataclass(frozen=True)
+class RankEnds:
+    """What a pipeline rank ends its step with at least (optimizer, its data-parallel compute and its
+    exposed data-parallel time, `partition.rank_extra`) as a function of how many blocks it holds, for
+    models laid out prefix, identical-or-not blocks, suffix. The end grows with the rank's layers: its
+    reduce-scatters overlap only its last backward, one chunk's (GPT 1T tp8-pp32-dp12 v4: 1.39 s a rank
+    holding four blocks, against 0.05 s for `end_floor`'s one block with every window as large as can
+    be). Each list is indexed by block count and never falls as it grows (a minimum over the counts at
+    or above), so that a rank's inequality stays monotone in its blocks; inf past the most blocks a
+    rank can hold. And the least time between
+    ranks: the sends of a block's output from rank j to j + 1, summed over j < r."""
+
+    first: tuple[float, ...]
+    """Rank 0 (holding the prefix layers)."""
+    middle: tuple[float, ...]
+    last: tuple[float, ...]
+    """The last rank (holding the suffix layers)."""
+    hops: tuple[float, ...]
+    """hops[r]: seconds of the sends from rank 0 to rank r, one block output a hop."""
+
+
+def rank_ends(cm: CostModel, s: Strategy) -> RankEnds | None:
+    """`RankEnds` of a pipeline strategy whose model is laid out prefix, blocks, suffix (None otherwise,
+    or with one rank): per block its least optimizer and synchronisation seconds and its largest
+    forward and backward (full recompute) windows, so that every count's end is at most any real
+    rank's with that many blocks."""
+    if s.pp == 1 or "block" not in cm.kinds:
+        return None
+    kinds = cm.kinds
+    lead = kinds.index("block")
+    tail = len(kinds) - 1 - max(i for i, k in enumerate(kinds) if k == "block")
+    if any(k != "block" for k in kinds[lead:len(kinds) - tail]):
+        return None
+    dpm = cm.dp_model(s)
+    key = ("rank-ends", cm.costs_key(s), cm.terms_key(s), dpm, s.vpp)
+    return cm.memo(key, lambda: _rank_ends(cm, s, dpm, lead, tail))
+
+
+def _rank_ends(cm: CostModel, s: Strategy, dpm, lead: int, tail: int) -> RankEnds:
+    costs, terms = cm.layer_costs(s), cm.terms(s)
+    opt = [t.opt + dp_compute(dpm, t.sync, t.gather, t.sync_copy, t.gather_copy) for t in terms]
+    fwd = [x.fwd + x.tp_fwd for x in costs]
+    full = [x.bwd + x.tp_bwd + (x.fwd + x.tp_fwd if k == "block" else 0.0) for k, x in zip(cm.kinds, costs)]
+    blocks = range(lead, len(costs) - tail)
+    edge_pre, edge_post = range(lead), range(len(costs) - tail, len(costs))
+    b = {"opt": min(opt[i] for i in blocks), "sync": min(terms[i].sync for i in blocks),
+         "gather": min(terms[i].gather for i in blocks), "fwd": max(fwd[i] for i in blocks),
+         "full": max(full[i] for i in blocks), "first": min(terms[i].sync + terms[i].gather for i in blocks)}
+    count, vpp = len(blocks), s.vpp
+    most = count - vpp * (s.pp - 1)  # the other ranks hold a block a chunk at least
+
+    def ends(edge: range, first: float, in_first_chunk: bool) -> tuple[float, ...]:
+        raw = [math.inf] * (count + 1)
+        for m in range(vpp, most + 1):
+            edge_full = sum(full[i] for i in edge)
+            last = (m - vpp + 1) * b["full"] + (edge_full if in_first_chunk else 0.0)
+            raw[m] = sum(opt[i] for i in edge) + m * b["opt"] + dp_exposed(
+                dpm, sum(terms[i].sync for i in edge) + m * b["sync"], sum(terms[i].gather for i in edge) + m * b["gather"],
+                first, sum(fwd[i] for i in edge) + m * b["fwd"], edge_full + m * b["full"], last)
+        return tuple(itertools.accumulate(reversed(raw), min))[::-1]
+    first0 = terms[0].sync + terms[0].gather if lead else b["first"]
+    out = min(x.out_bytes for i, x in enumerate(costs) if i in blocks)
+    hops = tuple(itertools.accumulate((cm.send(s, j, j + 1, out) for j in range(s.pp - 1)), initial=0.0))
+    return RankEnds(first=ends(edge_pre, first0, True), middle=ends(range(0), b["first"], True),
+                    last=ends(edge_post, b["first"], vpp == 1), hops=hops)
+
+
 def lower_bound(cm: CostModel, s: Strategy) -> float:
     """A step time no partition or recompute choice can beat. With W = the per-micro-batch work of all
     layers at their fastest (no recompute, TP collectives included) plus the recompute memory forces:
     for one chunk per rank, every rank r waits for micro-batch 0's forward through the ranks before it
     and for the last backward through them after, so T >= sum_{r'<r} W_r' + n W_r for every r; the
     convex combination that makes every W_r's coefficient equal gives T >= W / (1 - (1 - 1/n)^pp).
-    With interleaving, see `_fill_and_work`. Rank 0 then adds its optimizer step and exposed
-    data-parallel time, at least `end_floor`."""
+    With interleaving, see `_fill_and_work`. Every path there ends on rank 0, which then adds its
+    optimizer step and exposed data-parallel time: at least its `rank_ends` with one block a chunk
+    (`end_floor` for a model not laid out prefix, blocks, suffix)."""
     w = _sums(cm, s)["work"] + _forced_recompute(cm, s)
     n, pp = s.num_micro_batches, s.pp
     if pp == 1:
@@ -111,7 +181,8 @@ def lower_bound(cm: CostModel, s: Strategy) -> float:
         body = w / (1 - (1 - 1 / n) ** pp) if n > 1 else w
     else:
         body = max(_fill_and_work(w, n, pp, _sums(cm, s)["block_work"]), w)
-    return body + end_floor(cm, s)
+    ends = rank_ends(cm, s)
+    return body + (ends.first[s.vpp] if ends else end_floor(cm, s))
 
 
 def _fill_and_work(w: float, n: int, pp: int, w_min: float) -> float:

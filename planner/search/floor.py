@@ -8,6 +8,7 @@ optimum, so a pruned candidate could not have won.
 """
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from dataclasses import dataclass, replace
@@ -16,7 +17,7 @@ import numpy as np
 
 from planner.cost.model import CostModel
 from planner.cost.terms import ALLOCATOR_DIVISOR
-from planner.search.bounds import end_floor, least_comm_buffer
+from planner.search.bounds import RankEnds, end_floor, least_comm_buffer, rank_ends
 from planner.search.partition import Problem, part, parts_of, rank_fits
 from planner.types.strategy import Strategy, recompute_name
 
@@ -32,6 +33,8 @@ class _Ranges:
     a block's (bytes saved, seconds) points, as two segments)."""
 
     work: list[float]
+    fwd: list[float]
+    """Prefix sums of the forward alone (TP collectives included): recompute never changes it."""
     state: list[int]
     act: list[int]
     blocks: list[int]
@@ -106,7 +109,8 @@ def _build_ranges(cm: CostModel, s: Strategy, dpm) -> _Ranges:
         x = costs[cm.kinds.index("block")]
         points = tuple((x.act["none"] - x.act[m], t) for m, t in (("selective", x.elementwise), ("full", x.fwd + x.tp_fwd)))
     fixed = (2 * min(x.out_bytes for x in costs) if s.pp > 1 else 0) + least_transient + least_comm
-    return _Ranges(work=acc(x.fwd + x.bwd + x.tp_fwd + x.tp_bwd for x in costs), state=acc(t.state for t in terms),
+    return _Ranges(work=acc(x.fwd + x.bwd + x.tp_fwd + x.tp_bwd for x in costs), fwd=acc(x.fwd + x.tp_fwd for x in costs),
+                   state=acc(t.state for t in terms),
                    act=acc(x.act["none"] for x in costs), blocks=acc(k == "block" for k in cm.kinds),
                    seg1=acc(h[0][0] for h in hulls), seg2=acc(h[1][0] for h in hulls), rates=rates, fixed=fixed,
                    cap=cm.usable - cm.reserve - dpm.buffer,
@@ -147,15 +151,23 @@ def _whole_blocks(points: tuple[tuple[int, float], ...], m: int, need: float) ->
     return best
 
 
-def _greedy(cm: CostModel, s: Strategy, g: _Ranges, budget: float) -> list[int] | None:
+def _greedy(cm: CostModel, s: Strategy, g: _Ranges, target: float) -> list[int] | None:
     """One chunk per rank: where each rank's range ends when every rank takes as many layers as
-    T >= sum_{r'<r} W_r' + n W_r allows, or None if the layers do not all fit in pp ranks."""
+    T >= sum_{r'<r} W_r' + n W_r + rank 0's end allows (the path ends on rank 0), or None if the layers
+    do not all fit in pp ranks. With `rank_ends`, the sends between the ranks count, and rank 0's end
+    is its own blocks' (its inequality alone depends on them: the greedy stays exact) and for the others
+    the least rank 0 can have."""
     n, pp, L = s.num_micro_batches, s.pp, len(cm.kinds)
+    ends_ = rank_ends(cm, s)
     ends, a = [], 0
     for r in range(pp):
         k = n if s.schedule == "gpipe" else min(n, pp - r)
+        if ends_ is None:
+            budget = target - end_floor(cm, s)
+        else:
+            budget = target - 2 * ends_.hops[r] - (ends_.first[s.vpp] if r else 0.0)
         e = a
-        while e < L and g.work[a] + n * _work(g, a, e + 1, k) <= budget:
+        while e < L and g.work[a] + n * _work(g, a, e + 1, k) + _own_end(ends_, g, r, e + 1) <= budget:
             e += 1
         ends.append(e)
         if e == L:
@@ -164,31 +176,56 @@ def _greedy(cm: CostModel, s: Strategy, g: _Ranges, budget: float) -> list[int] 
     return None
 
 
-def _interleaved(cm: CostModel, s: Strategy, g: _Ranges, budget: float) -> list[int] | None:
+def _own_end(ends: RankEnds | None, g: _Ranges, r: int, e: int) -> float:
+    """One chunk per rank: rank 0's end when its range ends at layer e (0 for the other ranks, whose
+    paths here end on rank 0; and without `rank_ends`, whose `end_floor` is in the budget)."""
+    return ends.first[g.blocks[e] - g.blocks[0]] if ends is not None and r == 0 else 0.0
+
+
+def _interleaved(cm: CostModel, s: Strategy, g: _Ranges, target: float) -> list[int] | None:
     """Interleaved, identical blocks: rank r starts after micro-batch 0's forward through r chunks of a
     block at least and holds, besides its edge layers (prefix on rank 0, suffix on the last), at most
-    the m_r blocks with n W_r + r w_min <= T; the ranks must hold every block, vpp each at least. Its
-    activations count at the in-flight vector with the largest least entry (every chunk holds a block).
-    The m_r, or None when they cannot hold the model."""
-    n, pp, L = s.num_micro_batches, s.pp, len(cm.kinds)
+    the m_r blocks with n W_r + r w_min + rank 0's end <= T (the last backward goes on back through
+    chunks r-1..0, a block each at least) and n W_r + r f_min + its own end <= T (`rank_ends`, with the
+    sends between the ranks); the ranks must hold every block, vpp each at least. Rank 0's end depends
+    on its own blocks m_0, so each m_0 it can hold is tried (the most first). Its activations count at
+    the in-flight vector with the largest least entry (every chunk holds a block). The m_r, or None
+    when they cannot hold the model."""
+    n, pp, L, vpp = s.num_micro_batches, s.pp, len(cm.kinds), s.vpp
     b, tail = g.lead, g.tail  # b: the first block's index
     w_min = g.work[b + 1] - g.work[b]
+    f_min = g.fwd[b + 1] - g.fwd[b]
     blocks = g.blocks[-1]
-    ks = cm.memo(("mixed-in-flight", s.schedule, pp, s.vpp, n),
+    ks = cm.memo(("mixed-in-flight", s.schedule, pp, vpp, n),
                  lambda: [_mixed_floor(tuple(v)) for v in cm.in_flight(s)])
-    most = []
+    ends = rank_ends(cm, s)
+    zero_end = (lambda m: end_floor(cm, s)) if ends is None else (lambda m: ends.first[m])
+    works = []  # per rank: n W_r(m) for the m its own path allows (m = 0, 1, ...), non-decreasing
     for r in range(pp):
-        m, best = 0, -1
-        while m <= blocks:
+        row: list[float] = []
+        for m in range(blocks + 1):
             a, e = (0 if r == 0 else b), b + m
-            x = _edge_work(g, a, e, ks[r], L, tail if r == pp - 1 else 0)
-            if n * x + r * w_min > budget:
+            x = n * _edge_work(g, a, e, ks[r], L, tail if r == pp - 1 else 0)
+            if ends is not None and r:
+                own = (ends.last if r == pp - 1 else ends.middle)[m]
+                x_own = x + r * f_min + ends.hops[r] + own
+            else:
+                x_own = x + (zero_end(m) if r == 0 else 0.0)
+            if x_own > target:
                 break
-            best, m = m, m + 1
-        if best < s.vpp:
+            row.append(x)
+        if len(row) <= vpp:
             return None
-        most.append(best)
-    return most if sum(most) >= blocks else None
+        works.append(row)
+    hops = ends.hops if ends is not None else (0.0,) * pp
+    for m0 in range(len(works[0]) - 1, vpp - 1, -1):
+        e0 = zero_end(m0)
+        most = [m0] + [bisect.bisect_right(works[r], target - r * w_min - 2 * hops[r] - e0) - 1 for r in range(1, pp)]
+        if min(most) < vpp:
+            continue
+        if sum(most) >= blocks:
+            return most
+    return None
 
 
 def _mixed_floor(vectors: tuple[tuple[int, ...], ...]) -> float:
@@ -222,15 +259,14 @@ def reachable(cm: CostModel, s: Strategy, target: float) -> bool:
     """False when no partition and recompute can have a step time at most `target` (a necessary
     condition, cheap: one pass over the layers). One chunk per rank: rank r's last action ends no
     earlier than its predecessors' work on the first micro-batch, its own n micro-batches and the last
-    backward back through them, T >= sum_{r'<r} W_r' + n W_r + the end floor, W being the fastest work
+    backward back through them, T >= sum_{r'<r} W_r' + n W_r + rank 0's end (`_greedy`), W being the fastest work
     per micro-batch plus the recompute that rank's memory forces at its in-flight count; a greedy over
     contiguous ranges decides this relaxation exactly (a later start only loosens a rank's inequality).
     Interleaved: `_interleaved`."""
     g = _ranges(cm, s)
-    budget = target - end_floor(cm, s)
     if s.vpp > 1:
-        return not g.uniform or _interleaved(cm, s, g, budget) is not None
-    return _greedy(cm, s, g, budget) is not None
+        return not g.uniform or _interleaved(cm, s, g, target) is not None
+    return _greedy(cm, s, g, target) is not None
 
 
 def floor(cm: CostModel, s: Strategy, lo: float, hi: float, rel: float = 1e-6) -> float:
@@ -257,7 +293,7 @@ def seed(cm: CostModel, s: Strategy, p: Problem, lo: float, hi: float) -> Strate
     if s.vpp > 1:
         return _seed_chunks(cm, s, p, lo, hi)
     g = _ranges(cm, s)
-    ends = _greedy(cm, s, g, _bisect(cm, s, lo, hi, 1e-6)[1] - end_floor(cm, s))
+    ends = _greedy(cm, s, g, _bisect(cm, s, lo, hi, 1e-6)[1])
     if ends is None:
         return None
     starts = [0, *ends[:-1]]
@@ -308,7 +344,7 @@ def _seed_chunks(cm: CostModel, s: Strategy, p: Problem, lo: float, hi: float) -
     g = _ranges(cm, s)
     if not g.uniform:
         return None
-    most = _interleaved(cm, s, g, _bisect(cm, s, lo, hi, 1e-6)[1] - end_floor(cm, s))
+    most = _interleaved(cm, s, g, _bisect(cm, s, lo, hi, 1e-6)[1])
     if most is None:
         return None
     pp, vpp = s.pp, s.vpp

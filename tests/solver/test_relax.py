@@ -58,8 +58,9 @@ def test_lp_floor_proves_that_nothing_fits():
 @pytest.mark.slow
 def test_lp_floor_sees_the_interleaved_bubble_on_llama3_405b():
     """Llama 3 405B, tp8-pp16 v2 with 16 micro-batches on 8x2048 H100: the discrete floor (each rank
-    alone) allows 5.71 s/step; the LP, where a rank's bubble is the other ranks' chunks, 7.11. Its best
-    plan found by the master is slower still (8.67 after one round), the LP must stay below that."""
+    alone, with its end terms) allows 5.99 s/step; the LP, where a rank's bubble is the other ranks'
+    chunks, 7.11. Its best plan found by the master is slower still (8.67 after one round), the LP must
+    stay below that."""
     import planner
     from pathlib import Path
     from planner.cluster.graph import parse_gpus
@@ -74,4 +75,4 @@ def test_lp_floor_sees_the_interleaved_bubble_on_llama3_405b():
     s = parse_layout("tp8-pp16-dp128-mbs1-interleaved-v2-zero2-sp", cm.profile, cm.world, 2048)
     discrete = floor(cm, s, lower_bound(cm, s), 100.0)
     lp = lp_floor(problem(cm, s))[0] * TIME_UNIT
-    assert discrete < 5.8 and 7.0 < lp < 8.67
+    assert discrete < 6.1 and 7.0 < lp < 8.67
