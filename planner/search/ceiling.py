@@ -6,7 +6,8 @@ from dataclasses import replace
 
 from planner.cost.model import CostModel, even_split
 from planner.search.budget import WORK_PER_CANDIDATE, WORK_PER_FLOOR_ACTION, WORK_PER_FLOOR_LAYER, Budget
-from planner.search.floor import floor, seed
+from planner.search.floor import floor
+from planner.search.seeding import seed
 from planner.search.pricing import Candidate, polished, problem
 from planner.types.strategy import Strategy
 
@@ -33,7 +34,7 @@ def floor_work(cm: CostModel, s: Strategy) -> float:
 def ceiling(cm: CostModel, bounded: list[tuple], batch: int, fixed: str | None, work: Budget) -> list[Candidate]:
     """A plan to start from (and to return if the time limit comes first), without the solver: among
     `bounded` ((lower bound, label, strategy) each), the best of the even split with one recompute mode
-    everywhere and the discrete floor's seed (`floor.seed`: greedy ranges per rank with the least
+    everywhere and the discrete floor's seed (`seeding.seed`: greedy ranges per rank with the least
     recompute that fits). Solves are told they must beat it, so the hopeless ones stop at once. Once a
     plan exists and `work` is spent, it stops: the time limit holds (GPT 1T on 8x384 at 8 s took 10.8 s)."""
     best: Candidate | None = None

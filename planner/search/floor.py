@@ -1,7 +1,7 @@
 """The discrete partition floor: can any partition of a strategy's layers reach a step time, counting
 whole layers per rank and the recompute each rank's memory forces? It prunes candidates the cheap
-bound (`bounds.lower_bound`, continuous) lets through, and its greedy ranges seed a plan (`seed`) that
-gives the search a strong best before the first exact solve.
+bound (`bounds.lower_bound`, continuous) lets through, caps each rank's blocks where branching over
+the ranks' totals starts (`rank_caps`), and its greedy ranges seed a plan (`seeding.seed`).
 
 Both relaxations keep only what every schedule obeys (see `reachable`): a floor is never above the
 optimum, so a pruned candidate could not have won.
@@ -11,17 +11,16 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from planner.cost.model import CostModel
 from planner.cost.terms import ALLOCATOR_DIVISOR
 from planner.search.bounds import RankEnds, end_floor, least_comm_buffer, rank_ends
-from planner.search.partition import Problem, part, parts_of, rank_fits
-from planner.types.strategy import Strategy, recompute_name
+from planner.types.strategy import Strategy
 
-__all__ = ["reachable", "floor", "seed"]
+__all__ = ["reachable", "floor", "rank_caps"]
 
 MODES = ("none", "selective", "full")
 
@@ -191,19 +190,56 @@ def _interleaved(cm: CostModel, s: Strategy, g: _Ranges, target: float) -> list[
     on its own blocks m_0, so each m_0 it can hold is tried (the most first). Its activations count at
     the in-flight vector with the largest least entry (every chunk holds a block). The m_r, or None
     when they cannot hold the model."""
+    rows = _rows(cm, s, g, target)
+    if rows is None:
+        return None
+    works, room, zero_end = rows
+    for m0 in range(len(works[0]) - 1, s.vpp - 1, -1):
+        most = [m0] + _most(works, room, zero_end(m0))
+        if min(most) >= s.vpp and sum(most) >= g.blocks[-1]:
+            return most
+    return None
+
+
+def rank_caps(cm: CostModel, s: Strategy, target: float) -> list[int] | None:
+    """Interleaved, identical blocks: the most blocks each pipeline rank can hold in any partition
+    whose step is at most `target` (`_interleaved`'s inequalities, rank 0's end at its least); None
+    for other strategies. Branching over the ranks' totals starts inside them (`totals.branches`):
+    GPT 1T tp8-pp32 v3 below 64.91 s/step allows 4 blocks a rank, 128 in all, which leaves one
+    composition where the LP alone allowed the head's rank 3 and others 5."""
+    if s.vpp == 1 or s.pp == 1:
+        return None
+    g = _ranges(cm, s)
+    if not g.uniform:
+        return None
+    rows = _rows(cm, s, g, target)
+    if rows is None:
+        return [s.vpp - 1] * s.pp  # some rank cannot hold a block a chunk: no partition reaches it
+    works, room, zero_end = rows
+    return [len(works[0]) - 1] + _most(works, room, zero_end(s.vpp))
+
+
+def _most(works: list[list[float]], room: list[float], e0: float) -> list[int]:
+    """Ranks 1..pp-1: the most blocks each can hold with rank 0's end `e0` (`works` never falls)."""
+    return [bisect.bisect_right(works[r], room[r] - e0) - 1 for r in range(1, len(works))]
+
+
+def _rows(cm: CostModel, s: Strategy, g: _Ranges, target: float):
+    """`_interleaved`'s per-rank parts: n W_r(m) for each m its own path allows (m = 0, 1, ...; None
+    when a rank cannot hold vpp blocks), what the path through it to rank 0 leaves of `target` for
+    them and rank 0's end (per rank), and rank 0's end as a function of its blocks."""
     n, pp, L, vpp = s.num_micro_batches, s.pp, len(cm.kinds), s.vpp
     b, tail = g.lead, g.tail  # b: the first block's index
     w_min = g.work[b + 1] - g.work[b]
     f_min = g.fwd[b + 1] - g.fwd[b]
-    blocks = g.blocks[-1]
     ks = cm.memo(("mixed-in-flight", s.schedule, pp, vpp, n),
                  lambda: [_mixed_floor(tuple(v)) for v in cm.in_flight(s)])
     ends = rank_ends(cm, s)
     zero_end = (lambda m: end_floor(cm, s)) if ends is None else (lambda m: ends.first[m])
-    works = []  # per rank: n W_r(m) for the m its own path allows (m = 0, 1, ...), non-decreasing
+    works = []
     for r in range(pp):
         row: list[float] = []
-        for m in range(blocks + 1):
+        for m in range(g.blocks[-1] + 1):
             a, e = (0 if r == 0 else b), b + m
             x = n * _edge_work(g, a, e, ks[r], L, tail if r == pp - 1 else 0)
             if ends is not None and r:
@@ -218,14 +254,7 @@ def _interleaved(cm: CostModel, s: Strategy, g: _Ranges, target: float) -> list[
             return None
         works.append(row)
     hops = ends.hops if ends is not None else (0.0,) * pp
-    for m0 in range(len(works[0]) - 1, vpp - 1, -1):
-        e0 = zero_end(m0)
-        most = [m0] + [bisect.bisect_right(works[r], target - r * w_min - 2 * hops[r] - e0) - 1 for r in range(1, pp)]
-        if min(most) < vpp:
-            continue
-        if sum(most) >= blocks:
-            return most
-    return None
+    return works, [target - r * w_min - 2 * hops[r] for r in range(pp)], zero_end
 
 
 def _mixed_floor(vectors: tuple[tuple[int, ...], ...]) -> float:
@@ -284,112 +313,3 @@ def _bisect(cm: CostModel, s: Strategy, lo: float, hi: float, rel: float) -> tup
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if reachable(cm, s, mid) else (mid, hi)
     return lo, hi
-
-
-def seed(cm: CostModel, s: Strategy, p: Problem, lo: float, hi: float) -> Strategy | None:
-    """A plan without the solver (`p` is the strategy's partition problem). One chunk per rank: the
-    greedy ranges at the floor's step time, each rank with the least whole-block recompute that fits its
-    exact memory; None when a rank is left without a block or cannot fit. Interleaved: `_seed_chunks`."""
-    if s.vpp > 1:
-        return _seed_chunks(cm, s, p, lo, hi)
-    g = _ranges(cm, s)
-    ends = _greedy(cm, s, g, _bisect(cm, s, lo, hi, 1e-6)[1])
-    if ends is None:
-        return None
-    starts = [0, *ends[:-1]]
-    if any(g.blocks[e] - g.blocks[a] < 1 for a, e in zip(starts, ends)):
-        return None
-    bounds = tuple(e - a for a, e in zip(starts, ends))
-    vectors = cm.in_flight(s)
-    names = []
-    for r, (a, e) in enumerate(zip(starts, ends)):
-        choice = _least_recompute(p, bounds, r, vectors)
-        if choice is None:
-            return None
-        names.append(recompute_name(*choice, g.blocks[e] - g.blocks[a]))
-    return replace(s, layers_per_chunk=bounds, recompute=tuple(names))
-
-
-def _least_recompute(p: Problem, bounds: tuple[int, ...], r: int, vectors) -> tuple[int, int] | None:
-    """The cheapest (full, selective) block counts for rank r's chunk (one chunk per rank) that fit its
-    memory exactly (`partition.rank_fits`): for each full count, the fewest selective blocks that fit
-    (memory falls as they grow: bisection)."""
-    zero = (0,) * p.chunks
-    nb = sum(p.is_block[sum(bounds[:r]):sum(bounds[:r + 1])])
-    starts = list(itertools.accumulate(bounds, initial=0))
-    parts = parts_of(p, bounds, zero, zero)
-
-    def chunk(f: int, sel: int) -> tuple[int, bool]:
-        parts[r] = part(p, starts, r, f, sel)  # only rank r's chunk changes
-        return parts[r].bwd, rank_fits(p, parts, vectors, r)
-    best = None
-    for f in range(nb + 1):
-        lo, hi = 0, nb - f
-        if not chunk(f, hi)[1]:
-            continue
-        while lo < hi:
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if chunk(f, mid)[1] else (mid + 1, hi)
-        cost = chunk(f, lo)[0]
-        if best is None or (cost, f, lo) < best:
-            best = (cost, f, lo)
-    return None if best is None else best[1:]
-
-
-def _seed_chunks(cm: CostModel, s: Strategy, p: Problem, lo: float, hi: float) -> Strategy | None:
-    """Interleaved, identical blocks: the block counts `_interleaved` allows at the floor's step time,
-    trimmed to the model (from the fullest ranks), spread over each rank's chunks with the remainder on
-    its later chunks (they hold fewer micro-batches in flight); each rank takes the cheapest single
-    recompute mode that fits its exact memory. None when that fails."""
-    g = _ranges(cm, s)
-    if not g.uniform:
-        return None
-    most = _interleaved(cm, s, g, _bisect(cm, s, lo, hi, 1e-6)[1])
-    if most is None:
-        return None
-    pp, vpp = s.pp, s.vpp
-    for _ in range(sum(most) - g.blocks[-1]):
-        r = max(range(pp), key=lambda i: (most[i], i))
-        if most[r] <= vpp:
-            return None
-        most[r] -= 1
-    nb = [0] * s.chunks  # blocks per chunk
-    for r in range(pp):
-        base, extra = divmod(most[r], vpp)
-        for j in range(vpp):
-            nb[r + j * pp] = base + (1 if j >= vpp - extra else 0)
-    sizes = [x + (c == 0) * g.lead + (c == s.chunks - 1) * g.tail for c, x in enumerate(nb)]
-    full, sel = [0] * s.chunks, [0] * s.chunks
-    vectors = cm.in_flight(s)
-    starts = list(itertools.accumulate(sizes, initial=0))
-    parts = parts_of(p, tuple(sizes), tuple(full), tuple(sel))
-    for r in range(pp):
-        mine = list(range(r, s.chunks, pp))
-
-        def at(level: int) -> bool:
-            _ladder(level, [nb[c] for c in mine], mine, full, sel)
-            for c in mine:  # only rank r's chunks change
-                parts[c] = part(p, starts, c, full[c], sel[c])
-            return rank_fits(p, parts, vectors, r)
-        lo_, hi_ = 0, 2 * most[r]
-        if not at(hi_):
-            return None
-        while lo_ < hi_:
-            mid = (lo_ + hi_) // 2
-            lo_, hi_ = (lo_, mid) if at(mid) else (mid + 1, hi_)
-        at(lo_)
-    names = tuple(recompute_name(full[c], sel[c], nb[c]) for c in range(s.chunks))
-    return replace(s, layers_per_chunk=tuple(sizes), recompute=names)
-
-
-def _ladder(level: int, counts: list[int], chunks: list[int], full: list[int], sel: list[int]) -> None:
-    """A rank's recompute at `level`: its blocks in chunk order (the first local chunk holds the most
-    micro-batches in flight), the first `level` selective, then the first `level - m` upgraded to full."""
-    m = sum(counts)
-    n_sel, n_full = min(level, m), max(0, level - m)
-    for c, k in zip(chunks, counts):
-        f = min(k, n_full)
-        g = min(k - f, max(0, n_sel - f))
-        full[c], sel[c] = f, g
-        n_full -= f
-        n_sel -= f + g

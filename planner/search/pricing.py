@@ -10,7 +10,8 @@ from planner.cost.terms import dp_compute
 from planner.search.bounds import lower_bound
 from planner.cost.schedule import in_flight
 from planner.search.budget import WORK_PER_ACTION, Budget
-from planner.search.floor import seed
+from planner.search.floor import rank_caps
+from planner.search.seeding import seed
 from planner.search.local import AFFORD, improve
 from planner.search.master import Warm
 from planner.search.partition import Problem, Solution, evaluate
@@ -80,7 +81,7 @@ def lp_bound(cm: CostModel, s: Strategy) -> tuple[float, int]:
 
 
 def seeded(cm: CostModel, s: Strategy, lo: float, hi: float) -> Solution | None:
-    """The discrete floor's seed plan (`floor.seed`, no solver) as an assignment of `s`'s problem with
+    """The discrete floor's seed plan (`seeding.seed`, no solver) as an assignment of `s`'s problem with
     its exact objective, to start a solve from; None when there is none or it does not fit."""
     p = problem(cm, s)
     plan = seed(cm, s, p, lo, hi)
@@ -99,7 +100,7 @@ def _place(cm: CostModel, s: Strategy, recompute: str | None, limit: float, boun
     seconds) or UNRESOLVED (limit hit before any assignment) without one."""
     p = problem(cm, s, recompute, bounds)
     sol = solve(p, time_limit=limit, cutoff=None if cutoff is None else int(cutoff / TIME_UNIT), tick=tick,
-                budget=budget, warm=warm)
+                budget=budget, warm=warm, caps=lambda units: rank_caps(cm, s, units * TIME_UNIT * (1 + 1e-7) + TIME_UNIT))
     if sol is None:
         return None, "NO_FIT", 0.0, math.inf
     if not sol.bounds:

@@ -147,19 +147,27 @@ def _split(box: list[tuple[int, int]], totals: list[float]) -> tuple[list, list]
     return box[:r] + [(a, k)] + box[r + 1:], box[:r] + [(k + 1, b)] + box[r + 1:]
 
 
-def branches(p: Problem, cut: int, budget: Budget) -> list[tuple[int, tuple[int, ...]]] | None:
+def branches(p: Problem, cut: int, budget: Budget, caps: list[int] | None = None) -> list[tuple[int, tuple[int, ...]]] | None:
     """Every composition of `p`'s blocks over its ranks (blocks per rank) whose certified LP bound is
     below `cut` (problem units), as (bound, totals), least first; None when `budget` ran out first.
     Branch and bound over boxes of per-rank totals, each split in two at the LP's most fractional rank
     total: a range of totals pruned by one LP where fixing the ranks' totals one after another took an
     LP for each value (GPT-3 175B tp4-pp8 below 46.13 s/step, v2/v3/v4: 1,895/1,765/1,583 LPs in
     2.0/3.5/4.3 s -> 0.17/0.20/0.24 s, the same one composition left; `benchmarks/totals_search.py`).
-    Identical blocks only (`relax.lp_floor`)."""
+    Identical blocks only (`relax.lp_floor`). `caps`: the most blocks each rank may hold below `cut`
+    (`floor.rank_caps`); when they leave one composition, its LP is the only one solved (no rank's
+    interval is sought)."""
+    total = sum(p.is_block)
+    start = _start(p, caps)
+    if start is None:
+        return []
     tree = _Tree(p)
     budget.spend(WORK_PER_LP_NONZERO * tree.size)  # the model built, read back and solved once
-    total, per_node = sum(p.is_block), WORK_PER_LP_RESOLVE * tree.size
-    budget.spend(2 * p.pp * per_node)
-    stack = [_tighten([tree.interval(r, p.vpp, total) for r in range(p.pp)], total)]
+    per_node = WORK_PER_LP_RESOLVE * tree.size
+    if any(a < c for a, c in start):
+        budget.spend(2 * p.pp * per_node)
+        start = _tighten([tree.interval(r, a, c) for r, (a, c) in enumerate(start)], total)
+    stack = [start]
     limit = Fraction(math.ceil(Fraction(cut, tree.unit)) - 1)  # pruned when ceil(bound) x unit >= cut
     leaves: list[tuple[int, tuple[int, ...]]] = []
     while stack:
@@ -180,25 +188,36 @@ def branches(p: Problem, cut: int, budget: Budget) -> list[tuple[int, tuple[int,
     return sorted(leaves)
 
 
+def _start(p: Problem, caps: list[int] | None) -> list[tuple[int, int]] | None:
+    """Each rank's range of block totals before any LP: a block a chunk at least, at most its cap (all
+    the blocks without one), cut to what the others leave (`_tighten`); None when none is left."""
+    total = sum(p.is_block)
+    return _tighten([(p.vpp, min(total, caps[r]) if caps else total) for r in range(p.pp)], total)
+
+
 def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
           tick: Callable[[], None] | None = None, budget: Budget | None = None,
-          warm: Warm | None = None) -> Solution | None:
+          warm: Warm | None = None, caps: Callable[[int], list[int] | None] | None = None) -> Solution | None:
     """`master.solve`, but a pipeline of identical blocks, interleaved or left open by an earlier solve
     (its `warm` holds paths), with a step to beat is first split by its ranks' block totals
     (`branches`, given at most BRANCH_SHARE of the budget). Up to MAX_LEAVES compositions left are
     solved on their own, least bound first, each with an equal share of what is left; with more, or
     when branching ran out of budget, the plain master goes on from the least composition's bound.
-    Same answers and statuses as `master.solve`."""
+    Same answers and statuses as `master.solve`. `caps(target)`: the most blocks each rank may hold in
+    an assignment below `target` (problem units; `floor.rank_caps`), where the ranks' ranges start."""
     warm = warm or Warm()
     budget = budget or Budget.seconds(time_limit)
     target = master.target(cutoff, warm.best)
     if not (warm.paths or p.vpp > 1) or target is None or p.pp == 1 or not p.uniform() or p.fixed_bounds or p.totals:
         return master.solve(p, time_limit, cutoff, tick, budget, warm)
-    if warm.leaves is None and _setup(p) > BRANCH_SHARE * budget.left():
+    capped = caps(target) if caps else None
+    start = _start(p, capped)
+    point = start is None or all(a == c for a, c in start)
+    if warm.leaves is None and _setup(p, point) > BRANCH_SHARE * budget.left():
         return master.solve(p, time_limit, cutoff, tick, budget, warm)  # a later, larger solve may branch
     if warm.leaves is None or (warm.leaves and target > warm.leaf_cut):
         share = budget.child(BRANCH_SHARE * budget.left())
-        leaves = branches(p, target, share)
+        leaves = branches(p, target, share, capped)
         budget.spend(share.used)
         warm.leaf_cut = target
         floored: set = set()
@@ -214,13 +233,14 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
     return _leaves(p, cutoff, tick, budget, warm)
 
 
-def _setup(p: Problem) -> float:
+def _setup(p: Problem, point: bool = False) -> float:
     """About what `branches` spends before its first box (the LP built, and two LPs a rank for the
     ranks' intervals), at 4 C^2 nonzeros (2026-12-03: 3.1-7.3 C^2 from Llama 3 70B tp4-pp4 v3 to GPT 1T
     tp8-pp32 v4). GPT 1T's pp 32 trees cost 3.6-6.4 units against a 1.25-unit share: every one ran out
-    before its first box, and the master went on with a fifth less."""
+    before its first box, and the master went on with a fifth less. With the caps leaving one
+    composition (`point`), the LP alone: GPT 1T's caps leave 4 blocks a rank below 64.91 s/step."""
     size = 4 * p.chunks ** 2
-    return WORK_PER_LP_NONZERO * size + 2 * p.pp * WORK_PER_LP_RESOLVE * size
+    return WORK_PER_LP_NONZERO * size + (0 if point else 2 * p.pp * WORK_PER_LP_RESOLVE * size)
 
 
 def _floored(p: Problem, leaves: list, target: int, warm: Warm, floored: set, budget: Budget) -> list:

@@ -14,8 +14,8 @@ import planner
 from planner.cluster.graph import parse_gpus
 from planner.cost.model import CostModel
 from planner.search.bounds import lower_bound, rank_ends
-from planner.search.floor import floor
-from planner.search.partition import _compositions, choices, part, rank_extra
+from planner.search.floor import floor, rank_caps
+from planner.search.partition import _compositions, brute_force, choices, part, rank_extra
 from planner.search.pricing import TIME_UNIT, evaluate_fixed, problem
 from planner.search.space import parse_layout
 
@@ -102,3 +102,31 @@ def test_floors_stay_below_the_exact_optimum(prof, layout, fraction):
     lb = lower_bound(cm, s)
     f = floor(cm, s, lb, 4 * best)
     assert lb <= f * (1 + 1e-9) and f <= best * (1 + 1e-9), (lb, f, best)
+
+
+@pytest.mark.parametrize("layout", [x for x in LAYOUTS if "interleaved" in x and "pp2" in x])  # pp 4 v2: one composition
+@pytest.mark.parametrize("batch", [8, 32])
+def test_rank_caps_keep_every_composition_that_beats_the_step(prof, layout, batch):
+    """`floor.rank_caps` against brute force over every assignment (no recompute: a restriction, so the
+    caps, which price recompute at its cheapest, must hold for it too): for every step T, a composition
+    of blocks over the ranks whose best step is at most T is within the caps at T. The branching over
+    totals starts inside them (`totals.branches`); a cap that cut off such a composition would lose
+    the optimum."""
+    cm = _cm(prof)
+    s = parse_layout(layout, prof, 8, batch)
+    p = problem(cm, s, "none")
+    best: dict[tuple[int, ...], float] = {}
+    for totals in {tuple(sum(p.blocks_of(b)[r::p.pp]) for r in range(p.pp)) for b in _compositions(p)}:
+        sol = brute_force(replace(p, totals=totals))
+        if sol is not None:
+            best[totals] = sol.objective * TIME_UNIT
+    assert best
+    excluded = 0
+    for step in sorted(set(best.values())):
+        caps = rank_caps(cm, s, step)
+        for totals, value in best.items():
+            inside = all(t <= c for t, c in zip(totals, caps))
+            if value <= step:
+                assert inside, (step, totals, value, caps)
+            excluded += not inside
+    assert excluded > 0  # the caps do cut off compositions that cannot beat the step

@@ -8,7 +8,8 @@ import pytest
 from planner.cluster.graph import parse_gpus
 from planner.cost.model import CostModel
 from planner.search.bounds import lower_bound
-from planner.search.floor import floor, seed
+from planner.search.floor import floor
+from planner.search.seeding import seed
 from planner.search import pricing
 from planner.search.master import Warm
 from planner.search.pricing import TIME_UNIT, evaluate_fixed, problem
