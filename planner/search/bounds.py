@@ -10,7 +10,7 @@ from planner.cost.model import CostModel
 from planner.cost.terms import dp_compute, dp_exposed
 from planner.types.strategy import Strategy
 
-__all__ = ["lower_bound", "fits_at_all", "end_floor", "least_comm_buffer", "RankEnds", "rank_ends"]
+__all__ = ["lower_bound", "fits_at_all", "end_floor", "least_comm_buffer", "RankEnds", "rank_ends", "least_end"]
 
 
 def _room(cm: CostModel, s: Strategy) -> float:
@@ -123,45 +123,81 @@ def rank_ends(cm: CostModel, s: Strategy) -> RankEnds | None:
     or with one rank): per block its least optimizer and synchronisation seconds and its largest
     forward and backward (full recompute) windows, so that every count's end is at most any real
     rank's with that many blocks."""
-    if s.pp == 1 or "block" not in cm.kinds:
-        return None
-    kinds = cm.kinds
-    lead = kinds.index("block")
-    tail = len(kinds) - 1 - max(i for i, k in enumerate(kinds) if k == "block")
-    if any(k != "block" for k in kinds[lead:len(kinds) - tail]):
+    edges = _edges(cm)
+    if s.pp == 1 or edges is None:
         return None
     dpm = cm.dp_model(s)
-    key = ("rank-ends", cm.costs_key(s), cm.terms_key(s), dpm, s.vpp)
-    return cm.memo(key, lambda: _rank_ends(cm, s, dpm, lead, tail))
+
+    def make() -> RankEnds:
+        b = _per_block(cm, s, dpm)
+        out = min(x.out_bytes for k, x in zip(cm.kinds, cm.layer_costs(s)) if k == "block")
+        hops = tuple(itertools.accumulate((cm.send(s, j, j + 1, out) for j in range(s.pp - 1)), initial=0.0))
+        return RankEnds(first=_ends(b, s, dpm, "first"), middle=_ends(b, s, dpm, "middle"),
+                        last=_ends(b, s, dpm, "last"), hops=hops)
+    return cm.memo(("rank-ends", cm.costs_key(s), cm.terms_key(s), dpm, s.pp, s.vpp), make)
 
 
-def _rank_ends(cm: CostModel, s: Strategy, dpm, lead: int, tail: int) -> RankEnds:
-    costs, terms = cm.layer_costs(s), cm.terms(s)
-    opt = [t.opt + dp_compute(dpm, t.sync, t.gather, t.sync_copy, t.gather_copy) for t in terms]
-    fwd = [x.fwd + x.tp_fwd for x in costs]
-    full = [x.bwd + x.tp_bwd + (x.fwd + x.tp_fwd if k == "block" else 0.0) for k, x in zip(cm.kinds, costs)]
-    blocks = range(lead, len(costs) - tail)
-    edge_pre, edge_post = range(lead), range(len(costs) - tail, len(costs))
-    b = {"opt": min(opt[i] for i in blocks), "sync": min(terms[i].sync for i in blocks),
-         "gather": min(terms[i].gather for i in blocks), "fwd": max(fwd[i] for i in blocks),
-         "full": max(full[i] for i in blocks), "first": min(terms[i].sync + terms[i].gather for i in blocks)}
-    count, vpp = len(blocks), s.vpp
-    most = count - vpp * (s.pp - 1)  # the other ranks hold a block a chunk at least
+def least_end(cm: CostModel, s: Strategy) -> float:
+    """The least end rank 0 can have (`RankEnds.first` at one block a chunk, without the sends and the
+    other ranks' lists: `lower_bound` asks it of every candidate); `end_floor` when there are none."""
+    edges = _edges(cm)
+    if s.pp == 1 or edges is None:
+        return end_floor(cm, s)
+    dpm = cm.dp_model(s)
+    key = ("least-end", cm.costs_key(s), cm.terms_key(s), dpm, s.pp, s.vpp)
+    return cm.memo(key, lambda: _ends(_per_block(cm, s, dpm), s, dpm, "first")[s.vpp])
 
-    def ends(edge: range, first: float, in_first_chunk: bool) -> tuple[float, ...]:
-        raw = [math.inf] * (count + 1)
-        for m in range(vpp, most + 1):
-            edge_full = sum(full[i] for i in edge)
-            last = (m - vpp + 1) * b["full"] + (edge_full if in_first_chunk else 0.0)
-            raw[m] = sum(opt[i] for i in edge) + m * b["opt"] + dp_exposed(
-                dpm, sum(terms[i].sync for i in edge) + m * b["sync"], sum(terms[i].gather for i in edge) + m * b["gather"],
-                first, sum(fwd[i] for i in edge) + m * b["fwd"], edge_full + m * b["full"], last)
-        return tuple(itertools.accumulate(reversed(raw), min))[::-1]
-    first0 = terms[0].sync + terms[0].gather if lead else b["first"]
-    out = min(x.out_bytes for i, x in enumerate(costs) if i in blocks)
-    hops = tuple(itertools.accumulate((cm.send(s, j, j + 1, out) for j in range(s.pp - 1)), initial=0.0))
-    return RankEnds(first=ends(edge_pre, first0, True), middle=ends(range(0), b["first"], True),
-                    last=ends(edge_post, b["first"], vpp == 1), hops=hops)
+
+def _edges(cm: CostModel) -> tuple[int, int] | None:
+    """Prefix and suffix layer counts of a model laid out prefix, blocks, suffix; None otherwise."""
+    kinds = cm.kinds
+    if "block" not in kinds:
+        return None
+    lead = kinds.index("block")
+    tail = len(kinds) - 1 - max(i for i, k in enumerate(kinds) if k == "block")
+    return None if any(k != "block" for k in kinds[lead:len(kinds) - tail]) else (lead, tail)
+
+
+def _per_block(cm: CostModel, s: Strategy, dpm) -> dict:
+    """What `_ends` needs: per block the least optimizer (with its DP compute), reduce-scatter, gather
+    and first-layer seconds and the largest forward and full-recompute backward; the prefix's and the
+    suffix's sums; how many blocks. Once per (costs, terms, DP model)."""
+    def make() -> dict:
+        lead, tail = _edges(cm)
+        costs, terms = cm.layer_costs(s), cm.terms(s)
+        opt = [t.opt + dp_compute(dpm, t.sync, t.gather, t.sync_copy, t.gather_copy) for t in terms]
+        fwd = [x.fwd + x.tp_fwd for x in costs]
+        full = [x.bwd + x.tp_bwd + (x.fwd + x.tp_fwd if k == "block" else 0.0) for k, x in zip(cm.kinds, costs)]
+        blocks = range(lead, len(costs) - tail)
+
+        def edge(rng: range) -> dict:
+            return {"opt": sum(opt[i] for i in rng), "sync": sum(terms[i].sync for i in rng),
+                    "gather": sum(terms[i].gather for i in rng), "fwd": sum(fwd[i] for i in rng),
+                    "full": sum(full[i] for i in rng)}
+        first = min(terms[i].sync + terms[i].gather for i in blocks)
+        return {"opt": min(opt[i] for i in blocks), "sync": min(terms[i].sync for i in blocks),
+                "gather": min(terms[i].gather for i in blocks), "fwd": max(fwd[i] for i in blocks),
+                "full": max(full[i] for i in blocks), "first": first, "count": len(blocks),
+                "first0": terms[0].sync + terms[0].gather if lead else first,
+                "pre": edge(range(lead)), "post": edge(range(len(costs) - tail, len(costs))), "none": edge(range(0))}
+    return cm.memo(("end-blocks", cm.costs_key(s), cm.terms_key(s), dpm), make)
+
+
+def _ends(b: dict, s: Strategy, dpm, kind: str) -> tuple[float, ...]:
+    """One `RankEnds` list: rank 0 ("first", the prefix in its first local chunk), a middle rank or the
+    last ("last", the suffix in its last local chunk), for 0..all blocks; inf past the most a rank can
+    hold (the other ranks hold a block a chunk at least)."""
+    vpp, count = s.vpp, b["count"]
+    most = count - vpp * (s.pp - 1)
+    e = b["pre"] if kind == "first" else b["post"] if kind == "last" else b["none"]
+    first = b["first0"] if kind == "first" else b["first"]
+    in_first = kind != "last" or vpp == 1
+    raw = [math.inf] * (count + 1)
+    for m in range(vpp, most + 1):
+        last = (m - vpp + 1) * b["full"] + (e["full"] if in_first else 0.0)
+        raw[m] = e["opt"] + m * b["opt"] + dp_exposed(dpm, e["sync"] + m * b["sync"], e["gather"] + m * b["gather"],
+                                                      first, e["fwd"] + m * b["fwd"], e["full"] + m * b["full"], last)
+    return tuple(itertools.accumulate(reversed(raw), min))[::-1]
 
 
 def lower_bound(cm: CostModel, s: Strategy) -> float:
@@ -181,8 +217,7 @@ def lower_bound(cm: CostModel, s: Strategy) -> float:
         body = w / (1 - (1 - 1 / n) ** pp) if n > 1 else w
     else:
         body = max(_fill_and_work(w, n, pp, _sums(cm, s)["block_work"]), w)
-    ends = rank_ends(cm, s)
-    return body + (ends.first[s.vpp] if ends else end_floor(cm, s))
+    return body + least_end(cm, s)
 
 
 def _fill_and_work(w: float, n: int, pp: int, w_min: float) -> float:

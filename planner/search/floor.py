@@ -236,6 +236,8 @@ def _rows(cm: CostModel, s: Strategy, g: _Ranges, target: float):
                  lambda: [_mixed_floor(tuple(v)) for v in cm.in_flight(s)])
     ends = rank_ends(cm, s)
     zero_end = (lambda m: end_floor(cm, s)) if ends is None else (lambda m: ends.first[m])
+    hops = ends.hops if ends is not None else (0.0,) * pp
+    room = [target - r * w_min - 2 * hops[r] for r in range(pp)]
     works = []
     for r in range(pp):
         row: list[float] = []
@@ -247,14 +249,13 @@ def _rows(cm: CostModel, s: Strategy, g: _Ranges, target: float):
                 x_own = x + r * f_min + ends.hops[r] + own
             else:
                 x_own = x + (zero_end(m) if r == 0 else 0.0)
-            if x_own > target:
+            if x_own > target or (r and x > room[r] - zero_end(vpp)):  # no m0 lets it through rank 0
                 break
             row.append(x)
         if len(row) <= vpp:
             return None
         works.append(row)
-    hops = ends.hops if ends is not None else (0.0,) * pp
-    return works, [target - r * w_min - 2 * hops[r] for r in range(pp)], zero_end
+    return works, room, zero_end
 
 
 def _mixed_floor(vectors: tuple[tuple[int, ...], ...]) -> float:
