@@ -149,13 +149,16 @@ def least_end(cm: CostModel, s: Strategy) -> float:
 
 
 def _edges(cm: CostModel) -> tuple[int, int] | None:
-    """Prefix and suffix layer counts of a model laid out prefix, blocks, suffix; None otherwise."""
-    kinds = cm.kinds
-    if "block" not in kinds:
-        return None
-    lead = kinds.index("block")
-    tail = len(kinds) - 1 - max(i for i, k in enumerate(kinds) if k == "block")
-    return None if any(k != "block" for k in kinds[lead:len(kinds) - tail]) else (lead, tail)
+    """Prefix and suffix layer counts of a model laid out prefix, blocks, suffix; None otherwise (once
+    per model: the floors ask it at every step they try)."""
+    def make() -> tuple[int, int] | None:
+        kinds = cm.kinds
+        if "block" not in kinds:
+            return None
+        lead = kinds.index("block")
+        tail = len(kinds) - 1 - max(i for i, k in enumerate(kinds) if k == "block")
+        return None if any(k != "block" for k in kinds[lead:len(kinds) - tail]) else (lead, tail)
+    return cm.memo(("block-edges",), make)
 
 
 def _per_block(cm: CostModel, s: Strategy, dpm) -> dict:
