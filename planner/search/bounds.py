@@ -106,8 +106,8 @@ class RankEnds:
     holding four blocks, against 0.05 s for `end_floor`'s one block with every window as large as can
     be). Each list is indexed by block count and never falls as it grows (a minimum over the counts at
     or above), so that a rank's inequality stays monotone in its blocks; inf past the most blocks a
-    rank can hold. And the least time between
-    ranks: the sends of a block's output from rank j to j + 1, summed over j < r."""
+    rank can hold. And the least time between ranks: the sends of a block's output from rank j to
+    j + 1, summed over j < r."""
 
     first: tuple[float, ...]
     """Rank 0 (holding the prefix layers)."""

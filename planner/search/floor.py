@@ -238,6 +238,7 @@ def _rows(cm: CostModel, s: Strategy, g: _Ranges, target: float):
     zero_end = (lambda m: end_floor(cm, s)) if ends is None else (lambda m: ends.first[m])
     hops = ends.hops if ends is not None else (0.0,) * pp
     room = [target - r * w_min - 2 * hops[r] for r in range(pp)]
+    widest = [x - zero_end(vpp) for x in room]  # room at rank 0's least end: no m0 leaves more
     works = []
     for r in range(pp):
         row: list[float] = []
@@ -246,10 +247,10 @@ def _rows(cm: CostModel, s: Strategy, g: _Ranges, target: float):
             x = n * _edge_work(g, a, e, ks[r], L, tail if r == pp - 1 else 0)
             if ends is not None and r:
                 own = (ends.last if r == pp - 1 else ends.middle)[m]
-                x_own = x + r * f_min + ends.hops[r] + own
+                x_own = x + r * f_min + hops[r] + own
             else:
                 x_own = x + (zero_end(m) if r == 0 else 0.0)
-            if x_own > target or (r and x > room[r] - zero_end(vpp)):  # no m0 lets it through rank 0
+            if x_own > target or (r and x > widest[r]):
                 break
             row.append(x)
         if len(row) <= vpp:

@@ -91,7 +91,9 @@ class Kelley:
         self.center: dict | None = None
         """The LP's earlier points, smoothed (`_separate`)."""
         x = self.master.x
-        self.read = self.probe.columns() + [v.index for vs in (x.blocks, x.full, x.sel) for v in vs]
+        self.times = self.probe.columns()
+        """The chunk times' columns (and sends, end terms, T): what `separate` simulates."""
+        self.read = self.times + [v.index for vs in (x.blocks, x.full, x.sel) for v in vs]
         """The columns read at each optimum: the chunk times `separate` simulates, and the point's."""
         budget.spend(WORK_PER_LP_NONZERO * self.size)  # built, read back and solved once, as `lp_floor`
 
@@ -122,15 +124,14 @@ class Kelley:
         """The paths the LP's point violates, sought first at a point between it and the smoothed
         earlier points (`center`, IN_OUT), then, if none is found there, at the point itself: no cut
         is left only when the point itself has none. The center then moves towards the point."""
-        cols = self.probe.columns()
         found = []
         if self.center is not None:
-            at = {i: IN_OUT * self.center[i] + (1 - IN_OUT) * self.values[i] for i in cols}
+            at = {i: IN_OUT * self.center[i] + (1 - IN_OUT) * self.values[i] for i in self.times}
             budget.spend(WORK_PER_PATH_ACTION * self.actions)
             found = separate(self.probe, self.orders, self.values, self.paths, at)
             self.center = at
         else:
-            self.center = {i: self.values[i] for i in cols}
+            self.center = {i: self.values[i] for i in self.times}
         if not found:
             budget.spend(WORK_PER_PATH_ACTION * self.actions)
             found = separate(self.probe, self.orders, self.values, self.paths)
