@@ -19,7 +19,7 @@ from planner.cluster.placement import Mesh, link_classes, place
 from planner.cost.layer import LayerCost, layer_costs
 from planner.cost.memory import (DTYPE_BYTES, StateBytes, fsdp_buffer, held_after_step, state_bytes,
                                  state_bytes_by_layer, widest_by_layer)
-from planner.cost.schedule import in_flight, rank_orders, simulate
+from planner.cost.schedule import in_flight, program, rank_orders, simulate
 from planner.cost.terms import ALLOCATOR_DIVISOR, DpModel, LayerTerms, dp_exposed, dp_compute
 from planner.types.estimate import ChunkTime, Estimate, HeldBytes
 from planner.types.profile import ModelProfile
@@ -271,8 +271,7 @@ class CostModel:
             raise ValueError(f"dp{s.dp} x tp{s.tp} x pp{s.pp} = {s.world} ranks, cluster has {self.world}")
         chunks = self.chunks(s)
         sends_f = [self.send(s, c % s.pp, (c + 1) % s.pp, ch.out_bytes) for c, ch in enumerate(chunks)]
-        orders = rank_orders(s.schedule, s.pp, s.vpp, s.num_micro_batches)
-        timing = simulate(orders, [c.fwd for c in chunks], [c.bwd for c in chunks], sends_f,
+        timing = simulate(program(s.schedule, s.pp, s.vpp, s.num_micro_batches), [c.fwd for c in chunks], [c.bwd for c in chunks], sends_f,
                           [0.0] + sends_f[:-1])
         per_rank = [self._rank(s, r, chunks, timing.finish[r]) for r in range(s.pp)]
         step = max(r.end for r in per_rank)

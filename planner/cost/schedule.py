@@ -11,12 +11,15 @@ each rank holds at once (forwards done, backwards not yet) off the same order.
 """
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Sequence
 
 from planner.types.strategy import SCHEDULES, check_schedule as check
 
-__all__ = ["SCHEDULES", "Action", "check", "rank_orders", "in_flight", "Timing", "simulate"]
+__all__ = ["SCHEDULES", "Action", "check", "rank_orders", "in_flight", "Timing", "Program", "compile_orders",
+           "as_program", "program", "simulate"]
 
 Action = tuple[int, str, int]
 """(chunk index, "F" or "B", micro-batch)."""
@@ -110,59 +113,146 @@ class Timing:
     """Per rank: seconds spent computing."""
 
 
-def simulate(orders: list[list[Action]], fwd: Sequence[float], bwd: Sequence[float],
+@dataclass(frozen=True, eq=False)
+class Program:
+    """Every rank's order compiled once for timing: its actions as steps, in one order that runs each
+    after what it waits on. Timing an assignment is then one pass over flat arrays (4x faster than
+    walking the orders; the search times the same orders thousands of times: GPT 1T on 8x384, 20M
+    actions in a 60 s search), in 44 bytes a step. Reads as the orders: iterating it yields each rank's
+    order. Step i waits on `wait[0][i]` (its rank's previous step), `wait[1][i]` (its own forward, for
+    a backward) and `wait[2][i]` plus the send `wait[3][i]` (its input), and lasts `wait[4][i]`: indices
+    into `ends`' lists, where step `len` (the sentinel) ends at 0 and send 2 x chunks is 0."""
+
+    orders: tuple[tuple[Action, ...], ...]
+    chunks: int
+    wait: tuple[array, array, array, array, array]
+    rank: array
+    micro_batch: array
+    prev: array
+    """Per step: its rank's step before it, -1 for a rank's first."""
+    back: tuple[array, array]
+    """Per step: the step whose output it waits on (F(c-1, m) for F(c, m); B(c+1, m), or F(c, m) in the
+    last chunk, for B(c, m); -1 for F(0, m)) and the chunk whose send carries it (-1: none)."""
+    last: tuple[int, ...]
+    """Per rank: the step of its last action."""
+
+    def __iter__(self):
+        return iter(self.orders)
+
+    def __len__(self) -> int:
+        return len(self.orders)
+
+    def __getitem__(self, r: int) -> tuple[Action, ...]:
+        return self.orders[r]
+
+    def action(self, i: int) -> tuple[str, int]:
+        """Step i's kind and chunk."""
+        u = self.wait[4][i]
+        return ("F", u) if u < self.chunks else ("B", u - self.chunks)
+
+    def ends(self, fwd: Sequence[float], bwd: Sequence[float], send_fwd: Sequence[float] = (),
+             send_bwd: Sequence[float] = ()) -> list[float]:
+        """When each step ends (by step; one more entry, the sentinel 0.0): `simulate`'s times."""
+        k = self.chunks
+        dur = [*fwd, *bwd]
+        sends = [*_padded(send_fwd, k), *_padded(send_bwd, k), 0.0]
+        end = [0.0] * (len(self.rank) + 1)
+        i = 0
+        for p, a, b, s, u in zip(*self.wait):
+            t = end[p]
+            x = end[a]
+            if x > t:
+                t = x
+            x = end[b] + sends[s]
+            if x > t:
+                t = x
+            end[i] = t + dur[u]
+            i += 1
+        return end
+
+
+def compile_orders(orders: Sequence[Sequence[Action]]) -> Program:
+    """`orders` as a `Program`: the steps in the order a round-robin over the ranks first finds each
+    action runnable (its rank's previous action and its inputs placed)."""
+    chunks = 1 + max(c for order in orders for c, _, _ in order)
+    n = 1 + max(m for order in orders for _, _, m in order)
+    total = sum(len(o) for o in orders)
+    none, zero, last = total, 2 * chunks, chunks - 1
+    at = [none] * (2 * chunks * n + n)  # F(c, m) at c n + m, B(c, m) at (chunks + c) n + m; then n sentinels
+    cols: list[list[int]] = [[] for _ in range(10)]
+    wp, wa, wb, ws, wu, bd, bh, rk, mb, pv = cols
+    ptr, tail, placed = [0] * len(orders), [-1] * len(orders), 0
+    while placed < total:
+        before = placed
+        for r, order in enumerate(orders):
+            i = ptr[r]
+            while i < len(order):
+                c, kind, m = order[i]
+                if kind == "F":
+                    dep = at[(c - 1) * n + m] if c else none
+                    if c and dep == none:
+                        break
+                    wa.append(none)
+                    wb.append(dep)
+                    ws.append(c - 1 if c else zero)
+                    wu.append(c)
+                    bd.append(dep if c else -1)
+                    bh.append(c - 1 if c else -1)
+                    at[c * n + m] = placed
+                else:
+                    own = at[c * n + m]
+                    nxt = at[(chunks + c + 1) * n + m] if c < last else none
+                    if own == none or (c < last and nxt == none):
+                        break
+                    wa.append(own)
+                    wb.append(nxt)
+                    ws.append(chunks + c + 1 if c < last else zero)
+                    wu.append(chunks + c)
+                    bd.append(nxt if c < last else own)
+                    bh.append(c if c < last else -1)
+                    at[(chunks + c) * n + m] = placed
+                wp.append(none if tail[r] < 0 else tail[r])
+                pv.append(tail[r])
+                rk.append(r)
+                mb.append(m)
+                tail[r] = placed
+                placed += 1
+                i += 1
+            ptr[r] = i
+        if placed == before:
+            raise ValueError("schedule deadlocks: an action waits on one that never runs")
+    wp, wa, wb, ws, wu, bd, bh, rk, mb, pv = (array("i", col) for col in cols)
+    return Program(tuple(tuple(o) for o in orders), chunks, (wp, wa, wb, ws, wu), rk, mb, pv, (bd, bh), tuple(tail))
+
+
+def _padded(sends: Sequence[float], k: int) -> list[float]:
+    """Per chunk (zeros past those given): the layout `Program.ends` indexes."""
+    return [*sends, *[0.0] * (k - len(sends))]
+
+
+def as_program(orders: Sequence[Sequence[Action]] | Program) -> Program:
+    return orders if isinstance(orders, Program) else compile_orders(orders)
+
+
+@lru_cache(maxsize=32)
+def program(schedule: str, pp: int, vpp: int, n: int) -> Program:
+    """`rank_orders` compiled, once per schedule shape (a pure function of it)."""
+    return compile_orders(rank_orders(schedule, pp, vpp, n))
+
+
+def simulate(orders: Sequence[Sequence[Action]] | Program, fwd: Sequence[float], bwd: Sequence[float],
              send_fwd: Sequence[float] = (), send_bwd: Sequence[float] = (), events: list | None = None) -> Timing:
     """Run every rank's order with unlimited overlap of communication and compute: an action starts when
     its rank is free and its inputs have arrived. F(c, m) needs F(c-1, m) plus the send from chunk c-1
     (`send_fwd[c-1]`); B(c, m) needs F(c, m) and B(c+1, m) plus the send back (`send_bwd[c+1]`).
     `events`, if given, receives (rank, chunk, "F"/"B", micro-batch, start, end) of every action."""
-    chunks = len(fwd)
-    n = 1 + max(m for order in orders for _, _, m in order)
-    send_fwd = list(send_fwd) or [0.0] * chunks
-    send_bwd = list(send_bwd) or [0.0] * chunks
-    nan = -1.0
-    f_end = [[nan] * n for _ in range(chunks)]
-    b_end = [[nan] * n for _ in range(chunks)]
-    free = [0.0] * len(orders)
-    busy = [0.0] * len(orders)
-    ptr = [0] * len(orders)
-    remaining = sum(len(o) for o in orders)
-    last = chunks - 1
-    while remaining:
-        progressed = False
-        for r, order in enumerate(orders):
-            i, t = ptr[r], free[r]
-            while i < len(order):
-                c, kind, m = order[i]
-                if kind == "F":
-                    if c:
-                        dep = f_end[c - 1][m]
-                        if dep < 0:
-                            break
-                        dep += send_fwd[c - 1]
-                    else:
-                        dep = 0.0
-                    t = max(t, dep) + fwd[c]
-                    f_end[c][m] = t
-                    busy[r] += fwd[c]
-                    if events is not None:
-                        events.append((r, c, "F", m, t - fwd[c], t))
-                else:
-                    own = f_end[c][m]
-                    nxt = own if c == last else b_end[c + 1][m]
-                    if own < 0 or nxt < 0:
-                        break
-                    dep = max(own, nxt + (send_bwd[c + 1] if c < last else 0.0))
-                    t = max(t, dep) + bwd[c]
-                    b_end[c][m] = t
-                    busy[r] += bwd[c]
-                    if events is not None:
-                        events.append((r, c, "B", m, t - bwd[c], t))
-                i += 1
-            if i != ptr[r]:
-                remaining -= i - ptr[r]
-                ptr[r], free[r] = i, t
-                progressed = True
-        if not progressed:
-            raise ValueError("schedule deadlocks: an action waits on one that never runs")
-    return Timing(makespan=max(free), finish=tuple(free), busy=tuple(busy))
+    prog = as_program(orders)
+    end = prog.ends(fwd, bwd, send_fwd, send_bwd)
+    dur = [*fwd, *bwd]
+    busy = [0.0] * len(prog.orders)
+    for i, (r, m, u, t) in enumerate(zip(prog.rank, prog.micro_batch, prog.wait[4], end)):
+        busy[r] += dur[u]
+        if events is not None:
+            events.append((r, *prog.action(i)[::-1], m, t - dur[u], t))
+    finish = tuple(end[i] if i >= 0 else 0.0 for i in prog.last)
+    return Timing(makespan=max(finish), finish=finish, busy=tuple(busy))

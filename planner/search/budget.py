@@ -55,14 +55,16 @@ WORK_PER_CONSTRAINT = 2.5e-4
 WORK_PER_REACHABLE = 2.5e-4
 WORK_PER_MIX = 5e-8
 WORK_PER_MIX_RANK = 2.5e-4
-WORK_PER_ACTION = 7e-7
-"""One schedule action simulated without its paths, or built into the action orders and in-flight counts
+WORK_PER_ACTION = 4e-7
+"""One schedule action simulated without its paths, or built into the in-flight counts and seed paths
 (2026-12-04, `partition.evaluate` over five shapes from 192 to 65,536 actions - GPT-3 13B tp1-pp2 v3 to
-GPT 1T tp8-pp32 v4: 0.45-0.74 us an action simulated, 0.30-0.66 us built; it was 3 us, measured
-before the simulation got faster: searches charged local search 2.3-5.4x its wall)."""
-WORK_PER_PATH_ACTION = 1.7e-6
+GPT 1T tp8-pp32 v4: 0.14-0.41 us an action simulated, 0.11-0.45 us its in-flight counts, 0.14-0.36 us
+its seed paths; the orders are compiled once per shape, `schedule.program`. Before that compilation,
+0.46-0.75 us simulated and 7e-7 charged; before a faster simulation, 3 us, when searches charged local
+search 2.3-5.4x its wall)."""
+WORK_PER_PATH_ACTION = 7e-7
 """One schedule action simulated with its longest paths (`evaluate(..., paths=True)`, `cuts.separate`):
-1.30-1.61 us over the same five shapes."""
+0.33-0.63 us over the same five shapes (1.30-1.61 us, charged 1.7e-6, before the compiled orders)."""
 WORK_PER_BOUND = 5e-5
 WORK_PER_NODE_BOUND = 2.5e-7
 WORK_PER_CANDIDATE = 1.5e-4

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from planner.cost.schedule import Action, simulate
+from planner.cost.schedule import Action, Program, as_program
 from planner.search.paths import critical, key
 
 __all__ = ["Probe", "separate", "length", "SCALE"]
@@ -52,7 +52,7 @@ class Probe:
         return [*self.fwd, *self.bwd, *self.send, *self.extra, self.T]
 
 
-def separate(probe: Probe, orders: list[list[Action]], values, known: dict,
+def separate(probe: Probe, orders: list[list[Action]] | Program, values, known: dict,
              at: dict | None = None) -> list[tuple[int, Counter]]:
     """The paths (rank, counts), not in `known`, that the LP point `values` (per column, master units)
     violates: each rank's longest path at the chunk times of `at` (by default `values` itself), where
@@ -62,11 +62,11 @@ def separate(probe: Probe, orders: list[list[Action]], values, known: dict,
     def scaled(cols) -> list[int]:
         return [round(at[i] * SCALE) for i in cols]
     fwd, bwd, send = scaled(probe.fwd), scaled(probe.bwd), scaled(probe.send)
-    events: list = []
-    simulate(orders, fwd, bwd, send, [0] + send[:-1], events)
+    prog = as_program(orders)
+    end = prog.ends(fwd, bwd, send, [0] + send[:-1])
     T = values[probe.T]
     out = []
-    for r, counts in enumerate(critical(orders, events, send, len(fwd))):
+    for r, counts in enumerate(critical(prog, end, fwd + bwd, send)):
         if length(probe, r, counts, values) > T * (1 + TOLERANCE) + 1 and key(r, counts) not in known:
             out.append((r, counts))
     return out

@@ -17,7 +17,7 @@ import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 
-from planner.cost.schedule import Action, in_flight, rank_orders, simulate
+from planner.cost.schedule import Program, as_program, in_flight, program
 from planner.cost.terms import ALLOCATOR_DIVISOR, DpModel, dp_exposed
 from planner.search.paths import critical
 
@@ -94,8 +94,8 @@ class Problem:
         starts = list(itertools.accumulate(bounds, initial=0))
         return [sum(self.is_block[a:e]) for a, e in zip(starts, starts[1:])]
 
-    def orders(self) -> list[list[Action]]:
-        return rank_orders(self.schedule, self.pp, self.vpp, self.micro_batches)
+    def orders(self) -> Program:
+        return program(self.schedule, self.pp, self.vpp, self.micro_batches)
 
 
 @dataclass(frozen=True)
@@ -192,17 +192,17 @@ def rank_fits(p: Problem, parts: list[Part], vectors, r: int) -> bool:
 
 def evaluate(p: Problem, bounds, full, sel, orders=None, vectors=None, paths: bool = False) -> Score:
     """The exact step time (time units) and whether every rank fits, of one assignment."""
-    orders = orders or p.orders()
-    vectors = vectors or [in_flight(o, p.vpp, p.pp) for o in orders]
+    prog = as_program(orders or p.orders())
+    vectors = vectors or [in_flight(o, p.vpp, p.pp) for o in prog]
     parts = parts_of(p, bounds, full, sel)
     send = [x.send for x in parts]
-    events: list | None = [] if paths else None
-    t = simulate(orders, [x.fwd for x in parts], [x.bwd for x in parts], send, [0] + send[:-1], events)
+    dur = [x.fwd for x in parts] + [x.bwd for x in parts]
+    end = prog.ends(dur[:p.chunks], dur[p.chunks:], send, [0] + send[:-1])
     extra = [rank_extra(p, parts, r) for r in range(p.pp)]
-    ends = tuple(int(f + e) for f, e in zip(t.finish, extra))
+    ends = tuple(int(end[i] + e) for i, e in zip(prog.last, extra))
     if not paths:
         return Score(max(ends), fits(p, parts, vectors), ends)
-    return Score(max(ends), fits(p, parts, vectors), ends, critical(orders, events, send, p.chunks))
+    return Score(max(ends), fits(p, parts, vectors), ends, critical(prog, end, dur, send))
 
 
 def _compositions(p: Problem):

@@ -14,45 +14,39 @@ from __future__ import annotations
 from collections import Counter
 from typing import Sequence
 
-from planner.cost.schedule import Action
+from planner.cost.schedule import Action, Program
 
 __all__ = ["critical", "seed_paths", "key", "pool"]
 
-Event = tuple[int, int, str, int, float, float]
-"""(rank, chunk, "F"/"B", micro-batch, start, end), as `schedule.simulate` records them."""
-
-
-def critical(orders: list[list[Action]], events: list[Event], send: Sequence[int], chunks: int) -> tuple[Counter, ...]:
+def critical(prog: Program, end: Sequence[float], dur: Sequence[float], send: Sequence[float]) -> tuple[Counter, ...]:
     """Per rank, walk back from its last action along edges that were tight (an action started exactly
-    when that predecessor ended): the counts of a path whose length is the rank's finish."""
-    at = {(c, k, m): s for _, c, k, m, s, _ in events}
-    ends = {(c, k, m): e for _, c, k, m, _, e in events}
-    prev = {b: a for order in orders for a, b in zip(order, order[1:])}
+    when that predecessor ended): the counts of a path whose length is the rank's finish. `end` is
+    `prog.ends(...)` at the chunk durations `dur` (forwards, then backwards) and sends `send`. Counted
+    by index (durations, then sends) and keyed in the order first met."""
+    k = prog.chunks
+    dur_of, deps, hops, prev = prog.wait[4], prog.back[0], prog.back[1], prog.prev
+    names = [("F", c) for c in range(k)] + [("B", c) for c in range(k)] + [("S", c) for c in range(k)]
     out = []
-    for order in orders:
-        counts: Counter = Counter()
-        counts[(order[-1][1], order[-1][0])] += 1
-        _back(order[-1], at, ends, prev, send, chunks, counts)
-        out.append(counts)
+    for r in range(len(prog)):
+        cur = prog.last[r]
+        seen, count = [dur_of[cur]], [0] * (3 * k)
+        count[dur_of[cur]] = 1
+        while (start := end[cur] - dur[dur_of[cur]]) > 0:
+            dep, hop = deps[cur], hops[cur]
+            if dep >= 0 and end[dep] + (send[hop] if hop >= 0 else 0) == start:
+                if hop >= 0:
+                    if not count[2 * k + hop]:
+                        seen.append(2 * k + hop)
+                    count[2 * k + hop] += 1
+                cur = dep
+            else:
+                cur = prev[cur]
+            u = dur_of[cur]
+            if not count[u]:
+                seen.append(u)
+            count[u] += 1
+        out.append(Counter({names[i]: count[i] for i in seen}))
     return tuple(out)
-
-
-def _back(cur: Action, at: dict, ends: dict, prev: dict, send: Sequence[int], chunks: int, counts: Counter) -> None:
-    """Add to `counts` a longest path into `cur` (not `cur` itself): back along tight edges to time 0."""
-    while at[cur] > 0:
-        c, k, m = cur
-        if k == "F":
-            dep, hop = ((c - 1, "F", m), c - 1) if c else (None, None)
-        else:
-            dep, hop = ((c + 1, "B", m), c) if c < chunks - 1 else ((c, "F", m), None)
-        if dep is not None and ends[dep] + (send[hop] if hop is not None else 0) == at[cur]:
-            if hop is not None:
-                counts[("S", hop)] += 1
-            cur = dep
-        else:
-            cur = prev[cur]
-        counts[(cur[1], cur[0])] += 1
-
 
 
 def key(r: int, counts: Counter) -> tuple:

@@ -51,6 +51,8 @@ class Run:
     shapes: set = field(default_factory=set)
     lps: dict = field(default_factory=dict)
     """Per strategy: its LP floor, once computed (and charged), or the path floor a dive raised it to."""
+    lp_solved: set = field(default_factory=set)
+    """The strategies whose LP floor was computed and charged (`lp`)."""
     cleared: dict = field(default_factory=dict)
     """Per candidate: a step nothing of it is below, proved (a later solve cut short must not undo it):
     the cutoff it could not beat, its optimum, or inf when nothing of it fits."""
@@ -158,25 +160,29 @@ class Run:
             b.spend(self.reach_work(s))
         return not reachable(self.cm, s, cut * (1 + 1e-7)) or (lp and self.lp(s, passes) >= cut)
 
-    def lp(self, s: Strategy, passes: tuple[Budget, ...], always: bool = False) -> float:
+    def lp(self, s: Strategy, passes: tuple[Budget, ...]) -> float:
         """A pipeline's LP floor (`pricing.lp_bound`; 0 without one, or when it may cost more than a pass
-        has left), charged to `passes` the first time (`always`: every time, so that what a pass does with
-        its budget does not depend on the others)."""
-        first = s not in self.lps
-        if s.pp == 1 or (first and WORK_PER_LP_NONZERO * 3 * s.chunks ** 2 > min(b.left() for b in passes)):
-            return 0.0  # 3 C^2: about its nonzeros (Llama 3 405B tp8-pp32 v2 and v3: 2.7 and 2.5 C^2, 2026-12-03)
-        value, size = lp_bound(self.cm, s)
-        self.lps[s] = max(self.lps.get(s, 0.0), value)  # a dive's path floor may have raised it
-        for b in passes if first or always else ():
-            b.spend(WORK_PER_LP_NONZERO * size)
-        return self.lps[s]
+        has left), charged to `passes` the first time only: it is computed once (memoised). Charging
+        every ask, as the bounds of unresolved solves did, charged GPT 1T's 60 s search 12.6 units for
+        1.8 s of LPs (2026-12-04), a fifth of its limit."""
+        if s.pp == 1:
+            return 0.0
+        if s not in self.lp_solved:
+            if WORK_PER_LP_NONZERO * 3 * s.chunks ** 2 > min(b.left() for b in passes):
+                return self.lps.get(s, 0.0)  # 3 C^2: about its nonzeros (Llama 3 405B tp8-pp32 v2 and v3: 2.7 and 2.5 C^2, 2026-12-03)
+            self.lp_solved.add(s)
+            value, size = lp_bound(self.cm, s)
+            self.lps[s] = max(self.lps.get(s, 0.0), value)  # a dive's path floor may have raised it
+            for b in passes:
+                b.spend(WORK_PER_LP_NONZERO * size)
+        return self.lps.get(s, 0.0)
 
     def raise_bound(self, s: Strategy, proved: float, best: float, passes: tuple[Budget, ...], lp: bool = True) -> float:
         """What a candidate the time limit left unproved may still reach: its solver's bound, raised by the
         discrete floor and (with `lp`) the LP floor when that bound is below the best plan."""
         if proved >= best:
             return proved
-        return max(floor(self.cm, s, proved, best), self.lp(s, passes, always=True) if lp else 0.0)
+        return max(floor(self.cm, s, proved, best), self.lp(s, passes) if lp else 0.0)
 
     def prime(self, i: int, cut: float, passes: tuple[Budget, ...]) -> None:
         """Before candidate i's first solve (charged as three estimates): its discrete floor is its

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from planner.cost.schedule import rank_orders, simulate
+from planner.cost.schedule import compile_orders, rank_orders, simulate
 from planner.search.paths import critical
 
 
@@ -62,9 +62,10 @@ def test_critical_paths_are_the_longest_to_each_ranks_end(schedule, pp, vpp, n):
         send = [rng.randint(0, 3) for _ in range(chunks - 1)] + [0]
         events = []
         t = simulate(orders, fwd, bwd, send, [0] + send[:-1], events)
+        t_end = compile_orders(orders).ends(fwd, bwd, send, [0] + send[:-1])
         succ = _graph(orders, fwd, bwd, send)
         every = _all_paths(succ, [o[0] for o in orders])
-        for r, counts in enumerate(critical(orders, events, send, chunks)):
+        for r, counts in enumerate(critical(compile_orders(orders), t_end, fwd + bwd, send)):
             assert _length(counts, fwd, bwd, send) == t.finish[r]
             assert any(_counts(a, h) == counts and a[-1] == orders[r][-1] for a, h in every)
             assert max(_length(_counts(a, h), fwd, bwd, send) for a, h in every if a[-1] == orders[r][-1]) == t.finish[r]

@@ -79,3 +79,61 @@ def test_in_flight_keeps_exactly_the_maximal_vectors():
             maximal = {v for v in seen if not any(w != v and all(a <= b for a, b in zip(v, w)) for w in seen)}
             got = in_flight(order, vpp, pp)
             assert set(got) == maximal and len(got) == len(maximal)
+
+
+def _by_definition(orders, fwd, bwd, send_fwd, send_bwd):
+    """Each action's end from the definition, memoised recursion over what it waits on: its rank's
+    previous action; F(c, m) on F(c-1, m) plus its send; B(c, m) on F(c, m) and on B(c+1, m) plus its
+    send back."""
+    last = len(fwd) - 1
+    before = {b: a for order in orders for a, b in zip(order, order[1:])}
+    memo = {}
+
+    def end(a):
+        if a not in memo:
+            c, kind, m = a
+            waits = [end(before[a])] if a in before else [0.0]
+            if kind == "F" and c:
+                waits.append(end((c - 1, "F", m)) + send_fwd[c - 1])
+            if kind == "B":
+                waits.append(end((c, "F", m)))
+                if c < last:
+                    waits.append(end((c + 1, "B", m)) + send_bwd[c + 1])
+            memo[a] = max(waits) + (fwd[c] if kind == "F" else bwd[c])
+        return memo[a]
+    return [end(order[-1]) for order in orders], memo
+
+
+@pytest.mark.parametrize("schedule,pp,vpp,n", [("gpipe", 3, 1, 4), ("1f1b", 4, 1, 6), ("1f1b", 1, 1, 3),
+                                               ("interleaved", 2, 2, 4), ("interleaved", 4, 3, 8),
+                                               ("interleaved", 3, 2, 9), ("interleaved", 4, 2, 6)])
+def test_compiled_program_times_every_action_by_definition(schedule, pp, vpp, n):
+    """`simulate` runs the compiled orders (`schedule.program`): every action's end, each rank's finish
+    and busy time equal the definition's, with and without sends, at integer and fractional times."""
+    import random
+    from planner.cost.schedule import program
+    rng = random.Random(pp * 100 + vpp * 10 + n)
+    orders = rank_orders(schedule, pp, vpp, n)
+    k = pp * vpp
+    for trial in range(20):
+        draw = (lambda: rng.randint(1, 40)) if trial % 2 else (lambda: rng.uniform(0.1, 4.0))
+        fwd, bwd = [draw() for _ in range(k)], [draw() for _ in range(k)]
+        sends = [draw() for _ in range(k - 1)] + [0] if trial % 3 else [0] * k
+        finish, ends = _by_definition(orders, fwd, bwd, sends, [0] + sends[:-1])
+        events = []
+        t = simulate(program(schedule, pp, vpp, n), fwd, bwd, sends, [0] + sends[:-1], events)
+        assert list(t.finish) == pytest.approx(finish, rel=1e-12) and t.makespan == pytest.approx(max(finish), rel=1e-12)
+        assert {(c, kind, m): e for _, c, kind, m, _, e in events} == pytest.approx(ends, rel=1e-12)
+        assert len(events) == sum(len(o) for o in orders)
+        for r in range(pp):
+            assert t.busy[r] == pytest.approx(sum(fwd[c] if kind == "F" else bwd[c] for c, kind, _ in orders[r]))
+        assert simulate(orders, fwd, bwd, sends, [0] + sends[:-1]) == t  # plain orders compile the same
+
+
+def test_an_order_that_waits_on_itself_is_refused():
+    """Rank 0 runs B(0, 0) before the F(0, 0) it needs: no order of the actions can run it."""
+    with pytest.raises(ValueError, match="deadlocks"):
+        simulate([[(0, "B", 0), (0, "F", 0)]], [1.0], [2.0])
+    with pytest.raises(ValueError, match="deadlocks"):  # across ranks: each waits on the other's second action
+        simulate([[(0, "F", 0), (0, "B", 1), (0, "F", 1), (0, "B", 0)], [(1, "F", 1), (1, "F", 0), (1, "B", 0), (1, "B", 1)]],
+                 [1.0, 1.0], [1.0, 1.0])
