@@ -19,7 +19,7 @@ from typing import Sequence
 from planner.types.strategy import SCHEDULES, check_schedule as check
 
 __all__ = ["SCHEDULES", "Action", "check", "rank_orders", "in_flight", "Timing", "Program", "compile_orders",
-           "as_program", "program", "simulate"]
+           "as_program", "program", "flights", "simulate"]
 
 Action = tuple[int, str, int]
 """(chunk index, "F" or "B", micro-batch)."""
@@ -240,6 +240,12 @@ def program(schedule: str, pp: int, vpp: int, n: int) -> Program:
     return compile_orders(rank_orders(schedule, pp, vpp, n))
 
 
+@lru_cache(maxsize=64)
+def flights(schedule: str, pp: int, vpp: int, n: int) -> tuple[list[tuple[int, ...]], ...]:
+    """Per rank, `in_flight` of its order, once per schedule shape (read-only: shared by every caller)."""
+    return tuple(in_flight(o, vpp, pp) for o in program(schedule, pp, vpp, n))
+
+
 def simulate(orders: Sequence[Sequence[Action]] | Program, fwd: Sequence[float], bwd: Sequence[float],
              send_fwd: Sequence[float] = (), send_bwd: Sequence[float] = (), events: list | None = None) -> Timing:
     """Run every rank's order with unlimited overlap of communication and compute: an action starts when
@@ -249,10 +255,10 @@ def simulate(orders: Sequence[Sequence[Action]] | Program, fwd: Sequence[float],
     prog = as_program(orders)
     end = prog.ends(fwd, bwd, send_fwd, send_bwd)
     dur = [*fwd, *bwd]
-    busy = [0.0] * len(prog.orders)
-    for i, (r, m, u, t) in enumerate(zip(prog.rank, prog.micro_batch, prog.wait[4], end)):
-        busy[r] += dur[u]
-        if events is not None:
+    k = prog.chunks
+    busy = tuple(sum([dur[c if kind == "F" else k + c] for c, kind, _ in order], 0.0) for order in prog.orders)
+    if events is not None:
+        for i, (r, m, u, t) in enumerate(zip(prog.rank, prog.micro_batch, prog.wait[4], end)):
             events.append((r, *prog.action(i)[::-1], m, t - dur[u], t))
     finish = tuple(end[i] if i >= 0 else 0.0 for i in prog.last)
-    return Timing(makespan=max(finish), finish=finish, busy=tuple(busy))
+    return Timing(makespan=max(finish), finish=finish, busy=busy)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import math
 
-from planner.cost.schedule import in_flight
 from planner.search.budget import WORK_PER_NEIGHBOUR, WORK_PER_PATH_ACTION, Budget
 from planner.search.local import improve
 from planner.search.partition import Problem, Solution, evaluate, part, parts_of, rank_fits
@@ -43,7 +42,7 @@ def dive(p: Problem, paths: dict, budget: Budget, target: int | None = None) -> 
     rounds to an assignment it already tried, or when a rounding ends more than DIVE_SLACK above
     `target` (the step to beat, problem units)."""
     orders = p.orders()
-    vectors = [in_flight(o, p.vpp, p.pp) for o in orders]
+    vectors = p.vectors()
     actions = sum(len(o) for o in orders)
     kelley = Kelley(p, paths, budget)
     best, seen = None, set()

@@ -35,7 +35,6 @@ from typing import Callable
 
 from ortools.sat.python import cp_model
 
-from planner.cost.schedule import in_flight
 from planner.search.budget import (WORK_PER_ACTION, WORK_PER_CONSTRAINT, WORK_PER_DETERMINISTIC_S, WORK_PER_PATH_ACTION,
                                    Budget)
 from planner.cost.terms import ALLOCATOR_DIVISOR
@@ -197,7 +196,7 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
     t0 = time.perf_counter()
     warm = warm or Warm()
     orders = p.orders()
-    vectors = [in_flight(o, p.vpp, p.pp) for o in orders]
+    vectors = p.vectors()
     paths = warm.paths or seed_pool(p, orders)
     unit = warm.unit or unit_of(p)
     best, bound, rounds = warm.best, warm.bound, 0

@@ -17,7 +17,7 @@ import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 
-from planner.cost.schedule import Program, as_program, in_flight, program
+from planner.cost.schedule import Program, as_program, flights, in_flight, program
 from planner.cost.terms import ALLOCATOR_DIVISOR, DpModel, dp_exposed
 from planner.search.paths import critical
 
@@ -96,6 +96,10 @@ class Problem:
 
     def orders(self) -> Program:
         return program(self.schedule, self.pp, self.vpp, self.micro_batches)
+
+    def vectors(self) -> tuple[list[tuple[int, ...]], ...]:
+        """Per rank, its maximal in-flight vectors (`schedule.flights`)."""
+        return flights(self.schedule, self.pp, self.vpp, self.micro_batches)
 
 
 @dataclass(frozen=True)
@@ -193,7 +197,7 @@ def rank_fits(p: Problem, parts: list[Part], vectors, r: int) -> bool:
 def evaluate(p: Problem, bounds, full, sel, orders=None, vectors=None, paths: bool = False) -> Score:
     """The exact step time (time units) and whether every rank fits, of one assignment."""
     prog = as_program(orders or p.orders())
-    vectors = vectors or [in_flight(o, p.vpp, p.pp) for o in prog]
+    vectors = vectors or (p.vectors() if prog is p.orders() else [in_flight(o, p.vpp, p.pp) for o in prog])
     parts = parts_of(p, bounds, full, sel)
     send = [x.send for x in parts]
     dur = [x.fwd for x in parts] + [x.bwd for x in parts]
@@ -231,7 +235,7 @@ def choices(p: Problem, blocks: int) -> list[tuple[int, int]]:
 def brute_force(p: Problem) -> Solution | None:
     """Every composition x every recompute split of every chunk: exponential, for tests."""
     orders = p.orders()
-    vectors = [in_flight(o, p.vpp, p.pp) for o in orders]
+    vectors = p.vectors()
     best = None
     for bounds in _compositions(p):
         blocks = p.blocks_of(bounds)

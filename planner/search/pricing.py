@@ -8,7 +8,6 @@ from dataclasses import dataclass, replace
 from planner.cost.model import CostModel
 from planner.cost.terms import dp_compute
 from planner.search.bounds import lower_bound
-from planner.cost.schedule import in_flight
 from planner.search.budget import WORK_PER_ACTION, Budget
 from planner.search.floor import rank_caps
 from planner.search.seeding import seed
@@ -133,7 +132,7 @@ def polished(cm: CostModel, cand: Candidate, batch: int, budget: Budget) -> Cand
     actions = sum(len(o) for o in orders)
     if budget.left() < (AFFORD + 2) * WORK_PER_ACTION * actions:
         return cand
-    vectors = [in_flight(o, p.vpp, p.pp) for o in orders]
+    vectors = p.vectors()
     full, sel = _modes(p, s.layers_per_chunk, s.recompute)
     score = evaluate(p, s.layers_per_chunk, full, sel, orders, vectors)
     budget.spend(WORK_PER_ACTION * 2 * actions)  # orders, the plan simulated

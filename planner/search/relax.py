@@ -18,7 +18,6 @@ from fractions import Fraction
 
 from ortools.linear_solver import pywraplp
 
-from planner.cost.schedule import in_flight
 from planner.search.budget import WORK_PER_CUT_RESOLVE, WORK_PER_LP_NONZERO, WORK_PER_PATH_ACTION, Budget
 from planner.search.cuts import Probe, separate
 from planner.search.master import build_master
@@ -181,7 +180,7 @@ def linear_model(p: Problem, extra: dict | None = None, probe: bool = False):
     linear rows (`_linear`): what the LP floor solves, for callers that add rows of their own; and with
     `probe`, its chunk times as columns (`cuts.Probe`, for path cuts; else None)."""
     orders = p.orders()
-    vectors = [in_flight(o, p.vpp, p.pp) for o in orders]
+    vectors = p.vectors()
     paths = pool(seed_paths(p.pp, p.vpp, p.micro_batches, orders, rounds=True))
     paths.update(extra or {})
     unit = unit_of(p)
