@@ -76,14 +76,21 @@ each of the five cases of benchmarks/search.py, 2026-12-04, gave 2.0e-5 s a laye
 (1.2-4.1 ms a floor on average per case, at most 44.6 ms); these are twice that. In the 60 s searches
 the reseed's floors (`ceiling.by_floor`) took 2.0-4.4 ms on average, charged as an estimate (12-19 ms:
 the reseed was charged 3.3-4.3x its wall); now 3.4-11.7 ms."""
-WORK_PER_LP_NONZERO = 1.1e-5
+WORK_PER_LP_NONZERO = 9e-6
+"""An LP floor built, read back, solved and checked, per nonzero. 1.1e-5 (the 2026-12-03 fit above) was
+charged 1.7-3.6x its wall in the 60 s searches of GPT-3 175B, GPT 1T and Llama 3 405B on 2026-12-04
+(`relax.Kelley`'s first solve 3.4-3.6x, `Run.lp` 1.7-2.1x, `totals.branches`' first 1.45-2.2x), once the
+simulation was compiled and the LP floors charged once."""
 WORK_PER_LP_RESOLVE = 1.5e-6
-WORK_PER_CUT_RESOLVE = 1.2e-6
+WORK_PER_CUT_RESOLVE = 8e-7
 """One re-solve of the path floor's LP after Kelley's cuts were added (`relax.Kelley.run`), per nonzero:
 2026-12-04, every re-solve of LP dives on Llama 3 405B tp8-pp16 v4, GPT 1T tp8-pp32 v4, GPT-3 175B tp4-pp8
 v3 and Llama 3 70B tp4-pp4 v3 (18-67 each): 1.13, 0.52, 0.59 and 0.60e-6 s on average (one re-solve at
 most 1.75e-6). Charged WORK_PER_LP_RESOLVE (measured on `totals.branches`' re-solves) they cost 1.3-2.9x
-their wall; Llama 3 70B on 8x16 at a 40 s limit: gap 0.040 -> 0.012%."""
+their wall; Llama 3 70B on 8x16 at a 40 s limit: gap 0.040 -> 0.012%. At 1.2e-6 a Kelley round (re-solve,
+then the paths the point violates, `WORK_PER_PATH_ACTION`) was charged 1.72x (GPT-3 175B), 1.84x (GPT 1T)
+and 1.94x (Llama 3 405B) its wall in their 60 s searches of 2026-12-04, after the compiled simulation;
+8e-7 makes that 1.1-1.4x."""
 WORK_PER_NEIGHBOUR = 6e-5
 WORK_PER_PROBLEM_LAYER = 1e-5
 """One partition problem built for a dominance test (`Run.dominated`), per layer of the model (2026-12-03,
