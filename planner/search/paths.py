@@ -41,6 +41,8 @@ def critical(prog: Program, end: Sequence[float], dur: Sequence[float], send: Se
                 cur = dep
             else:
                 cur = prev[cur]
+                if cur < 0:
+                    raise ValueError("no tight edge into a rank's first action: times not exact (integers)")
             u = dur_of[cur]
             if not count[u]:
                 seen.append(u)

@@ -168,8 +168,9 @@ class Run:
         if s.pp == 1:
             return 0.0
         if s not in self.lp_solved:
+            # 3 C^2: about its nonzeros (Llama 3 405B tp8-pp32 v2 and v3: 2.7 and 2.5 C^2, 2026-12-03)
             if WORK_PER_LP_NONZERO * 3 * s.chunks ** 2 > min(b.left() for b in passes):
-                return self.lps.get(s, 0.0)  # 3 C^2: about its nonzeros (Llama 3 405B tp8-pp32 v2 and v3: 2.7 and 2.5 C^2, 2026-12-03)
+                return self.lps.get(s, 0.0)
             self.lp_solved.add(s)
             value, size = lp_bound(self.cm, s)
             self.lps[s] = max(self.lps.get(s, 0.0), value)  # a dive's path floor may have raised it
