@@ -21,9 +21,8 @@ outside the solves, each candidate's lower bound WORK_PER_BOUND plus WORK_PER_NO
 cluster (measured 2026-12-03 after identical layers were priced once, two runs each: 0.15-0.17 s for
 GPT-3 13B's 3,027 candidates on 4 nodes, 0.34-0.35 s for 175B's 7,179 on 16, 2.8-3.3 s for the 1T's
 31,203 on 384, 3.0-3.7 s for Llama 3 405B's 5,911 on 2,048; charged 0.15, 0.39, 4.55 and 3.32: within
-40%, the 1T overcharged most) and each candidate's
-problem and estimate WORK_PER_CANDIDATE for each layer of the model (3.5 ms for GPT-3 13B's 42 layers,
-14 ms for 175B's 98, 28 ms for the 1T's 130 on 384 nodes); each LP floor (`relax.lp_floor`: the
+40%, the 1T overcharged most), each estimate and seed plan by its layers and schedule actions
+(WORK_PER_CANDIDATE, WORK_PER_ESTIMATE_ACTION, WORK_PER_SEED_LAYER, below); each LP floor (`relax.lp_floor`: the
 master's model built, read back, solved by GLOP and checked) WORK_PER_LP_NONZERO per nonzero of its
 rows (2026-12-03: 1.0e-5 s on average over Llama 3 405B's first 200 pipeline candidates, 2.0e-5 at
 worst; 0.05 s for tp8-pp16 v2, 0.57 s for GPT 1T's tp8-pp32 v4 with 60k nonzeros); each re-solve of
@@ -47,7 +46,7 @@ from dataclasses import dataclass, field
 import time
 
 __all__ = ["Budget", "WORK_PER_DETERMINISTIC_S", "WORK_PER_CONSTRAINT", "WORK_PER_ACTION", "WORK_PER_PATH_ACTION", "WORK_PER_BOUND",
-           "WORK_PER_NODE_BOUND", "WORK_PER_REACHABLE", "WORK_PER_MIX", "WORK_PER_MIX_RANK", "WORK_PER_CANDIDATE", "WORK_PER_FLOOR_LAYER", "WORK_PER_FLOOR_ACTION", "WORK_PER_LP_NONZERO", "WORK_PER_LP_RESOLVE", "WORK_PER_CUT_RESOLVE",
+           "WORK_PER_NODE_BOUND", "WORK_PER_REACHABLE", "WORK_PER_MIX", "WORK_PER_MIX_RANK", "WORK_PER_CANDIDATE", "WORK_PER_ESTIMATE_ACTION", "WORK_PER_SEED_LAYER", "WORK_PER_FLOOR_LAYER", "WORK_PER_FLOOR_ACTION", "WORK_PER_LP_NONZERO", "WORK_PER_LP_RESOLVE", "WORK_PER_CUT_RESOLVE",
            "WORK_PER_NEIGHBOUR", "WORK_PER_PROBLEM_LAYER", "WORK_SHARE"]
 
 WORK_PER_DETERMINISTIC_S = 2.0
@@ -67,7 +66,16 @@ WORK_PER_PATH_ACTION = 7e-7
 0.33-0.63 us over the same five shapes (1.30-1.61 us, charged 1.7e-6, before the compiled orders)."""
 WORK_PER_BOUND = 5e-5
 WORK_PER_NODE_BOUND = 2.5e-7
-WORK_PER_CANDIDATE = 1.5e-4
+WORK_PER_CANDIDATE = 3e-5
+WORK_PER_ESTIMATE_ACTION = 5e-7
+WORK_PER_SEED_LAYER = 8e-5
+"""An estimate (`CostModel.estimate`) costs WORK_PER_CANDIDATE a layer and WORK_PER_ESTIMATE_ACTION a
+schedule action; a seed plan (`pricing.problem` and `seeding.seed`) WORK_PER_SEED_LAYER a layer and as
+much an action (`ceiling.estimate_work`, `seed_work`). Measured 2026-12-04 in the ceilings of the five
+cases of benchmarks/search.py (44-60 candidates each, with the compiled simulation): an estimate 1.1 ms
+(GPT-3 13B, 94 actions) to 11.2 ms (GPT 1T, 28k actions), a seed 2.7-22.9 ms; charged 1.2-1.9x and
+1.1-2.0x. At 1.5e-4 a layer for either, whatever the schedule, they were charged 0.8x (the 1T's
+estimates) to 6.4x (Llama 3 405B's, 253 actions)."""
 WORK_PER_FLOOR_LAYER = 4e-5
 WORK_PER_FLOOR_ACTION = 1e-7
 """A discrete floor (`floor.floor`, a bisection over `reachable`) per layer of the model and per action

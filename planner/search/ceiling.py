@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from planner.cost.model import CostModel, even_split
-from planner.search.budget import WORK_PER_CANDIDATE, WORK_PER_FLOOR_ACTION, WORK_PER_FLOOR_LAYER, Budget
+from planner.search.budget import (WORK_PER_CANDIDATE, WORK_PER_ESTIMATE_ACTION, WORK_PER_FLOOR_ACTION, WORK_PER_FLOOR_LAYER,
+                                   WORK_PER_SEED_LAYER, Budget)
 from planner.search.floor import floor
 from planner.search.seeding import seed
 from planner.search.pricing import Candidate, polished, problem
 from planner.types.strategy import Strategy
 
-__all__ = ["ceiling", "by_floor", "estimate_work", "floor_work", "FLOOR_SEEDS"]
+__all__ = ["ceiling", "by_floor", "estimate_work", "seed_work", "floor_work", "FLOOR_SEEDS"]
 
 FLOOR_SEEDS = 20
 """How many of the candidates the floor sweep lets through, those with the least floors, `by_floor`
@@ -21,9 +22,14 @@ POLISH_SHARE = 0.5
 (`pricing.polished`)."""
 
 
-def estimate_work(cm: CostModel) -> float:
-    """What one candidate's problem and estimate cost (budget.py)."""
-    return WORK_PER_CANDIDATE * len(cm.kinds)
+def estimate_work(cm: CostModel, s: Strategy) -> float:
+    """What one estimate of `s` costs (budget.py): per layer of the model, and per schedule action."""
+    return WORK_PER_CANDIDATE * len(cm.kinds) + WORK_PER_ESTIMATE_ACTION * 2 * s.num_micro_batches * s.chunks
+
+
+def seed_work(cm: CostModel, s: Strategy) -> float:
+    """What `s`'s partition problem and seed plan cost (`pricing.problem`, `seeding.seed`; budget.py)."""
+    return WORK_PER_SEED_LAYER * len(cm.kinds) + WORK_PER_ESTIMATE_ACTION * 2 * s.num_micro_batches * s.chunks
 
 
 def floor_work(cm: CostModel, s: Strategy) -> float:
@@ -43,9 +49,9 @@ def ceiling(cm: CostModel, bounded: list[tuple], batch: int, fixed: str | None, 
             break
         tries = [replace(s, recompute=(mode,) * s.chunks) for mode in ((fixed,) if fixed else ("none", "selective", "full"))]
         seeded = seed(cm, s, problem(cm, s), lb, 4 * lb) if fixed is None else None
-        work.spend(estimate_work(cm))  # the seed
+        work.spend(seed_work(cm, s))
         for t in ([seeded] if seeded else []) + tries:
-            work.spend(estimate_work(cm))
+            work.spend(estimate_work(cm, t))
             e = cm.estimate(t, batch)
             if e.feasible:
                 if best is None or e.step_time_s < best.estimate.step_time_s:

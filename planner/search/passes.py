@@ -7,7 +7,7 @@ import math
 from dataclasses import replace
 
 from planner.search.budget import Budget
-from planner.search.ceiling import by_floor, estimate_work
+from planner.search.ceiling import by_floor, floor_work
 from planner.search.pricing import TIME_UNIT, Candidate
 from planner.search.run import PER_SOLVE, Run, share
 from planner.search.table import RUNNER_UP_MARGIN, family, keep, table_cutoff
@@ -216,7 +216,7 @@ def settle(run: Run, budget: Budget) -> None:
             if run.dominated(i):  # a variant no slower stays open or is resolved: its bound holds for i
                 del run.open[i]
                 continue
-            budget.spend(estimate_work(run.cm))
+            budget.spend(floor_work(run.cm, run.bounded[i][2]))
             run.open[i] = run.raise_bound(run.bounded[i][2], b, best, (budget,), lp)
             settled = min(settled, run.open[i])
 

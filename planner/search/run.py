@@ -11,7 +11,7 @@ from typing import Callable
 from planner.cost.model import CostModel
 from planner.search.budget import (WORK_PER_ACTION, WORK_PER_LP_NONZERO, WORK_PER_MIX, WORK_PER_MIX_RANK,
                                    WORK_PER_PROBLEM_LAYER, WORK_PER_REACHABLE, Budget)
-from planner.search.ceiling import estimate_work
+from planner.search.ceiling import estimate_work, floor_work, seed_work
 from planner.search.dominance import dominates
 from planner.search.floor import floor, reachable
 from planner.search.dive import dive
@@ -101,8 +101,8 @@ class Run:
         cand = evaluate_fixed(self.cm, s, self.batch, self.c.recompute, cutoff=cut,
                               tick=self.progress and (lambda: self.progress(*self.shown)), budget=budget, warm=self.warm.setdefault(i, Warm()))
         for b in passes:
-            b.spend(budget.used + (estimate_work(self.cm) if cand.solver_status in ("UNRESOLVED", "TIME_LIMIT") else 0.0))
-        self.work.spend(estimate_work(self.cm))
+            b.spend(budget.used + (floor_work(self.cm, s) if cand.solver_status in ("UNRESOLVED", "TIME_LIMIT") else 0.0))
+        self.work.spend(estimate_work(self.cm, s))
         self.solved.add(i)
         best = self.best()
         if cand.solver_status == "UNRESOLVED":
@@ -186,15 +186,15 @@ class Run:
         return max(floor(self.cm, s, proved, best), self.lp(s, passes) if lp else 0.0)
 
     def prime(self, i: int, cut: float, passes: tuple[Budget, ...]) -> None:
-        """Before candidate i's first solve (charged as three estimates): its discrete floor is its
+        """Before candidate i's first solve (charged as a floor, a seed and an estimate): its discrete floor is its
         master's starting bound (problem units less 1e-7 and one unit: `pricing.problem` rounds times
         up, ends down), the floor's seed plan its incumbent (`pricing.seeded`; 175B tp4-pp8 v2: 46.35
         s/step, where the search's answer had been 47.14)."""
         warm = self.warm.setdefault(i, Warm())
         if not (warm.bound or warm.paths):
-            for b in passes:
-                b.spend(3 * estimate_work(self.cm))
             lb, _, s = self.bounded[i]
+            for b in passes:
+                b.spend(floor_work(self.cm, s) + seed_work(self.cm, s) + estimate_work(self.cm, s))
             least = max(floor(self.cm, s, lb, cut), self.lp(s, passes))
             warm.bound = max(0, int(least * (1 - 1e-7) / TIME_UNIT) - 1)
             warm.best = seeded(self.cm, s, lb, cut)
@@ -218,7 +218,7 @@ class Run:
             return
         warm.best, warm.polished = sol, sol.objective
         plan = assigned(p, s, sol)
-        budget.spend(estimate_work(self.cm))
+        budget.spend(estimate_work(self.cm, plan))
         keep(self.top, Candidate(plan, self.cm.estimate(plan, self.batch), self.bounded[i][0], "HEURISTIC"),
              self.c.top_k + 1)
 
