@@ -19,7 +19,7 @@ from planner.cluster.placement import Mesh, link_classes, place
 from planner.cost.layer import LayerCost, layer_costs
 from planner.cost.memory import (DTYPE_BYTES, StateBytes, fsdp_buffer, held_after_step, state_bytes,
                                  state_bytes_by_layer, widest_by_layer)
-from planner.cost.schedule import in_flight, program, rank_orders, simulate
+from planner.cost.schedule import flights, program, simulate
 from planner.cost.terms import ALLOCATOR_DIVISOR, DpModel, LayerTerms, dp_exposed, dp_compute
 from planner.types.estimate import ChunkTime, Estimate, HeldBytes
 from planner.types.profile import ModelProfile
@@ -150,7 +150,6 @@ class CostModel:
         self._widest = lru_cache(maxsize=None)(lambda tp: widest_by_layer(profile.layers, tp))
         self._state_sum = lru_cache(maxsize=None)(self._state_sum_uncached)
         self._terms = lru_cache(maxsize=None)(self._terms_uncached)
-        self._in_flight = lru_cache(maxsize=None)(self._in_flight_uncached)
         self._memo: dict = {}
         self.shape_keys = [tuple((t.shape, t.tp_dim) for t in l.tensors) for l in profile.layers]
 
@@ -220,12 +219,9 @@ class CostModel:
             self._memo[key] = make()
         return self._memo[key]
 
-    def _in_flight_uncached(self, schedule: str, pp: int, vpp: int, n: int) -> tuple[list[tuple[int, ...]], ...]:
-        return tuple(in_flight(o, vpp, pp) for o in rank_orders(schedule, pp, vpp, n))
-
     def in_flight(self, s: Strategy) -> tuple[list[tuple[int, ...]], ...]:
         """Per pipeline rank, the maximal in-flight vectors of `s`'s schedule (`schedule.in_flight`)."""
-        return self._in_flight(s.schedule, s.pp, s.vpp, s.num_micro_batches)
+        return flights(s.schedule, s.pp, s.vpp, s.num_micro_batches)
 
     # -- the estimate --------------------------------------------------------------------------
     def chunks(self, s: Strategy) -> list[ChunkCost]:
@@ -271,8 +267,8 @@ class CostModel:
             raise ValueError(f"dp{s.dp} x tp{s.tp} x pp{s.pp} = {s.world} ranks, cluster has {self.world}")
         chunks = self.chunks(s)
         sends_f = [self.send(s, c % s.pp, (c + 1) % s.pp, ch.out_bytes) for c, ch in enumerate(chunks)]
-        timing = simulate(program(s.schedule, s.pp, s.vpp, s.num_micro_batches), [c.fwd for c in chunks], [c.bwd for c in chunks], sends_f,
-                          [0.0] + sends_f[:-1])
+        timing = simulate(program(s.schedule, s.pp, s.vpp, s.num_micro_batches), [c.fwd for c in chunks],
+                          [c.bwd for c in chunks], sends_f, [0.0] + sends_f[:-1])
         per_rank = [self._rank(s, r, chunks, timing.finish[r]) for r in range(s.pp)]
         step = max(r.end for r in per_rank)
         hot = max(range(s.pp), key=lambda r: timing.busy[r])  # the breakdown is the busiest rank's

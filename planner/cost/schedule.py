@@ -242,10 +242,12 @@ def program(schedule: str, pp: int, vpp: int, n: int) -> Program:
     return compile_orders(rank_orders(schedule, pp, vpp, n))
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=4096)
 def flights(schedule: str, pp: int, vpp: int, n: int) -> tuple[list[tuple[int, ...]], ...]:
-    """Per rank, `in_flight` of its order, once per schedule shape (read-only: shared by every caller)."""
-    return tuple(in_flight(o, vpp, pp) for o in program(schedule, pp, vpp, n))
+    """Per rank, `in_flight` of its order, once per schedule shape (read-only: shared by every caller,
+    the cost model's floors and the partition problems alike). From the plain orders: the floors ask
+    thousands of shapes that are never timed, and compiling them would evict the ones that are."""
+    return tuple(in_flight(o, vpp, pp) for o in rank_orders(schedule, pp, vpp, n))
 
 
 def simulate(orders: Sequence[Sequence[Action]] | Program, fwd: Sequence[float], bwd: Sequence[float],

@@ -11,7 +11,7 @@ from pathlib import Path
 from planner.errors import PlannerError
 from planner.report.figure import figure, save
 from planner.types.plan import Plan
-from planner.cost.schedule import rank_orders, simulate
+from planner.cost.schedule import program, simulate
 
 __all__ = ["timeline_data", "memory_data", "draw_timeline", "draw_memory"]
 
@@ -28,7 +28,7 @@ def timeline_data(plan: Plan) -> dict:
     fwd, bwd = [t.fwd for t in times], [t.bwd for t in times]
     sends = [t.send for t in times]
     events: list = []
-    timing = simulate(rank_orders(s.schedule, s.pp, s.vpp, s.num_micro_batches), fwd, bwd, sends,
+    timing = simulate(program(s.schedule, s.pp, s.vpp, s.num_micro_batches), fwd, bwd, sends,
                       [0.0] + sends[:-1], events)
     rows: list[list[dict]] = [[] for _ in range(s.pp)]
     for r, c, kind, m, a, b in sorted(events, key=lambda e: (e[0], e[4])):

@@ -17,7 +17,7 @@ import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 
-from planner.cost.schedule import Program, as_program, flights, in_flight, program
+from planner.cost.schedule import Program, as_program, flights, program
 from planner.cost.terms import ALLOCATOR_DIVISOR, DpModel, dp_exposed
 from planner.search.paths import critical
 
@@ -197,16 +197,16 @@ def rank_fits(p: Problem, parts: list[Part], vectors, r: int) -> bool:
 def evaluate(p: Problem, bounds, full, sel, orders=None, vectors=None, paths: bool = False) -> Score:
     """The exact step time (time units) and whether every rank fits, of one assignment."""
     prog = as_program(orders or p.orders())
-    vectors = vectors or (p.vectors() if prog is p.orders() else [in_flight(o, p.vpp, p.pp) for o in prog])
+    vectors = vectors or p.vectors()  # any orders given are p's shape's
     parts = parts_of(p, bounds, full, sel)
     send = [x.send for x in parts]
-    dur = [x.fwd for x in parts] + [x.bwd for x in parts]
-    end = prog.ends(dur[:p.chunks], dur[p.chunks:], send, [0] + send[:-1])
+    fwd, bwd = [x.fwd for x in parts], [x.bwd for x in parts]
+    end = prog.ends(fwd, bwd, send, [0] + send[:-1])
     extra = [rank_extra(p, parts, r) for r in range(p.pp)]
     ends = tuple(int(end[i] + e) for i, e in zip(prog.last, extra))
     if not paths:
         return Score(max(ends), fits(p, parts, vectors), ends)
-    return Score(max(ends), fits(p, parts, vectors), ends, critical(prog, end, dur, send))
+    return Score(max(ends), fits(p, parts, vectors), ends, critical(prog, end, fwd + bwd, send))
 
 
 def _compositions(p: Problem):
