@@ -19,10 +19,20 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from planner.cost.layer import causal_work
 from planner.program.runtime.distributed import pick_device
 
 GEMM_FULL = [(m, n, k) for m in (64, 256, 1024, 4096) for n in (64, 256, 1024) for k in (64, 256, 1024)]
 GEMM_QUICK = [(64, 64, 64), (256, 256, 256), (1024, 256, 64), (128, 1024, 256), (1024, 1024, 1024), (4096, 256, 256)]
+# A GPU runs a ~1B model's projections at 8K tokens x 2-8K features: the CPU grid's largest shape
+# (4096 x 1024 x 1024) reached 29% of an H200's fastest GEMM (2026-12-04), so the GPU grid goes to 16K.
+GEMM_GPU_FULL = [(m, n, k) for m in (256, 1024, 4096, 16384) for n in (256, 1024, 4096, 16384)
+                 for k in (256, 1024, 4096, 16384)]
+GEMM_GPU_QUICK = [(256, 256, 256), (1024, 1024, 1024), (4096, 4096, 1024), (8192, 4096, 4096),
+                  (16384, 16384, 16384)]
+GPU_CALLS = 10
+"""Calls queued between two synchronisations on a GPU: training queues its kernels back to back, so
+one sync per call would add the host's round trip (10-30 us) to every small kernel."""
 SIZES_FULL = [2**p for p in range(4, 25, 2)]
 SIZES_QUICK = [2**4, 2**12, 2**18, 2**22]
 
@@ -33,16 +43,19 @@ def _sync(device: torch.device) -> None:
 
 
 def bench(fn, device: torch.device, min_time: float) -> float:
-    """Median seconds per call over at least `min_time` of calls (after two warm-up calls)."""
+    """Median seconds per call over at least `min_time` of calls (after two warm-up calls); on a GPU,
+    each sample times `GPU_CALLS` queued calls."""
+    calls = GPU_CALLS if device.type == "cuda" else 1
     for _ in range(2):
         fn()
     _sync(device)
     times, start = [], time.perf_counter()
     while time.perf_counter() - start < min_time or len(times) < 3:
         t0 = time.perf_counter()
-        fn()
+        for _ in range(calls):
+            fn()
         _sync(device)
-        times.append(time.perf_counter() - t0)
+        times.append((time.perf_counter() - t0) / calls)
     return statistics.median(times)
 
 
@@ -77,17 +90,25 @@ def gemms(device, dtype, shapes, min_time) -> list[list]:
     return rows
 
 
-def attention(device, dtype, seqs, min_time) -> list[list]:
+def attention(device, dtype, seqs, head_dims, min_time) -> list[list]:
+    """Causal fused attention: FLOP/s counted as the cost model counts a causal kernel's work
+    (`causal_work` of the score square), so the model's time is its work over this rate. A GPU gets
+    64 (sample, head) pairs, as a micro-batch of a ~1B model has: one pair leaves most SMs idle."""
+    pairs = (4, 16) if device.type == "cuda" else (1, 4)
     rows = []
-    for s in seqs:
-        q = torch.randn(1, 4, s, 64, device=device, dtype=dtype)
-        t = bench(lambda: F.scaled_dot_product_attention(q, q, q, is_causal=True), device, min_time)
-        rows.append([s, s, 64, str(dtype).removeprefix("torch."), 4 * 4 * s * s * 64 / 2 / t])  # causal FLOPs
+    for hd in head_dims:
+        for s in seqs:
+            q = torch.randn(*pairs, s, hd, device=device, dtype=dtype)
+            t = bench(lambda: F.scaled_dot_product_attention(q, q, q, is_causal=True), device, min_time)
+            work = 4 * pairs[0] * pairs[1] * s * s * hd * causal_work(s, s)
+            rows.append([s, s, hd, str(dtype).removeprefix("torch."), work / t])
     return rows
 
 
 def memory_bandwidth(device, min_time) -> float:
-    x = torch.empty(2**24, device=device)  # 64 MiB of fp32
+    # 64 MiB of fp32 on a CPU; 1 GiB on a GPU, whose L2 (50-60 MiB on an H100/H200) would hold a
+    # part of 64 MiB
+    x = torch.empty(2**28 if device.type == "cuda" else 2**24, device=device)
     y = torch.empty_like(x)
     t = bench(lambda: y.copy_(x), device, min_time)
     return 2 * x.numel() * x.element_size() / t  # read + write
@@ -180,8 +201,9 @@ def main(argv=None) -> int:
         "ranks": dist.get_world_size(), "threads_per_rank": torch.get_num_threads(),
         "torch": torch.__version__, "backend": dist.get_backend(),
         "memory_bytes": torch.cuda.get_device_properties(device).total_memory if cuda else _host_memory(),
-        "gemm": gemms(device, dtype, GEMM_QUICK if quick else GEMM_FULL, t),
-        "attention": attention(device, dtype, [128, 512] if quick else [128, 512, 2048, 8192], t),
+        "gemm": gemms(device, dtype, _gemm_grid(cuda, quick), t),
+        "attention": attention(device, dtype, [128, 512] if quick else [128, 512, 2048, 8192],
+                               (64, 128) if cuda else (64,), t),
         "memory_bandwidth": memory_bandwidth(device, t),
         "op_overhead": op_overhead(device, t),
     }
@@ -194,6 +216,12 @@ def main(argv=None) -> int:
             json.dump(result, f)
     dist.destroy_process_group()
     return 0
+
+
+def _gemm_grid(cuda: bool, quick: bool) -> list[tuple[int, int, int]]:
+    if cuda:
+        return GEMM_GPU_QUICK if quick else GEMM_GPU_FULL
+    return GEMM_QUICK if quick else GEMM_FULL
 
 
 def _host_memory() -> int:

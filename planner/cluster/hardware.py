@@ -53,6 +53,9 @@ class Device:
     (a CPU's gloo). Fitted, see the GPU files."""
     measured: tuple[tuple[int, int, int, str, float], ...] = field(default=())
     """Measured (m, n, k, dtype, FLOP/s) rows; when present they replace the fitted curve."""
+    attention: tuple[tuple[int, int, int, str, float], ...] = field(default=())
+    """Measured causal fused attention (q_len, kv_len, head_dim, dtype, FLOP/s of the kernel's work,
+    `cost.layer.causal_work` of the square); when present they replace the GEMM curve for attention."""
 
     def peak(self, dtype: str) -> float:
         key = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(dtype, dtype)
@@ -68,6 +71,11 @@ class Device:
         h = self.matmul_half_dim
         return self.matmul_max_efficiency * (m / (m + h)) * (n / (n + h)) * (k / (k + h))
 
+    def attention_rate(self, q_len: int, kv_len: int, head_dim: int, dtype: str) -> float | None:
+        """Measured FLOP/s of the nearest (in log-shape) attention row, or None without one."""
+        rows = [r for r in self.attention if r[3] == dtype]
+        return _nearest(rows, q_len, kv_len, head_dim) if rows else None
+
     def matmul_time(self, m: int, n: int, k: int, dtype: str = "bfloat16", batch: int = 1) -> float:
         """Seconds for batch x (m, k) @ (k, n): FLOPs over the shape's achievable rate."""
         return 2 * batch * m * n * k / (self.peak(dtype) * self.matmul_efficiency(m, n, k, dtype))
@@ -75,7 +83,8 @@ class Device:
     def slowed(self, gemm: float) -> "Device":
         """This device with every GEMM (and fused attention) `gemm` times slower: a what-if."""
         return replace(self, matmul_max_efficiency=self.matmul_max_efficiency / gemm,
-                       measured=tuple((m, n, k, d, f / gemm) for m, n, k, d, f in self.measured))
+                       measured=tuple((m, n, k, d, f / gemm) for m, n, k, d, f in self.measured),
+                       attention=tuple((q, kv, h, d, f / gemm) for q, kv, h, d, f in self.attention))
 
     def memory_time(self, nbytes: float) -> float:
         return nbytes / (self.hbm_bandwidth * self.hbm_efficiency)
@@ -151,13 +160,15 @@ def device(name: str) -> Device:
         if not path.is_file():
             raise PlannerError(f"gpu={name}: no such device profile file; write one with `plan calibrate`")
         d, where = tomllib.loads(path.read_text()), str(path)
-        rows = d.get("gemm", [])
+        rows, attn = d.get("gemm", []), d.get("attention", [])
     else:
         d = _read("gpus", name.lower(), "GPU", known_devices())
         where = f"profiles/gpus/{name}.toml"
         table = _data_dir("measured").joinpath(f"{name.lower()}.toml")
-        rows = tomllib.loads(table.read_text()).get("gemm", []) if table.is_file() else []
+        tables = tomllib.loads(table.read_text()) if table.is_file() else {}
+        rows, attn = tables.get("gemm", []), tables.get("attention", [])
     measured = tuple((r["m"], r["n"], r["k"], r["dtype"], float(r["flops"])) for r in rows)
+    attention = tuple((r["q_len"], r["kv_len"], r["head_dim"], r["dtype"], float(r["flops"])) for r in attn)
     mm = _field(d, "matmul", where)
     return Device(name=d["name"], description=d.get("description", d["name"]),
                   memory_bytes=int(_field(d, "memory_bytes", where)),
@@ -169,7 +180,8 @@ def device(name: str) -> Device:
                   default_node=_field(d, "default_node", where), op_overhead=float(d.get("op_overhead", 0.0)),
                   tp_op_overhead=float(d.get("tp_op_overhead", 0.0)),
                   comm_interference=float(d.get("comm_interference", 0.0)),
-                  source=str(d.get("source", f"datasheet ({where})")), node=d.get("node"), measured=measured)
+                  source=str(d.get("source", f"datasheet ({where})")), node=d.get("node"), measured=measured,
+                  attention=attention)
 
 
 def _link(d: dict, where: str) -> LinkSpec:

@@ -100,14 +100,17 @@ def causal_work(q_len: int, kv_len: int) -> float:
 
 
 def _attention_times(device: Device, layer: LayerProfile, scale: float, tp: int) -> tuple[float, float]:
-    """Fused attention at the GEMM efficiency of its (q_len, kv_len, head_dim) tiles; heads split by TP;
+    """Fused attention at the measured rate of the nearest calibrated shape, else at the GEMM efficiency
+    of its (q_len, kv_len, head_dim) tiles; heads split by TP;
     a causal kernel does `causal_work` of the square (model FLOPs still count the square, as Megatron's
     formula and torch's counter do)."""
     fwd = 0.0
     for a in layer.attention:
-        eff = device.matmul_efficiency(a.q_len, a.kv_len, a.head_dim, a.dtype)
+        rate = device.attention_rate(a.q_len, a.kv_len, a.head_dim, a.dtype)
+        if rate is None:
+            rate = device.peak(a.dtype) * device.matmul_efficiency(a.q_len, a.kv_len, a.head_dim, a.dtype)
         work = a.flops * (causal_work(a.q_len, a.kv_len) if a.causal else 1.0)
-        fwd += work * scale / (tp if layer.kind == "block" else 1) / (device.peak(a.dtype) * eff)
+        fwd += work * scale / (tp if layer.kind == "block" else 1) / rate
     return fwd, ATTENTION_BWD_FACTOR * fwd
 
 
