@@ -32,9 +32,12 @@ RUNTIME_RESERVE = 1 << 30
 workspaces and NCCL's channel buffers. An assumption, rounded up; 0 for the `cpu` device."""
 DDP_BUCKET = 25 * 2**20
 """DDP's default `bucket_cap_mb` (25 MiB): the last bucket's all-reduce cannot hide behind backward."""
-ADAM_BYTES_PER_ELEMENT = 28
+ADAM_BYTES_PER_ELEMENT = 28 + 12
 """AdamW reads weight, gradient and two moments (16 B) and writes weight and moments (12 B) per fp32
-element: a memory-bound step."""
+element, in one fused kernel (the emitted program's `fused=True` on GPUs, Megatron-LM's and
+torchtitan's fused Adam); clipping the gradients by their global norm reads each gradient once for the
+norm and again to scale it, which it writes (12 B), as the program and Megatron-LM both do before the
+step. A memory-bound step."""
 
 MEMORY_FRACTION = 0.9
 """Share of each GPU's memory (after the runtime reserve) a plan may fill. A choice from practice, not a

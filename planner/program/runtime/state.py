@@ -149,13 +149,16 @@ def clip_grad_norm(parts: list[nn.Module], max_norm: float, pp_group, skip: set[
             if id(p) in skip:
                 continue
             dims = _sharded_dims(g)
-            key = tuple((id(g.device_mesh), i) for i in dims)
+            key = (g.dtype, *((id(g.device_mesh), i) for i in dims))  # one dtype a multi-tensor norm
             if key not in buckets:
-                groups = [g.device_mesh.get_group(i) for i in dims]
-                buckets[key] = [torch.zeros((), dtype=torch.float64, device=g.device), groups]
-            buckets[key][0] += local_part(g).double().pow(2).sum()
+                buckets[key] = [[], [g.device_mesh.get_group(i) for i in dims]]
+            buckets[key][0].append(local_part(g))
     total = torch.zeros((), dtype=torch.float64, device=grads[0].device if grads else "cpu")
-    for value, groups in buckets.values():
+    for tensors, groups in buckets.values():
+        # one multi-tensor norm over the bucket (as torch.nn.utils.clip_grad_norm_), squares summed in
+        # fp64. Kernels per tensor (three, or one) made clipping GPT-3 1.3B's 4.9 GiB of gradients take
+        # 23-24 ms on an H200 (2026-12-04), launch-bound; this form was not timed there
+        value = torch.stack(torch._foreach_norm(tensors)).double().pow(2).sum()
         for group in groups:
             dist.all_reduce(value, group=group)
         total = total + value.to(total.device)
@@ -163,8 +166,11 @@ def clip_grad_norm(parts: list[nn.Module], max_norm: float, pp_group, skip: set[
         dist.all_reduce(total, group=pp_group)
     norm = total.sqrt()
     coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    by_kind: dict[tuple, list] = {}
     for g in grads:
-        local_part(g).mul_(coef.to(g.dtype))
+        by_kind.setdefault((g.dtype, g.device), []).append(local_part(g))
+    for (dtype, device), tensors in by_kind.items():
+        torch._foreach_mul_(tensors, coef.to(device=device, dtype=dtype))
     return norm.float()
 
 
