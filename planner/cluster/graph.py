@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import networkx as nx
+import numpy as np
 
 from planner.errors import PlannerError
 from planner.cluster.hardware import DEFAULT_GPU, Device, NodeSpec, device, node_preset
@@ -45,6 +46,14 @@ class Cluster:
     """Each global rank's GPU vertex (derived): collective pricing looks ranks up millions of times."""
     routes: dict = field(init=False, repr=False)
     """Rank pair -> its route (filled as routes are asked for; a route never changes)."""
+    edge_ids: dict = field(init=False, repr=False)
+    """Directed edge -> its index in `edge_bandwidth` (derived)."""
+    edge_bandwidth: np.ndarray = field(init=False, repr=False)
+    """Each edge's achievable bytes/s, by `edge_ids` index (derived)."""
+    hops: dict = field(init=False, repr=False)
+    """Rank pair -> (its route's edge indices, the route's latency), filled as asked for."""
+    rank_nodes: np.ndarray = field(init=False, repr=False)
+    """Each global rank's node index (derived): which groups contend is found by array lookups."""
 
     def __post_init__(self) -> None:
         starts = itertools.accumulate((n.gpus_per_node for n in self.nodes[:-1]), initial=0)
@@ -54,6 +63,11 @@ class Cluster:
         object.__setattr__(self, "vertices", tuple(("gpu", j, i) for j, n in enumerate(self.nodes)
                                                    for i in range(n.gpus_per_node)))
         object.__setattr__(self, "routes", {})
+        object.__setattr__(self, "edge_ids", {e: i for i, e in enumerate(self.links)})
+        object.__setattr__(self, "edge_bandwidth", np.array([bw for bw, _ in self.links.values()]))
+        object.__setattr__(self, "hops", {})
+        object.__setattr__(self, "rank_nodes", np.repeat(np.arange(len(self.nodes)),
+                                                         [n.gpus_per_node for n in self.nodes]))
 
     @property
     def num_gpus(self) -> int:
@@ -86,6 +100,17 @@ class Cluster:
         found = self.routes.get((u, v))
         if found is None:
             found = self.routes[(u, v)] = self._route(u, v)
+        return found
+
+    def route_hops(self, u: int, v: int) -> tuple[tuple[int, ...], float]:
+        """`route(u, v)` as edge indices, with its latency summed hop by hop."""
+        found = self.hops.get((u, v))
+        if found is None:
+            route = self.route(u, v)
+            lat = 0.0
+            for e in route:
+                lat += self.links[e][1]
+            found = self.hops[(u, v)] = (tuple(self.edge_ids[e] for e in route), lat)
         return found
 
     def _route(self, u: int, v: int) -> tuple[tuple, ...]:

@@ -12,10 +12,11 @@ import itertools
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from planner.cluster.collectives import collective_model, p2p_model, ring_loads
+from planner.cluster.collectives import collective_model, contending_rows, p2p_model, ring_loads
 from planner.cluster.graph import Cluster
 from planner.cluster.hardware import Device
 from planner.cluster.placement import Mesh, link_classes, place
+from planner.cost.constants import ADAM_BYTES_PER_ELEMENT, DDP_BUCKET, MEMORY_FRACTION, RUNTIME_RESERVE
 from planner.cost.layer import LayerCost, layer_costs
 from planner.cost.memory import (DTYPE_BYTES, StateBytes, fsdp_buffer, held_after_step, state_bytes,
                                  state_bytes_by_layer, widest_by_layer)
@@ -26,26 +27,6 @@ from planner.types.profile import ModelProfile
 from planner.types.strategy import Strategy, parse_recompute
 
 __all__ = ["CostModel", "ChunkCost", "RankCost", "even_split", "RUNTIME_RESERVE", "MEMORY_FRACTION", "fsdp_buffer", "DDP_BUCKET", "ADAM_BYTES_PER_ELEMENT"]
-
-RUNTIME_RESERVE = 1 << 30
-"""Bytes of a GPU taken before the first tensor: CUDA context (~0.3-0.5 GiB on A100/H100), cuBLAS
-workspaces and NCCL's channel buffers. An assumption, rounded up; 0 for the `cpu` device."""
-DDP_BUCKET = 25 * 2**20
-"""DDP's default `bucket_cap_mb` (25 MiB): the last bucket's all-reduce cannot hide behind backward."""
-ADAM_BYTES_PER_ELEMENT = 28 + 12
-"""AdamW reads weight, gradient and two moments (16 B) and writes weight and moments (12 B) per fp32
-element, in one fused kernel (the emitted program's `fused=True` on GPUs, Megatron-LM's and
-torchtitan's fused Adam); clipping the gradients by their global norm reads each gradient once for the
-norm and again to scale it, which it writes (12 B), as the program and Megatron-LM both do before the
-step. A memory-bound step."""
-
-MEMORY_FRACTION = 0.9
-"""Share of each GPU's memory (after the runtime reserve) a plan may fill. A choice from practice, not a
-measurement: the memory model predicts the steady state, and what it leaves out (allocator
-fragmentation beyond its share, NCCL and cuBLAS workspaces that grow with the communicators and
-streams, the first step's autotuning, variable-length batches) is what fails a run planned at 100%.
-`--memory-fraction` sets it (1.0 = the whole device)."""
-
 
 def even_split(profile: ModelProfile, chunks: int) -> tuple[int, ...]:
     """Layers per chunk with the blocks spread as evenly as possible (prefix on the first chunk, suffix
@@ -145,7 +126,7 @@ class CostModel:
         self._mesh = lru_cache(maxsize=None)(self._mesh_uncached)
         self._coll = lru_cache(maxsize=None)(self._coll_uncached)
         self._rings = lru_cache(maxsize=None)(self._rings_uncached)
-        self._groups = lru_cache(maxsize=None)(lambda sizes, axis: self._mesh(sizes).groups(axis))
+        self._groups = lru_cache(maxsize=None)(self._groups_uncached)
         self._p2p = lru_cache(maxsize=None)(self._p2p_uncached)
         self._costs = lru_cache(maxsize=None)(self._costs_uncached)
         self._state = lru_cache(maxsize=None)(self._state_uncached)
@@ -154,6 +135,7 @@ class CostModel:
         self._state_sum = lru_cache(maxsize=None)(self._state_sum_uncached)
         self._terms = lru_cache(maxsize=None)(self._terms_uncached)
         self._memo: dict = {}
+        self._rings_priced = 0
         self.shape_keys = [tuple((t.shape, t.tp_dim) for t in l.tensors) for l in profile.layers]
 
     # -- shared pieces -------------------------------------------------------------------------
@@ -162,6 +144,11 @@ class CostModel:
 
     def mesh(self, s: Strategy) -> Mesh:
         return self._mesh(tuple(sorted(s.sizes().items())))
+
+    def _groups_uncached(self, sizes: tuple, axis: str) -> list[list[int]]:
+        """The groups of `axis` that share a node with its first group: all that collective pricing
+        reads (`collectives._contending`), found without listing the others."""
+        return contending_rows(self.cluster, self._mesh(sizes).group_array(axis))
 
     def _coll_uncached(self, sizes: tuple, axis: str, op: str) -> tuple[float, float]:
         mesh = self._mesh(sizes)
@@ -173,6 +160,7 @@ class CostModel:
 
     def _rings_uncached(self, sizes: tuple, axis: str) -> tuple[float, float]:
         """One axis's ring loads, shared by its all-reduce, all-gather and reduce-scatter."""
+        self._rings_priced += 1
         return ring_loads(self.cluster, self._groups(sizes, axis))
 
     def _slowed(self, model: tuple[float, float]) -> tuple[float, float]:
@@ -180,7 +168,8 @@ class CostModel:
         return model[0] * self.comm_slowdown, model[1] * self.comm_slowdown
 
     def _p2p_uncached(self, sizes: tuple, src: int, dst: int) -> tuple[float, float]:
-        pairs = [(g[src], g[dst]) for g in self._groups(sizes, "pp")]
+        stages = self._mesh(sizes).group_array("pp")
+        pairs = [tuple(p) for p in contending_rows(self.cluster, stages[:, [src, dst]])]
         return self._slowed(p2p_model(self.cluster, pairs))
 
     def send(self, s: Strategy, src: int, dst: int, nbytes: float) -> float:
@@ -214,6 +203,11 @@ class CostModel:
     def terms_key(self, s: Strategy) -> tuple:
         """What `terms` depends on."""
         return tuple(sorted(s.sizes().items())), s.tp, s.sharding, s.dp_shard, s.accumulating, s.pp == 1
+
+    def ring_ranks_priced(self) -> int:
+        """Ranks in all the axis rings priced so far (each axis of each mesh once, `_rings`): what
+        pricing a large cluster's collectives costs, which the search charges as work."""
+        return self._rings_priced * self.world
 
     def memo(self, key: tuple, make):
         """`make()` computed once per key: sums the search derives from the cached per-layer numbers

@@ -17,11 +17,15 @@ an interleaved schedule shape, its in-flight counts (WORK_PER_ACTION an action) 
 (WORK_PER_MIX_RANK per rank plus WORK_PER_MIX per rank, pair of in-flight vectors and pair of chunks,
 numpy: 24 ms for pp 32, v3, 33 vectors a rank; 12 shapes from pp 4 to 96, 2026-12-02, within 10% but
 the smallest);
-outside the solves, each candidate's lower bound WORK_PER_BOUND plus WORK_PER_NODE_BOUND per node of the
-cluster (measured 2026-12-03 after identical layers were priced once, two runs each: 0.15-0.17 s for
-GPT-3 13B's 3,027 candidates on 4 nodes, 0.34-0.35 s for 175B's 7,179 on 16, 2.8-3.3 s for the 1T's
-31,203 on 384, 3.0-3.7 s for Llama 3 405B's 5,911 on 2,048; charged 0.15, 0.39, 4.55 and 3.32: within
-40%, the 1T overcharged most), each estimate and seed plan by its layers and schedule actions
+outside the solves, each candidate's lower bound WORK_PER_BOUND, and each data-parallel or pipeline
+axis ring its collectives are priced over WORK_PER_RING_RANK per rank of the cluster (`CostModel.
+ring_ranks_priced`: the rings of the groups that share nodes with the first are routed hop by hop).
+Measured 2026-12-04, two runs each, after collective pricing stopped listing every group: 0.16 s for
+GPT-3 13B's 3,027 candidates (54 rings of 32 ranks), 0.28-0.29 s for 175B's 7,179 (139 of 128),
+0.25-0.26 s for Llama 3 70B's 6,010 (126 of 128), 1.63-1.69 s for the 1T's 31,203 (702 of 3,072),
+1.44-1.57 s for Llama 3 405B's 5,911 (278 of 16,384); charged 0.15, 0.36, 0.30, 2.10 and 1.43: within
+30%. (At 2.5e-7 per node and candidate, the 1T was charged 4.55 for 2.3-2.5 s of bounds, so a 10 s
+limit stopped it at its first plan.) Each estimate and seed plan by its layers and schedule actions
 (WORK_PER_CANDIDATE, WORK_PER_ESTIMATE_ACTION, WORK_PER_SEED_LAYER, below); each LP floor (`relax.lp_floor`: the
 master's model built, read back, solved by GLOP and checked) WORK_PER_LP_NONZERO per nonzero of its
 rows (2026-12-03: 1.0e-5 s on average over Llama 3 405B's first 200 pipeline candidates, 2.0e-5 at
@@ -46,7 +50,7 @@ from dataclasses import dataclass, field
 import time
 
 __all__ = ["Budget", "WORK_PER_DETERMINISTIC_S", "WORK_PER_CONSTRAINT", "WORK_PER_ACTION", "WORK_PER_PATH_ACTION", "WORK_PER_BOUND",
-           "WORK_PER_NODE_BOUND", "WORK_PER_REACHABLE", "WORK_PER_MIX", "WORK_PER_MIX_RANK", "WORK_PER_CANDIDATE", "WORK_PER_ESTIMATE_ACTION", "WORK_PER_SEED_LAYER", "WORK_PER_FLOOR_LAYER", "WORK_PER_FLOOR_ACTION", "WORK_PER_LP_NONZERO", "WORK_PER_LP_RESOLVE", "WORK_PER_CUT_RESOLVE",
+           "WORK_PER_RING_RANK", "WORK_PER_REACHABLE", "WORK_PER_MIX", "WORK_PER_MIX_RANK", "WORK_PER_CANDIDATE", "WORK_PER_ESTIMATE_ACTION", "WORK_PER_SEED_LAYER", "WORK_PER_FLOOR_LAYER", "WORK_PER_FLOOR_ACTION", "WORK_PER_LP_NONZERO", "WORK_PER_LP_RESOLVE", "WORK_PER_CUT_RESOLVE",
            "WORK_PER_NEIGHBOUR", "WORK_PER_PROBLEM_LAYER", "WORK_SHARE"]
 
 WORK_PER_DETERMINISTIC_S = 2.0
@@ -65,7 +69,7 @@ WORK_PER_PATH_ACTION = 7e-7
 """One schedule action simulated with its longest paths (`evaluate(..., paths=True)`, `cuts.separate`):
 0.33-0.63 us over the same five shapes (1.30-1.61 us, charged 1.7e-6, before the compiled orders)."""
 WORK_PER_BOUND = 5e-5
-WORK_PER_NODE_BOUND = 2.5e-7
+WORK_PER_RING_RANK = 2.5e-7
 WORK_PER_CANDIDATE = 3e-5
 WORK_PER_ESTIMATE_ACTION = 5e-7
 WORK_PER_SEED_LAYER = 8e-5

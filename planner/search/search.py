@@ -16,7 +16,7 @@ from typing import Callable
 from planner.cost.model import CostModel
 from planner.search import explain
 from planner.search.bounds import fits_at_all, lower_bound
-from planner.search.budget import WORK_PER_BOUND, WORK_PER_NODE_BOUND, WORK_SHARE, Budget
+from planner.search.budget import WORK_PER_BOUND, WORK_PER_RING_RANK, WORK_SHARE, Budget
 from planner.search.ceiling import ceiling
 from planner.search.passes import deepen, family_best, prove, runner_ups, settle
 from planner.search.pricing import Candidate
@@ -79,10 +79,11 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
     t0 = time.perf_counter()
     batch = c.global_batch or default_global_batch(cm.world)
     excluded: dict[str, int] = {}
+    rings = cm.ring_ranks_priced()
     bounded, too_big = _bounded(cm, c, batch, excluded)
     deadline = t0 + c.time_limit  # the clock's hard bound (budget.py)
     work = Budget(WORK_SHARE * c.time_limit * (1 - SETTLE_SHARE), wall_deadline=deadline - SETTLE_SHARE * c.time_limit)
-    work.spend((WORK_PER_BOUND + WORK_PER_NODE_BOUND * len(cm.cluster.nodes)) * (len(bounded) + too_big))
+    work.spend(WORK_PER_BOUND * (len(bounded) + too_big) + WORK_PER_RING_RANK * (cm.ring_ranks_priced() - rings))
     top: list[Candidate] = ceiling(cm, _warm(bounded), batch, c.recompute, work)
     bounded.sort(key=lambda x: (solve_cost(x[2]), x[0], x[1]))
     run = Run(cm, c, batch, bounded, top, work, progress)

@@ -201,3 +201,30 @@ def test_a_calibrated_gpu_keeps_the_fitted_collective_interference():
     assert device(base.gpu).comm_interference > 0
     assert _interference_line("bfloat16", base).startswith(f"comm_interference = {device(base.gpu).comm_interference:.6g} ")
     assert _interference_line("float32", node_preset("cpu-host")).startswith("comm_interference = 0.0 ")
+
+
+@settings(max_examples=40, deadline=None)
+@given(nodes=st.sampled_from([1, 2, 3, 6, 40]), split=st.data())
+def test_contending_groups_and_loads_as_defined(nodes, split):
+    """The array form of "the groups sharing a node with the first" keeps the same groups in the same
+    order as the list form, and the edges' loads summed by `np.bincount` are those of a loop over the
+    flows (the definition), for every axis of a random (pp, dp, tp) mesh on a rail-optimised cluster
+    that spans leaves (32 nodes a leaf)."""
+    from collections import defaultdict
+    from planner.cluster.collectives import _contending, _loads, _ring_flows, contending_rows
+    cluster = build_cluster("c", [node_preset("dgx-a100")] * nodes)
+    world = cluster.num_gpus
+    tp = split.draw(st.sampled_from([d for d in (1, 2, 4, 8) if world % d == 0]))
+    pp = split.draw(st.sampled_from([d for d in (1, 2, 3, 4, 5) if (world // tp) % d == 0]))
+    mesh = place(cluster, {"tp": tp, "pp": pp, "dp": world // tp // pp})
+    for axis in mesh.axes:
+        rows = contending_rows(cluster, mesh.group_array(axis))
+        assert rows == [list(g) for g in _contending(cluster, mesh.groups(axis))]
+        flows = [f for g in rows for f in _ring_flows(cluster, g)]
+        load, worst = defaultdict(float), 0.0
+        for a, b, share in flows:
+            worst = max(worst, sum(cluster.links[e][1] for e in cluster.route(a, b)))
+            for e in cluster.route(a, b):
+                load[e] += share * 3.0
+        busiest = max((v / cluster.links[e][0] for e, v in load.items()), default=0.0)
+        assert _loads(cluster, flows, 3.0) == (busiest, worst)
