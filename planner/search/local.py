@@ -18,7 +18,7 @@ from typing import Iterator
 
 import numpy as np
 
-from planner.search.budget import WORK_PER_ACTION, WORK_PER_NEIGHBOUR, WORK_PER_PATH_ACTION, Budget
+from planner.search.budget import WORK_PER_NEIGHBOUR, Budget, simulation_work
 from planner.search.partition import Problem, Solution, choices, evaluate, part, rank_extra, rank_fits
 
 __all__ = ["improve", "neighbours", "AFFORD"]
@@ -94,11 +94,11 @@ def _move(p: Problem, bounds, a: int, b: int) -> tuple[tuple[int, ...], list[int
 def improve(p: Problem, best: Solution, orders, vectors, paths: dict, budget: Budget) -> tuple[Solution, list]:
     """The incumbent `best` moved downhill (`neighbours`, first improvement, each scan going on from the
     move that last improved) until a whole scan finds nothing faster or `budget` runs out; and the
-    longest paths of each assignment taken (for the master). Each simulation is charged WORK_PER_ACTION
-    per action (WORK_PER_PATH_ACTION again for a step taken, simulated with its paths), each neighbour
-    looked at WORK_PER_NEIGHBOUR; a budget that cannot pay for AFFORD simulations does not start one."""
+    longest paths of each assignment taken (for the master). Each simulation is charged
+    `simulation_work` (again, with paths, for a step taken), each neighbour looked at
+    WORK_PER_NEIGHBOUR; a budget that cannot pay for AFFORD simulations does not start one."""
     actions = sum(len(o) for o in orders)
-    if budget.left() < AFFORD * WORK_PER_ACTION * actions:
+    if budget.left() < AFFORD * simulation_work(actions):
         return best, []
     price, parts = _Pricer(p, paths), _Parts(p)
     found: list = []
@@ -112,10 +112,10 @@ def improve(p: Problem, best: Solution, orders, vectors, paths: dict, budget: Bu
             if price.floor(chunks) >= best.objective:
                 continue
             score = evaluate(p, *nb, orders, vectors)
-            budget.spend(WORK_PER_ACTION * actions)
+            budget.spend(simulation_work(actions))
             if score.objective < best.objective:  # simulated again for its paths
                 score = evaluate(p, *nb, orders, vectors, paths=True)
-                budget.spend(WORK_PER_PATH_ACTION * actions)
+                budget.spend(simulation_work(actions, paths=True))
                 best = Solution(*nb, score.objective, best.status)
                 found.append(score.paths)
                 price.add(score.paths)
