@@ -35,6 +35,10 @@ Measured 2026-12-01 (this commit; error = predicted / published - 1; A100 consta
   +9.5%, +3.1%, from errors that cancelled). The selective row is torchtitan's selective-op policy,
   which also recomputes every other matmul; the model's selective recomputes the memory-bound ops only.
 
+Measured 2026-12-04, after the optimizer term priced gradient clipping (12 B an element; the emitted
+program's AdamW is fused on GPUs): SC'21 -0.2%, -2.6%, -7.0%, -9.7%, -2.6%, +6.3%, +0.6%, +6.1%, +4.9%,
++1.7%, mean 4.2%, max 9.7%; torchtitan -0.3%, +8.0%, -1.2%, mean 3.2%, max 8.0%.
+
 Rows with pipeline stages also show the prediction at Megatron-LM's even split of the blocks (what it
 ran), beside the solved bounds (what the planner's program would run). Measured 2026-12-03: equal for
 39.1B, 310.1B, 529.6B and 1008B; 76.1B 148.2 (+5.8%) against 149.0 solved; 145.6B tp8-pp8 interleaved
