@@ -89,14 +89,15 @@ cases of benchmarks/search.py (44-60 candidates each, with the compiled simulati
 (GPT-3 13B, 94 actions) to 11.2 ms (GPT 1T, 28k actions), a seed 2.7-22.9 ms; charged 1.2-1.9x and
 1.1-2.0x. At 1.5e-4 a layer for either, whatever the schedule, they were charged 0.8x (the 1T's
 estimates) to 6.4x (Llama 3 405B's, 253 actions)."""
-WORK_PER_FLOOR_LAYER = 4e-5
-WORK_PER_FLOOR_ACTION = 1e-7
+WORK_PER_FLOOR_LAYER = 1e-5
+WORK_PER_FLOOR_ACTION = 2.5e-8
 """A discrete floor (`floor.floor`, a bisection over `reachable`) per layer of the model and per action
-of the candidate's schedule (2 x micro-batches x chunks): least squares over 80 random candidates of
+of the candidate's schedule (2 x micro-batches x chunks). Least squares over 80 random candidates of
 each of the five cases of benchmarks/search.py, 2026-12-04, gave 2.0e-5 s a layer + 4.9e-8 s an action
-(1.2-4.1 ms a floor on average per case, at most 44.6 ms); these are twice that. In the 60 s searches
-the reseed's floors (`ceiling.by_floor`) took 2.0-4.4 ms on average, charged as an estimate (12-19 ms:
-the reseed was charged 3.3-4.3x its wall); now 3.4-11.7 ms."""
+(1.2-4.1 ms a floor on average per case), measured before the floors remembered their ranges
+(`floor._Ranges.works`). After it, every floor of the 60 s searches (by `ceiling.by_floor` and
+`Run`, 2026-12-04): 0.2-1.3 ms in the median, 0.01-0.26 s in all per case and kind; at 4e-5 and 1e-7
+they were charged 3.6-9.1x that. Now 0.9-2.3x (the 13B's, the cheapest, most)."""
 WORK_PER_LP_NONZERO = 9e-6
 """An LP floor built, read back, solved and checked, per nonzero. 1.1e-5 (the 2026-12-03 fit above) was
 charged 1.7-3.6x its wall in the 60 s searches of GPT-3 175B, GPT 1T and Llama 3 405B on 2026-12-04
