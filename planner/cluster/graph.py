@@ -103,10 +103,11 @@ class Cluster:
         return found
 
     def route_hops(self, u: int, v: int) -> tuple[tuple[int, ...], float]:
-        """`route(u, v)` as edge indices, with its latency summed hop by hop."""
+        """`route(u, v)` as edge indices, with its latency summed hop by hop (kept here only: collective
+        pricing asks for tens of thousands of pairs, which need not be cached twice)."""
         found = self.hops.get((u, v))
         if found is None:
-            route = self.route(u, v)
+            route = self._route(u, v)
             lat = 0.0
             for e in route:
                 lat += self.links[e][1]

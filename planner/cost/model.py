@@ -135,7 +135,6 @@ class CostModel:
         self._state_sum = lru_cache(maxsize=None)(self._state_sum_uncached)
         self._terms = lru_cache(maxsize=None)(self._terms_uncached)
         self._memo: dict = {}
-        self._rings_priced = 0
         self.shape_keys = [tuple((t.shape, t.tp_dim) for t in l.tensors) for l in profile.layers]
 
     # -- shared pieces -------------------------------------------------------------------------
@@ -160,7 +159,6 @@ class CostModel:
 
     def _rings_uncached(self, sizes: tuple, axis: str) -> tuple[float, float]:
         """One axis's ring loads, shared by its all-reduce, all-gather and reduce-scatter."""
-        self._rings_priced += 1
         return ring_loads(self.cluster, self._groups(sizes, axis))
 
     def _slowed(self, model: tuple[float, float]) -> tuple[float, float]:
@@ -207,7 +205,7 @@ class CostModel:
     def ring_ranks_priced(self) -> int:
         """Ranks in all the axis rings priced so far (each axis of each mesh once, `_rings`): what
         pricing a large cluster's collectives costs, which the search charges as work."""
-        return self._rings_priced * self.world
+        return self._rings.cache_info().currsize * self.world
 
     def memo(self, key: tuple, make):
         """`make()` computed once per key: sums the search derives from the cached per-layer numbers
