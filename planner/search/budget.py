@@ -2,14 +2,14 @@
 same inputs give the same plan run after run; the clock only bounds it.
 
 A unit of work is about one second on the machine the constants were measured on (the project's 2-core
-CPU machine; CP-SAT's: 2026-12-04, every master round of the five searches of benchmarks/search.py at
-60 s, 291 rounds, least squares wall = 1.71 x deterministic s + 1.95e-4 s x constraints; the constants
-below are rounded up so that no search with rounds of seconds is undercharged: charged 1.0x (GPT 1T) to
-1.35x (Llama 3 70B) the rounds' wall, 3.5x for GPT-3 13B's rounds of milliseconds. The fit of
-2026-12-02 over 20 s searches, 2.6 and 3.3e-4, charged the 60 s searches' rounds 1.3-1.8x their wall,
-and they stopped after 26-35 s): CP-SAT's own deterministic time costs WORK_PER_DETERMINISTIC_S
+CPU machine; CP-SAT's, with its presolve off (`rounds.run_round`): 2026-12-04, every master round of the five
+searches of benchmarks/search.py at 30 and 60 s, 475 rounds, least squares wall = 1.71 x deterministic s
++ 1.03e-4 s x constraints; the constants below are rounded up so that no search with rounds of seconds
+is undercharged: the 60 s searches' rounds charged 0.98x (GPT 1T, 7 rounds) to 1.19x (Llama 3 405B) their
+wall, the 30 s searches' 1.12-1.37x, 2x for GPT-3 13B's rounds of milliseconds. With presolve on, the
+fit was 1.95e-4 s a constraint and 1.71 a deterministic second, the constants 2.5e-4 and 2.0): CP-SAT's own deterministic time costs WORK_PER_DETERMINISTIC_S
 units a deterministic second, each round WORK_PER_CONSTRAINT for each constraint of its master (model
-copy, presolve, and the master's building in Python), each schedule action WORK_PER_ACTION when a
+copy and loading, and the master's building in Python), each schedule action WORK_PER_ACTION when a
 solve builds its action orders and again each time it simulates them (WORK_PER_PATH_ACTION when the
 simulation also finds the longest paths), each discrete-floor test
 (`floor.reachable`) WORK_PER_REACHABLE (0.05 s for 205 in the 13B search), and the first time it meets
@@ -55,7 +55,7 @@ __all__ = ["Budget", "WORK_PER_DETERMINISTIC_S", "WORK_PER_CONSTRAINT", "WORK_PE
            "WORK_PER_SIMULATED_ACTION", "WORK_PER_SIMULATED_PATH_ACTION", "simulation_work"]
 
 WORK_PER_DETERMINISTIC_S = 2.0
-WORK_PER_CONSTRAINT = 2.5e-4
+WORK_PER_CONSTRAINT = 1e-4
 WORK_PER_REACHABLE = 2.5e-4
 WORK_PER_MIX = 5e-8
 WORK_PER_MIX_RANK = 2.5e-4

@@ -35,13 +35,13 @@ from typing import Callable
 
 from ortools.sat.python import cp_model
 
-from planner.search.budget import (WORK_PER_ACTION, WORK_PER_CONSTRAINT, WORK_PER_DETERMINISTIC_S, WORK_PER_PATH_ACTION,
-                                   Budget)
+from planner.search.budget import WORK_PER_ACTION, WORK_PER_PATH_ACTION, Budget
 from planner.cost.terms import ALLOCATOR_DIVISOR
 from planner.search.encoding import Chunks
 from planner.search.partition import Problem, Solution, evaluate
 from planner.search.local import improve
 from planner.search.paths import key, pool, seed_paths
+from planner.search.rounds import gap_limit, run_round, target
 from planner.search.units import coarse, unit_of
 
 __all__ = ["solve", "Warm", "build_master", "answer", "target", "seed_pool"]
@@ -212,7 +212,7 @@ def solve(p: Problem, time_limit: float = 10.0, cutoff: int | None = None,
         if budget.spent():
             status_name = "TIME_LIMIT"
             break
-        solver, status, passed = _round(master, budget, _gap(cutoff, best, bound))
+        solver, status, passed = run_round(master, budget, gap_limit(cutoff, best, bound))
         rounds += 1
         if tick:
             tick()
@@ -349,59 +349,6 @@ def build_master(p: Problem, unit: int, orders, vectors, paths: dict, cutoff: in
         if limit is not None:
             master.beat(limit)
     return master
-
-
-def _round(master: _Master, budget: Budget, gap: float) -> tuple[cp_model.CpSolver, int, list]:
-    """One master solve within what is left of the budget (one worker, fixed seed), stopped within
-    relative `gap` of its optimum, and what it passed."""
-    overhead = WORK_PER_CONSTRAINT * len(master.m.proto.constraints)
-    solver = cp_model.CpSolver()
-    solver.parameters.num_workers = 1
-    solver.parameters.random_seed = 0
-    solver.parameters.relative_gap_limit = gap
-    solver.parameters.max_deterministic_time = max(budget.left() - overhead, 1e-3) / WORK_PER_DETERMINISTIC_S
-    solver.parameters.max_time_in_seconds = max(budget.wall_left(), 1e-3)
-    seen = _Seen(master)
-    status = solver.solve(master.m, seen)
-    budget.spend(overhead + WORK_PER_DETERMINISTIC_S * solver.deterministic_time)
-    return solver, status, seen.found[:-1]
-
-
-class _Seen(cp_model.CpSolverSolutionCallback):
-    """Every assignment a round passes through on its way to its answer (the answer last)."""
-
-    def __init__(self, master: _Master):
-        super().__init__()
-        self.master, self.found = master, []
-
-    def on_solution_callback(self) -> None:
-        self.found.append(self.master.values(self, self.master.p))  # values reads only p's lead and tail
-
-
-MASTER_GAP = 0.005
-"""A master round stops within this relative gap of its own optimum: its proposal is then not the
-relaxation's best, but its bound still holds, and the loop ends only when the master is infeasible or
-its bound reaches the incumbent, so the answer stays exact. Proving the last half percent of each round
-was most of its time with one chunk per rank (GPT-3 13B tp2-pp16: 4.8 -> 2.7 s, same optimum)."""
-GAP_SHARE = 0.5
-"""A round's gap limit is at most this share of the gap left between the step to beat and the proved
-bound. Once the incumbent is within MASTER_GAP of the bound, a round with that limit stops at its first
-assignment below the incumbent, anywhere: GPT-3 175B tp4-pp8 v3 at the totals (11,12,12,12,12,13,13,11),
-from its path floor's 585 paths, proposed 20 assignments in 17 s that simulated to 46.2-54.5 s/step
-against master values of 46.08-46.13, never beating 46.13. Asked for the half nearer the bound, where the
-paths are, it found 46.0998 (the optimum is 46.098) in 36 s. Searches at 60 s (2026-12-03): Llama 3 70B
-gap 0.09 -> 0.02%; the others unchanged."""
-
-
-def _gap(cutoff: int | None, best: Solution | None, bound: int) -> float:
-    """The relative gap limit of the next round (`GAP_SHARE`)."""
-    goal = target(cutoff, best)
-    return MASTER_GAP if goal is None else min(MASTER_GAP, GAP_SHARE * max(0, goal - bound) / max(goal, 1))
-
-
-def target(cutoff: int | None, best: Solution | None) -> int | None:
-    """The step to beat: the cutoff or the incumbent, whichever is lower (None without either)."""
-    return min((x for x in (cutoff, best and best.objective) if x is not None), default=None)
 
 
 def seed_pool(p: Problem, orders) -> dict:

@@ -252,7 +252,7 @@ def _floored(p: Problem, leaves: list, target: int, warm: Warm, floored: set, bu
     share, out = budget.child(PATH_SHARE * budget.left()), []
     for b, totals in leaves:
         if not share.spent():
-            floor, done = path_floor(replace(p, totals=totals), warm.paths, share.child(share.left()))
+            floor, done = path_floor(replace(p, totals=totals), warm.paths, share)
             b = max(b, floor)
             if done:
                 floored.add(totals)

@@ -12,6 +12,7 @@ from planner.search.budget import Budget
 from planner.search.master import Warm
 from planner.search.master import solve as plain
 from planner.search.partition import brute_force
+from planner.search import totals
 from planner.search.totals import branches, solve
 
 from instances import instance
@@ -95,4 +96,33 @@ def test_a_time_limit_leaves_a_true_bound():
             checked += 1
         again = solve(p, time_limit=60, cutoff=3 * exact.objective, warm=warm)
         assert again.status == "OPTIMAL" and again.objective == exact.objective
+    assert checked >= 2
+
+
+def test_the_path_floors_of_many_compositions_are_charged(monkeypatch):
+    """More compositions than MAX_LEAVES are each raised to their path floor (`_floored`); whatever those
+    LPs spend is charged to the solve's budget (they had been charged to a share nobody read: Llama 3
+    70B and GPT-3 13B candidates ran path floors of 0.3 s charged 0.04)."""
+    spent = []
+    real = totals.path_floor
+
+    def recorded(p, paths, budget):
+        before = budget.used
+        out = real(p, paths, budget)
+        spent.append(budget.used - before)
+        return out
+    monkeypatch.setattr(totals, "path_floor", recorded)
+    rng = random.Random(7)
+    checked = 0
+    for _ in range(10):
+        p = instance(rng, True, "interleaved")
+        leaves = [(0, t) for t in _compositions(p)]
+        if len(leaves) < 2:  # `solve` calls it with more than MAX_LEAVES; the charge is per leaf either way
+            continue
+        spent.clear()
+        budget = Budget(1e9)
+        totals._floored(p, leaves, 10 ** 12, Warm(), set(), budget)
+        assert len(spent) == len(leaves) and sum(spent) > 0
+        assert budget.used >= sum(spent) * (1 - 1e-12)
+        checked += 1
     assert checked >= 2
