@@ -5,9 +5,11 @@ A unit of work is about one second on the machine the constants were measured on
 CPU machine; CP-SAT's, with its presolve off (`rounds.run_round`): 2026-12-04, every master round of the five
 searches of benchmarks/search.py at 30 and 60 s, 475 rounds, least squares wall = 1.71 x deterministic s
 + 1.03e-4 s x constraints; the constants below are rounded up so that no search with rounds of seconds
-is undercharged: the 60 s searches' rounds charged 0.98x (GPT 1T, 7 rounds) to 1.19x (Llama 3 405B) their
-wall, the 30 s searches' 1.12-1.37x, 2x for GPT-3 13B's rounds of milliseconds. With presolve on, the
-fit was 1.95e-4 s a constraint and 1.71 a deterministic second, the constants 2.5e-4 and 2.0): CP-SAT's own deterministic time costs WORK_PER_DETERMINISTIC_S
+is undercharged: the 60 s searches' rounds charged 1.09x (Llama 3 70B) to 1.24x (GPT 1T, 7 rounds of
+2,600 constraints of 128 chunks each) their wall, the 30 s searches' 1.17-1.49x, 2.3-2.7x for GPT-3 13B's
+rounds of milliseconds. At 1e-4 a constraint GPT 1T's were charged 0.98x, its 60 s search ran to 52-54 s
+and, beside a busy process, into the clock, with another runner-up table. With presolve on, the fit was
+1.95e-4 s a constraint and 1.71 a deterministic second, the constants 2.5e-4 and 2.0): CP-SAT's own deterministic time costs WORK_PER_DETERMINISTIC_S
 units a deterministic second, each round WORK_PER_CONSTRAINT for each constraint of its master (model
 copy and loading, and the master's building in Python), each schedule action WORK_PER_ACTION when a
 solve builds its action orders and again each time it simulates them (WORK_PER_PATH_ACTION when the
@@ -55,7 +57,7 @@ __all__ = ["Budget", "WORK_PER_DETERMINISTIC_S", "WORK_PER_CONSTRAINT", "WORK_PE
            "WORK_PER_SIMULATED_ACTION", "WORK_PER_SIMULATED_PATH_ACTION", "simulation_work"]
 
 WORK_PER_DETERMINISTIC_S = 2.0
-WORK_PER_CONSTRAINT = 1e-4
+WORK_PER_CONSTRAINT = 1.5e-4
 WORK_PER_REACHABLE = 2.5e-4
 WORK_PER_MIX = 5e-8
 WORK_PER_MIX_RANK = 2.5e-4

@@ -33,8 +33,8 @@ solved again after every round, and its presolve was most of a round's wall. Eve
 tp4-pp4-dp8 v4 (8) and GPT-3 175B tp4-pp8-dp4 v3 (6) below the plan, replayed from their models
 (2026-12-04): 6.0 -> 3.9 s and 13.0 -> 6.3 s (max_presolve_iterations 1: 5.4 and 7.9 s; probing off 5.3
 and 8.9 s; linearization level 2, LP or fixed branching: slower). benchmarks/search.py at 60 s, before ->
-after in the same session: Llama 3 70B OPTIMAL in 25.5 -> 20.9 s, GPT-3 175B 0.317 -> 0.313% (51.7 ->
-45.9 s), the other plans and gaps the same; its runner-up table gained three families."""
+after in the same session: Llama 3 70B OPTIMAL in 25.5 -> 19.3 s, GPT-3 175B 0.317 -> 0.314% (51.7 ->
+41.6 s), the other plans and gaps the same; 175B's runner-up table gained three families."""
 
 
 class _Seen(cp_model.CpSolverSolutionCallback):
