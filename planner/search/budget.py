@@ -9,9 +9,10 @@ is undercharged: the 60 s searches' rounds charged 1.09x (Llama 3 70B) to 1.24x 
 2,600 constraints of 128 chunks each) their wall, the 30 s searches' 1.17-1.49x, 2.3-2.7x for GPT-3 13B's
 rounds of milliseconds. At 1e-4 a constraint GPT 1T's were charged 0.98x, its 60 s search ran to 52-54 s
 and, beside a busy process, into the clock, with another runner-up table. With presolve on, the fit was
-1.95e-4 s a constraint and 1.71 a deterministic second, the constants 2.5e-4 and 2.0): CP-SAT's own deterministic time costs WORK_PER_DETERMINISTIC_S
-units a deterministic second, each round WORK_PER_CONSTRAINT for each constraint of its master (model
-copy and loading, and the master's building in Python), each schedule action WORK_PER_ACTION when a
+1.95e-4 s a constraint and 1.71 a deterministic second, the constants 2.5e-4 and 2.0): CP-SAT's own
+deterministic time costs WORK_PER_DETERMINISTIC_S units a deterministic second, each round
+WORK_PER_CONSTRAINT for each constraint of its master (model copy and loading, and the master's
+building in Python), each schedule action WORK_PER_ACTION when a
 solve builds its action orders and again each time it simulates them (WORK_PER_PATH_ACTION when the
 simulation also finds the longest paths), each discrete-floor test
 (`floor.reachable`) WORK_PER_REACHABLE (0.05 s for 205 in the 13B search), and the first time it meets
@@ -53,7 +54,7 @@ import time
 
 __all__ = ["Budget", "WORK_PER_DETERMINISTIC_S", "WORK_PER_CONSTRAINT", "WORK_PER_ACTION", "WORK_PER_PATH_ACTION", "WORK_PER_BOUND",
            "WORK_PER_RING_RANK", "WORK_PER_REACHABLE", "WORK_PER_MIX", "WORK_PER_MIX_RANK", "WORK_PER_CANDIDATE", "WORK_PER_ESTIMATE_ACTION", "WORK_PER_SEED_LAYER", "WORK_PER_FLOOR_LAYER", "WORK_PER_FLOOR_ACTION", "WORK_PER_LP_NONZERO", "WORK_PER_LP_RESOLVE", "WORK_PER_CUT_RESOLVE",
-           "WORK_PER_NEIGHBOUR", "WORK_PER_PROBLEM_LAYER", "WORK_SHARE", "WORK_PER_SIMULATION",
+           "WORK_PER_NEIGHBOUR", "WORK_PER_PROBLEM_LAYER", "WORK_SHARE", "WORK_PER_SIMULATION", "WORK_PER_PATH_SIMULATION",
            "WORK_PER_SIMULATED_ACTION", "WORK_PER_SIMULATED_PATH_ACTION", "simulation_work"]
 
 WORK_PER_DETERMINISTIC_S = 2.0
@@ -72,12 +73,13 @@ WORK_PER_PATH_ACTION = 7e-7
 """One schedule action simulated with its longest paths (`evaluate(..., paths=True)`, `cuts.separate`):
 0.33-0.63 us over the same five shapes (1.30-1.61 us, charged 1.7e-6, before the compiled orders)."""
 WORK_PER_SIMULATION = 6e-5
+WORK_PER_PATH_SIMULATION = WORK_PER_SIMULATION + 1e-5  # the paths read back too
 WORK_PER_SIMULATED_ACTION = 1.8e-7
 WORK_PER_SIMULATED_PATH_ACTION = 3.7e-7
 """Local search's simulations (`local.improve`, `simulation_work`): a fixed part (the neighbour's
-durations built, the result read; 1e-5 more with paths) and a part per action. Measured 2026-12-04 in
-30 s searches of GPT-3 13B and Llama 3 70B (every `evaluate` local search ran, 413 calls): 89 us for
-192 actions, 112 for 256, 317 for 1,536, 402 for 2,048; with paths 136, 628 and 813 us. Charged 0.95-1.07x
+durations built, the result read; WORK_PER_PATH_SIMULATION with paths) and a part per action.
+Measured 2026-12-04 in 30 s searches of GPT-3 13B and Llama 3 70B (every `evaluate` local search ran, 413
+calls): 89 us for 192 actions, 112 for 256, 317 for 1,536, 402 for 2,048; with paths 136, 628 and 813 us. Charged 0.95-1.07x
 (0.87-2.0x at WORK_PER_ACTION and WORK_PER_PATH_ACTION an action alone)."""
 WORK_PER_BOUND = 5e-5
 WORK_PER_RING_RANK = 2.5e-7
@@ -127,8 +129,9 @@ runs out before the clock does."""
 
 def simulation_work(actions: int, paths: bool = False) -> float:
     """What local search is charged for one simulation of `actions` schedule actions."""
-    per = WORK_PER_SIMULATED_PATH_ACTION if paths else WORK_PER_SIMULATED_ACTION
-    return WORK_PER_SIMULATION + (1e-5 if paths else 0.0) + per * actions
+    if paths:
+        return WORK_PER_PATH_SIMULATION + WORK_PER_SIMULATED_PATH_ACTION * actions
+    return WORK_PER_SIMULATION + WORK_PER_SIMULATED_ACTION * actions
 
 
 @dataclass
