@@ -108,7 +108,7 @@ charged 1.7-3.6x its wall in the 60 s searches of GPT-3 175B, GPT 1T and Llama 3
 (`relax.Kelley`'s first solve 3.4-3.6x, `Run.lp` 1.7-2.1x, `totals.branches`' first 1.45-2.2x), once the
 simulation was compiled and the LP floors charged once."""
 WORK_PER_LP_RESOLVE = 1.5e-6
-WORK_PER_CUT_RESOLVE = 8e-7
+WORK_PER_CUT_RESOLVE = 6e-7
 """One re-solve of the path floor's LP after Kelley's cuts were added (`relax.Kelley.run`), per nonzero:
 2026-12-04, every re-solve of LP dives on Llama 3 405B tp8-pp16 v4, GPT 1T tp8-pp32 v4, GPT-3 175B tp4-pp8
 v3 and Llama 3 70B tp4-pp4 v3 (18-67 each): 1.13, 0.52, 0.59 and 0.60e-6 s on average (one re-solve at
@@ -116,7 +116,10 @@ most 1.75e-6). Charged WORK_PER_LP_RESOLVE (measured on `totals.branches`' re-so
 their wall; Llama 3 70B on 8x16 at a 40 s limit: gap 0.040 -> 0.012%. At 1.2e-6 a Kelley round (re-solve,
 then the paths the point violates, `WORK_PER_PATH_ACTION`) was charged 1.72x (GPT-3 175B), 1.84x (GPT 1T)
 and 1.94x (Llama 3 405B) its wall in their 60 s searches of 2026-12-04, after the compiled simulation;
-8e-7 makes that 1.1-1.4x."""
+8e-7 made that 1.1-1.4x. Then GLOP went on from its basis (`relax.ATTEMPTS`: no preprocessing, dual
+simplex), and the same searches' re-solves with their exact checks (Kelley's rounds less its path
+searches) took 2.8e-7 (GPT-3 175B, 405B), 3.5e-7 (70B) and 5.2e-7 s (1T: long rows, whose exact check is
+more of it) a nonzero; 6e-7 charges them 1.15x (1T) to 2.2x."""
 WORK_PER_NEIGHBOUR = 6e-5
 WORK_PER_PROBLEM_LAYER = 1e-5
 """One partition problem built for a dominance test (`Run.dominated`), per layer of the model (2026-12-03,

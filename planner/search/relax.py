@@ -170,7 +170,7 @@ def solve_lp(lp) -> int:
         status = lp.Solve()
         if status in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.INFEASIBLE):
             break
-    if params:
+    if params != ATTEMPTS[0]:
         lp.SetSolverSpecificParametersAsString(ATTEMPTS[0])
     return status
 
@@ -233,9 +233,15 @@ def _solve(rows, objective, domains, elastic: bool) -> list[float] | None:
     return None
 
 
-ATTEMPTS = ("", "use_scaling:false", "use_dual_simplex:true")
-"""GLOP settings tried in turn: the rows mix bytes (1e11) and time units, and GLOP's own scaling
-sometimes ends ABNORMAL where another setting solves the same LP (seen on Llama 3 405B at pp 16 v4)."""
+ATTEMPTS = ("use_preprocessing:false use_dual_simplex:true", "", "use_scaling:false", "use_dual_simplex:true")
+"""GLOP settings tried in turn. The first: most solves go on from the last basis after rows were added
+(Kelley's path cuts) or bounds changed (`totals.branches`), which dual simplex does in a few pivots, and
+GLOP's preprocessing, on by default, rewrites the LP at every solve and loses the basis. GLOP's time in
+the 60 s searches of benchmarks/search.py (2026-12-04, before -> after): Kelley's re-solves 10.7 -> 3.4 s
+(GPT-3 175B), 3.0 -> 1.0 (Llama 3 70B), 8.0 -> 4.4 (GPT 1T), 6.5 -> 2.0 (Llama 3 405B); `branches` on
+405B 2.5 -> 0.6 s; fresh LP floors the same. The others: the rows mix bytes (1e11) and time units, and
+GLOP's own scaling sometimes ends ABNORMAL where another setting solves the same LP (seen on Llama 3
+405B at pp 16 v4). Every bound is certified whatever GLOP says (`certify`)."""
 
 
 def _glop(rows, objective, domains, params: str, elastic: bool) -> list[float] | None:
@@ -251,12 +257,12 @@ def duals(cons, scales) -> list[float]:
     return [c.dual_value() / s for c, s in zip(cons, scales)]
 
 
-def glop_model(rows, objective, domains, params: str = "", elastic: bool = False):
+def glop_model(rows, objective, domains, params: str | None = None, elastic: bool = False):
     """The LP of `rows` in GLOP, each column divided by its domain's largest end (at most 1e7), each row
     by its largest scaled coefficient: the solver, its row constraints and each row's scale (a row's
     dual over its scale is the unscaled row's). `elastic`: see `_solve`."""
     lp = pywraplp.Solver.CreateSolver("GLOP")
-    lp.SetSolverSpecificParametersAsString(params)
+    lp.SetSolverSpecificParametersAsString(ATTEMPTS[0] if params is None else params)
     inf = lp.infinity()
     col = column_scales(domains)
     x = [lp.NumVar(lo / s, hi / s, "") for (lo, hi), s in zip(domains, col)]
