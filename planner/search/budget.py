@@ -55,7 +55,8 @@ import time
 __all__ = ["Budget", "WORK_PER_DETERMINISTIC_S", "WORK_PER_CONSTRAINT", "WORK_PER_ACTION", "WORK_PER_PATH_ACTION", "WORK_PER_BOUND",
            "WORK_PER_RING_RANK", "WORK_PER_REACHABLE", "WORK_PER_MIX", "WORK_PER_MIX_RANK", "WORK_PER_CANDIDATE", "WORK_PER_ESTIMATE_ACTION", "WORK_PER_SEED_LAYER", "WORK_PER_FLOOR_LAYER", "WORK_PER_FLOOR_ACTION", "WORK_PER_LP_NONZERO", "WORK_PER_LP_RESOLVE", "WORK_PER_CUT_RESOLVE",
            "WORK_PER_NEIGHBOUR", "WORK_PER_PROBLEM_LAYER", "WORK_SHARE", "WORK_PER_SIMULATION", "WORK_PER_PATH_SIMULATION",
-           "WORK_PER_SIMULATED_ACTION", "WORK_PER_SIMULATED_PATH_ACTION", "simulation_work"]
+           "WORK_PER_SIMULATED_ACTION", "WORK_PER_SIMULATED_PATH_ACTION", "WORK_PER_SIMULATED_CHUNK",
+           "WORK_PER_SIMULATED_PATH_CHUNK", "simulation_work"]
 
 WORK_PER_DETERMINISTIC_S = 2.0
 WORK_PER_CONSTRAINT = 1.5e-4
@@ -72,15 +73,22 @@ search 2.3-5.4x its wall)."""
 WORK_PER_PATH_ACTION = 7e-7
 """One schedule action simulated with its longest paths (`evaluate(..., paths=True)`, `cuts.separate`):
 0.33-0.63 us over the same five shapes (1.30-1.61 us, charged 1.7e-6, before the compiled orders)."""
-WORK_PER_SIMULATION = 6e-5
-WORK_PER_PATH_SIMULATION = WORK_PER_SIMULATION + 1e-5  # the paths read back too
-WORK_PER_SIMULATED_ACTION = 1.8e-7
-WORK_PER_SIMULATED_PATH_ACTION = 3.7e-7
-"""Local search's simulations (`local.improve`, `simulation_work`): a fixed part (the neighbour's
-durations built, the result read; WORK_PER_PATH_SIMULATION with paths) and a part per action.
-Measured 2026-12-04 in 30 s searches of GPT-3 13B and Llama 3 70B (every `evaluate` local search ran, 413
-calls): 89 us for 192 actions, 112 for 256, 317 for 1,536, 402 for 2,048; with paths 136, 628 and 813 us. Charged 0.95-1.07x
-(0.87-2.0x at WORK_PER_ACTION and WORK_PER_PATH_ACTION an action alone)."""
+WORK_PER_SIMULATION = 3e-5
+WORK_PER_SIMULATED_CHUNK = 8e-6
+WORK_PER_SIMULATED_ACTION = 2e-7
+WORK_PER_PATH_SIMULATION = 1e-5
+WORK_PER_SIMULATED_PATH_CHUNK = 1.1e-5
+WORK_PER_SIMULATED_PATH_ACTION = 4.7e-7
+"""Local search's simulations (`local.improve`, `simulation_work`): a fixed part, a part per chunk (the
+chunks' parts and the ranks' memory, `partition.evaluate`) and a part per schedule action; with the
+longest paths (the PATH constants) for a step taken. Measured 2026-12-04 (`partition.evaluate` on 11
+shapes of the five cases of benchmarks/search.py, from GPT-3 13B tp1-pp2 v3, 6 chunks and 192 actions,
+to GPT 1T tp8-pp32 v4, 128 and 65,536; least squares on relative error): 2.1e-5 s + 7.2e-6 a chunk +
+1.79e-7 an action, with paths 6.9e-6 + 1.03e-5 + 4.32e-7, each shape within 6%; the constants about 10%
+above. Before, a fixed part and a part per action fitted on GPT-3 13B and Llama 3 70B alone (6e-5 +
+1.8e-7, with paths 7e-5 + 3.7e-7) charged Llama 3 405B's shapes (32-64 chunks of few actions) 0.43-0.52x
+their wall and GPT 1T's 0.78-0.95x, and the 1T's 60 s search charged its dive, mostly local search, 0.82x
+its wall."""
 WORK_PER_BOUND = 5e-5
 WORK_PER_RING_RANK = 2.5e-7
 WORK_PER_CANDIDATE = 3e-5
@@ -130,11 +138,11 @@ WORK_SHARE = 0.9
 runs out before the clock does."""
 
 
-def simulation_work(actions: int, paths: bool = False) -> float:
-    """What local search is charged for one simulation of `actions` schedule actions."""
+def simulation_work(chunks: int, actions: int, paths: bool = False) -> float:
+    """What local search is charged for one simulation of `chunks` chunks and `actions` schedule actions."""
     if paths:
-        return WORK_PER_PATH_SIMULATION + WORK_PER_SIMULATED_PATH_ACTION * actions
-    return WORK_PER_SIMULATION + WORK_PER_SIMULATED_ACTION * actions
+        return WORK_PER_PATH_SIMULATION + WORK_PER_SIMULATED_PATH_CHUNK * chunks + WORK_PER_SIMULATED_PATH_ACTION * actions
+    return WORK_PER_SIMULATION + WORK_PER_SIMULATED_CHUNK * chunks + WORK_PER_SIMULATED_ACTION * actions
 
 
 @dataclass

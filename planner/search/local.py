@@ -98,7 +98,7 @@ def improve(p: Problem, best: Solution, orders, vectors, paths: dict, budget: Bu
     `simulation_work` (again, with paths, for a step taken), each neighbour looked at
     WORK_PER_NEIGHBOUR; a budget that cannot pay for AFFORD simulations does not start one."""
     actions = sum(len(o) for o in orders)
-    if budget.left() < AFFORD * simulation_work(actions):
+    if budget.left() < AFFORD * simulation_work(p.chunks, actions):
         return best, []
     price, parts = _Pricer(p, paths), _Parts(p)
     found: list = []
@@ -112,10 +112,10 @@ def improve(p: Problem, best: Solution, orders, vectors, paths: dict, budget: Bu
             if price.floor(chunks) >= best.objective:
                 continue
             score = evaluate(p, *nb, orders, vectors)
-            budget.spend(simulation_work(actions))
+            budget.spend(simulation_work(p.chunks, actions))
             if score.objective < best.objective:  # simulated again for its paths
                 score = evaluate(p, *nb, orders, vectors, paths=True)
-                budget.spend(simulation_work(actions, paths=True))
+                budget.spend(simulation_work(p.chunks, actions, paths=True))
                 best = Solution(*nb, score.objective, best.status)
                 found.append(score.paths)
                 price.add(score.paths)
