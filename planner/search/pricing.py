@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from planner.cost.model import CostModel
+from planner.cost.model import CostModel, even_split
 from planner.cost.terms import dp_compute
 from planner.search.bounds import lower_bound
 from planner.search.budget import WORK_PER_ACTION, Budget
@@ -20,7 +20,7 @@ from planner.search.totals import solve
 from planner.types.estimate import Estimate
 from planner.types.strategy import Strategy, parse_recompute, recompute_name
 
-__all__ = ["Candidate", "TIME_UNIT", "problem", "evaluate_fixed", "seeded", "lp_bound", "polished", "assigned"]
+__all__ = ["even_start", "Candidate", "TIME_UNIT", "problem", "evaluate_fixed", "seeded", "lp_bound", "polished", "assigned"]
 
 TIME_UNIT = 1e-8
 """Solver time unit (10 ns): integer costs keep CP-SAT exact; memory is in bytes."""
@@ -107,6 +107,22 @@ def _place(cm: CostModel, s: Strategy, recompute: str | None, limit: float, boun
     return assigned(p, s, sol), sol.status, sol.gap, sol.objective * TIME_UNIT
 
 
+def even_start(cm: CostModel, s: Strategy, recompute: str | None) -> Solution | None:
+    """The even split of the blocks (Megatron-LM's: the embedding on the first chunk, the head on the
+    last) with `recompute` everywhere, else the least recompute mode that fits, as an assignment of `s`'s
+    problem to start a solve from; None when none fits. A solve cut short by its limit returns nothing
+    slower than it: SC'21's 310.1B tp8-pp16 v2 (`benchmarks/fidelity.py`, 30 s) came back TIME_LIMIT at
+    38.01 s/step where the even split runs 35.47."""
+    p = problem(cm, s, recompute)
+    bounds = tuple(even_split(cm.profile, s.chunks))
+    for mode in (recompute,) if recompute else ("none", "selective", "full"):
+        full, sel = _modes(p, bounds, (mode,) * s.chunks)
+        score = evaluate(p, bounds, full, sel)
+        if score.fits:
+            return Solution(bounds, full, sel, score.objective, "HEURISTIC")
+    return None
+
+
 def _modes(p: Problem, layers: tuple[int, ...], names: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Per chunk of `p`, the (full, selective) block counts that recompute `names` mean."""
     modes = [parse_recompute(name, n) for name, n in zip(names, p.blocks_of(layers))]
@@ -152,10 +168,13 @@ def evaluate_fixed(cm: CostModel, s: Strategy, global_batch: int, recompute: str
                    tick=None, budget: Budget | None = None, warm: Warm | None = None) -> Candidate:
     """Price one strategy: its own bounds and recompute if it has them, else the solver's (the best
     under the cost model's step time). With `cutoff`, a strategy that cannot beat it comes back
-    without an estimate, status CUTOFF. `warm`: what an earlier solve of it learned (`master.Warm`)."""
+    without an estimate, status CUTOFF. `warm`: what an earlier solve of it learned (`master.Warm`);
+    without one, the solve starts from the even split (`even_start`)."""
     lb = lower_bound(cm, s)
     if not solve_bounds:
         return Candidate(s, cm.estimate(s, global_batch), lb)
+    if warm is None and not s.layers_per_chunk and s.pp > 1:
+        warm = Warm(best=even_start(cm, s, recompute))
     placed, status, gap, bound = _place(cm, s, recompute, limit, s.layers_per_chunk, cutoff, tick, budget, warm)
     if placed is None:
         why = {"NO_FIT": "does not fit in memory with any recompute", "CUTOFF": "cannot beat the best plan",
