@@ -45,6 +45,9 @@ ran), beside the solved bounds (what the planner's program would run). Measured 
 v2 137.3 (-7.2%) against 148.6 (+0.4%): the solver moves blocks off the embedding's and head's stages.
 Before the master learned from every solution it passes (2026-12-03), 310.1B's solved bounds were worse
 than the even split (159.6 against 164.5): the solved column depends on the solver, the even one does not.
+On 2026-12-04 it was so again (153.4 against 164.4, and 145.6B at 146.8: mean 3.7%): a 30 s solve cut
+short returned a slower partition than the even split. A layout priced alone now starts from the even
+split (`pricing.even_start`), so the solved column is never below it: the figures below again.
 
 Run: python benchmarks/fidelity.py [published.json]
 """
