@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from planner.cost.model import CostModel, even_split
 from planner.cost.terms import dp_compute
 from planner.search.bounds import lower_bound
-from planner.search.budget import WORK_PER_ACTION, Budget
+from planner.search.budget import WORK_PER_ACTION, WORK_PER_SEED_LAYER, Budget
 from planner.search.floor import rank_caps
 from planner.search.seeding import seed
 from planner.search.local import AFFORD, improve
@@ -175,6 +175,8 @@ def evaluate_fixed(cm: CostModel, s: Strategy, global_batch: int, recompute: str
         return Candidate(s, cm.estimate(s, global_batch), lb)
     if warm is None and not s.layers_per_chunk and s.pp > 1:
         warm = Warm(best=even_start(cm, s, recompute))
+        if budget is not None:  # a problem built, up to three splits simulated (budget.py)
+            budget.spend(WORK_PER_SEED_LAYER * len(cm.kinds) + 3 * WORK_PER_ACTION * 2 * s.num_micro_batches * s.chunks)
     placed, status, gap, bound = _place(cm, s, recompute, limit, s.layers_per_chunk, cutoff, tick, budget, warm)
     if placed is None:
         why = {"NO_FIT": "does not fit in memory with any recompute", "CUTOFF": "cannot beat the best plan",

@@ -239,7 +239,8 @@ ATTEMPTS = ("use_preprocessing:false use_dual_simplex:true", "", "use_scaling:fa
 GLOP's preprocessing, on by default, rewrites the LP at every solve and loses the basis. GLOP's time in
 the 60 s searches of benchmarks/search.py (2026-12-04, before -> after): Kelley's re-solves 10.7 -> 3.4 s
 (GPT-3 175B), 3.0 -> 1.0 (Llama 3 70B), 8.0 -> 4.4 (GPT 1T), 6.5 -> 2.0 (Llama 3 405B); `branches` on
-405B 2.5 -> 0.6 s; fresh LP floors the same. The others: the rows mix bytes (1e11) and time units, and
+405B 2.5 -> 0.6 s; fresh LP floors (`lp_floor`) about the same (405B's 80: 3.74 -> 3.71 s; 175B's 18: 0.48
+-> 0.67 s). The others: the rows mix bytes (1e11) and time units, and
 GLOP's own scaling sometimes ends ABNORMAL where another setting solves the same LP (seen on Llama 3
 405B at pp 16 v4). Every bound is certified whatever GLOP says (`certify`)."""
 
