@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from planner.cost.model import CostModel, even_split
 from planner.cost.terms import dp_compute
 from planner.search.bounds import lower_bound
-from planner.search.budget import WORK_PER_ACTION, WORK_PER_SEED_LAYER, Budget
+from planner.search.budget import WORK_PER_ACTION, Budget
 from planner.search.floor import rank_caps
 from planner.search.seeding import seed
 from planner.search.local import AFFORD, improve
@@ -86,9 +86,7 @@ def seeded(cm: CostModel, s: Strategy, lo: float, hi: float) -> Solution | None:
     plan = seed(cm, s, p, lo, hi)
     if plan is None:
         return None
-    full, sel = _modes(p, plan.layers_per_chunk, plan.recompute)
-    score = evaluate(p, plan.layers_per_chunk, full, sel)
-    return Solution(plan.layers_per_chunk, full, sel, score.objective, "HEURISTIC") if score.fits else None
+    return _assignment(p, plan.layers_per_chunk, plan.recompute)
 
 
 def _place(cm: CostModel, s: Strategy, recompute: str | None, limit: float, bounds: tuple[int, ...] = (),
@@ -98,6 +96,10 @@ def _place(cm: CostModel, s: Strategy, recompute: str | None, limit: float, boun
     seconds). Status OPTIMAL / TIME_LIMIT with a strategy; NO_FIT, CUTOFF (nothing below `cutoff`
     seconds) or UNRESOLVED (limit hit before any assignment) without one."""
     p = problem(cm, s, recompute, bounds)
+    if warm is None and not bounds and s.pp > 1:  # alone: from the even split (`even_start`)
+        warm = Warm(best=even_start(cm, p, s, recompute))
+        if budget is not None:  # up to three splits simulated (budget.py)
+            budget.spend(3 * WORK_PER_ACTION * 2 * s.num_micro_batches * s.chunks)
     sol = solve(p, time_limit=limit, cutoff=None if cutoff is None else int(cutoff / TIME_UNIT), tick=tick,
                 budget=budget, warm=warm, caps=lambda units: rank_caps(cm, s, units * TIME_UNIT * (1 + 1e-7) + TIME_UNIT))
     if sol is None:
@@ -107,20 +109,24 @@ def _place(cm: CostModel, s: Strategy, recompute: str | None, limit: float, boun
     return assigned(p, s, sol), sol.status, sol.gap, sol.objective * TIME_UNIT
 
 
-def even_start(cm: CostModel, s: Strategy, recompute: str | None) -> Solution | None:
+def even_start(cm: CostModel, p: Problem, s: Strategy, recompute: str | None) -> Solution | None:
     """The even split of the blocks (Megatron-LM's: the embedding on the first chunk, the head on the
     last) with `recompute` everywhere, else the least recompute mode that fits, as an assignment of `s`'s
-    problem to start a solve from; None when none fits. A solve cut short by its limit returns nothing
+    problem `p` to start a solve from; None when none fits. A solve cut short by its limit returns nothing
     slower than it: SC'21's 310.1B tp8-pp16 v2 (`benchmarks/fidelity.py`, 30 s) came back TIME_LIMIT at
     38.01 s/step where the even split runs 35.47."""
-    p = problem(cm, s, recompute)
     bounds = tuple(even_split(cm.profile, s.chunks))
-    for mode in (recompute,) if recompute else ("none", "selective", "full"):
-        full, sel = _modes(p, bounds, (mode,) * s.chunks)
-        score = evaluate(p, bounds, full, sel)
-        if score.fits:
-            return Solution(bounds, full, sel, score.objective, "HEURISTIC")
-    return None
+    modes = (recompute,) if recompute else ("none", "selective", "full")
+    starts = (_assignment(p, bounds, (mode,) * s.chunks) for mode in modes)
+    return next((sol for sol in starts if sol is not None), None)
+
+
+def _assignment(p: Problem, layers: tuple[int, ...], names: tuple[str, ...]) -> Solution | None:
+    """`layers` per chunk with recompute `names` as an assignment of `p`, with its exact objective; None
+    when it does not fit."""
+    full, sel = _modes(p, layers, names)
+    score = evaluate(p, layers, full, sel)
+    return Solution(tuple(layers), full, sel, score.objective, "HEURISTIC") if score.fits else None
 
 
 def _modes(p: Problem, layers: tuple[int, ...], names: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -173,10 +179,6 @@ def evaluate_fixed(cm: CostModel, s: Strategy, global_batch: int, recompute: str
     lb = lower_bound(cm, s)
     if not solve_bounds:
         return Candidate(s, cm.estimate(s, global_batch), lb)
-    if warm is None and not s.layers_per_chunk and s.pp > 1:
-        warm = Warm(best=even_start(cm, s, recompute))
-        if budget is not None:  # a problem built, up to three splits simulated (budget.py)
-            budget.spend(WORK_PER_SEED_LAYER * len(cm.kinds) + 3 * WORK_PER_ACTION * 2 * s.num_micro_batches * s.chunks)
     placed, status, gap, bound = _place(cm, s, recompute, limit, s.layers_per_chunk, cutoff, tick, budget, warm)
     if placed is None:
         why = {"NO_FIT": "does not fit in memory with any recompute", "CUTOFF": "cannot beat the best plan",
