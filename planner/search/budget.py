@@ -54,7 +54,7 @@ import time
 
 __all__ = ["Budget", "WORK_PER_DETERMINISTIC_S", "WORK_PER_CONSTRAINT", "WORK_PER_ACTION", "WORK_PER_PATH_ACTION", "WORK_PER_BOUND",
            "WORK_PER_RING_RANK", "WORK_PER_REACHABLE", "WORK_PER_MIX", "WORK_PER_MIX_RANK", "WORK_PER_CANDIDATE", "WORK_PER_ESTIMATE_ACTION", "WORK_PER_SEED_LAYER", "WORK_PER_FLOOR_LAYER", "WORK_PER_FLOOR_ACTION", "WORK_PER_LP_NONZERO", "WORK_PER_LP_RESOLVE", "WORK_PER_CUT_RESOLVE",
-           "WORK_PER_NEIGHBOUR", "WORK_PER_PROBLEM_LAYER", "WORK_SHARE", "WORK_PER_SIMULATION", "WORK_PER_PATH_SIMULATION",
+           "WORK_PER_NEIGHBOUR", "WORK_PER_NEIGHBOUR_CHUNK2", "WORK_PER_ROUNDED_CHUNK", "neighbour_work", "WORK_PER_PROBLEM_LAYER", "WORK_SHARE", "WORK_PER_SIMULATION", "WORK_PER_PATH_SIMULATION",
            "WORK_PER_SIMULATED_ACTION", "WORK_PER_SIMULATED_PATH_ACTION", "WORK_PER_SIMULATED_CHUNK",
            "WORK_PER_SIMULATED_PATH_CHUNK", "simulation_work"]
 
@@ -128,7 +128,17 @@ and 1.94x (Llama 3 405B) its wall in their 60 s searches of 2026-12-04, after th
 simplex), and the same searches' re-solves with their exact checks (Kelley's rounds less its path
 searches) took 2.8e-7 (GPT-3 175B, 405B), 3.5e-7 (70B) and 5.2e-7 s (1T: long rows, whose exact check is
 more of it) a nonzero; 6e-7 charges them 1.15x (1T) to 2.2x."""
-WORK_PER_NEIGHBOUR = 6e-5
+WORK_PER_NEIGHBOUR = 3e-5
+WORK_PER_NEIGHBOUR_CHUNK2 = 2.5e-8
+"""A neighbour local search looks at (`local._fitting`: its chunks' parts, the memory of the ranks it
+changes over their in-flight vectors, the paths' floor) costs WORK_PER_NEIGHBOUR plus
+WORK_PER_NEIGHBOUR_CHUNK2 per chunk squared (`neighbour_work`): 2026-12-05, `local.improve` from the seed
+plans, 3 units each, its simulations taken out: 25 us at 12 and 16 chunks (Llama 3 70B tp4-pp4 v3, GPT-3
+175B tp4-pp8 v2), 67 at 48 (Llama 3 405B tp8-pp16 v3), 93 at 64 and 349 at 128 (GPT 1T tp8-pp32 v2, v4);
+22 us + 0.02 us x chunks^2 fits each within 10%, and the constants charge 1.26-1.4x. At 6e-5 a neighbour
+whatever its chunks, they were charged 2.4x (12-16 chunks) to 0.17x (128)."""
+WORK_PER_ROUNDED_CHUNK = 6e-5
+"""An LP dive's rounding (`dive.rounded`), per chunk."""
 WORK_PER_PROBLEM_LAYER = 1e-5
 """One partition problem built for a dominance test (`Run.dominated`), per layer of the model (2026-12-03,
 300 pipeline candidates each: 0.55 ms for GPT-3 175B's 98 layers, 1.09 ms for GPT 1T's 130 and 1.07 ms for
@@ -136,6 +146,11 @@ Llama 3 405B's 128, their costs cached: 5.6-8.4e-6 s a layer)."""
 WORK_SHARE = 0.9
 """Work units per second of a time limit: below 1, so that where the constants were measured the work
 runs out before the clock does."""
+
+
+def neighbour_work(chunks: int) -> float:
+    """What local search is charged for one neighbour of a problem of `chunks` chunks looked at."""
+    return WORK_PER_NEIGHBOUR + WORK_PER_NEIGHBOUR_CHUNK2 * chunks * chunks
 
 
 def simulation_work(chunks: int, actions: int, paths: bool = False) -> float:

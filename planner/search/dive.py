@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 
-from planner.search.budget import WORK_PER_NEIGHBOUR, WORK_PER_PATH_ACTION, Budget
+from planner.search.budget import WORK_PER_PATH_ACTION, WORK_PER_ROUNDED_CHUNK, Budget
 from planner.search.local import improve
 from planner.search.partition import Problem, Solution, evaluate, part, parts_of, rank_fits
 from planner.search.relax import Kelley
@@ -49,7 +49,7 @@ def dive(p: Problem, paths: dict, budget: Budget, target: int | None = None) -> 
     while not budget.spent():
         done = kelley.run(budget, DIVE_ROUNDS)
         point = kelley.point()
-        budget.spend(WORK_PER_NEIGHBOUR * p.chunks)
+        budget.spend(WORK_PER_ROUNDED_CHUNK * p.chunks)
         found = None if point is None else rounded(p, vectors, *point)
         if found is None or (done and found in seen):
             break

@@ -18,7 +18,7 @@ from typing import Iterator
 
 import numpy as np
 
-from planner.search.budget import WORK_PER_NEIGHBOUR, Budget, simulation_work
+from planner.search.budget import Budget, neighbour_work, simulation_work
 from planner.search.partition import Problem, Solution, choices, evaluate, part, rank_extra, rank_fits
 
 __all__ = ["improve", "neighbours", "AFFORD"]
@@ -39,11 +39,7 @@ def neighbours(p: Problem, bounds, full, sel) -> Iterator[Assignment]:
     blocks = p.blocks_of(bounds)
     choose = p.recompute is None
     if not p.fixed_bounds:
-        rank = p.uniform() and p.vpp > 1
-        for a, b in itertools.permutations(range(p.chunks), 2):
-            same = a % p.pp == b % p.pp
-            if not ((rank and same) or abs(a - b) == 1) or (p.totals and not same):
-                continue
+        for a, b in _pairs(p):
             moved = _move(p, bounds, a, b)
             if moved is None:
                 continue
@@ -61,6 +57,20 @@ def neighbours(p: Problem, bounds, full, sel) -> Iterator[Assignment]:
                 f, g = full[c] + df, sel[c] + ds
                 if f >= 0 and g >= 0 and f + g <= blocks[c]:
                     yield tuple(bounds), _plus(full, c, df), _plus(sel, c, ds)
+
+
+def _pairs(p: Problem) -> Iterator[tuple[int, int]]:
+    """The (from, to) chunks a layer may move between, in the order of `itertools.permutations`: to
+    a neighbouring chunk, or, interleaved with identical blocks, to another chunk of the same rank (with
+    totals fixed, only those). Listed directly: filtering every pair was O(chunks^2) a scan (GPT 1T
+    tp8-pp32 v4, 128 chunks: most of a neighbour's cost)."""
+    rank = p.uniform() and p.vpp > 1
+    for a in range(p.chunks):
+        same = range(a % p.pp, p.chunks, p.pp) if rank or p.totals else ()
+        near = () if p.totals else (a - 1, a + 1)
+        for b in sorted({*same, *near}):
+            if b != a and 0 <= b < p.chunks and (b % p.pp == a % p.pp or not p.totals) and (rank or abs(a - b) == 1):
+                yield a, b
 
 
 def _modes(p: Problem, blocks: int, full: int, sel: int) -> tuple[int, int]:
@@ -96,7 +106,7 @@ def improve(p: Problem, best: Solution, orders, vectors, paths: dict, budget: Bu
     move that last improved) until a whole scan finds nothing faster or `budget` runs out; and the
     longest paths of each assignment taken (for the master). Each simulation is charged
     `simulation_work` (again, with paths, for a step taken), each neighbour looked at
-    WORK_PER_NEIGHBOUR; a budget that cannot pay for AFFORD simulations does not start one."""
+    `neighbour_work`; a budget that cannot pay for AFFORD simulations does not start one."""
     actions = sum(len(o) for o in orders)
     if budget.left() < AFFORD * simulation_work(p.chunks, actions):
         return best, []
@@ -147,9 +157,9 @@ def _fitting(p: Problem, candidates, vectors, budget: Budget, parts_of: _Parts, 
     `base`, the incumbent's parts, checked: the others fit already); for one that does not, when the
     solver chooses recompute, each repair that fits: one more block recomputed (none -> selective or
     full, selective -> full) in one chunk of the one rank over its cap (a block moved onto a rank whose
-    memory binds needs one). Each costs WORK_PER_NEIGHBOUR; stops when `budget` runs out."""
+    memory binds needs one). Each costs `neighbour_work`; stops when `budget` runs out."""
     for j, nb in enumerate(candidates):
-        budget.spend(WORK_PER_NEIGHBOUR)
+        budget.spend(neighbour_work(p.chunks))
         if budget.spent():
             return
         parts = parts_of(*nb)
@@ -168,7 +178,7 @@ def _fitting(p: Problem, candidates, vectors, budget: Budget, parts_of: _Parts, 
                 if g < 0 or f + g > blocks[c]:
                     continue
                 repaired = (bounds, _plus(full, c, df), _plus(sel, c, ds))
-                budget.spend(WORK_PER_NEIGHBOUR)
+                budget.spend(neighbour_work(p.chunks))
                 parts = parts_of(*repaired)
                 if rank_fits(p, parts, vectors, over[0]):
                     yield j, repaired, parts

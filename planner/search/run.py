@@ -155,12 +155,8 @@ class Run:
 
     def floor_rules_out(self, s: Strategy, cut: float, passes: tuple[Budget, ...], lp: bool = True) -> bool:
         """True when no partition can reach `cut`: the discrete floor (`floor.reachable`), then (with
-        `lp`) the LP floor; each test is charged to each budget in `passes` (`reach_work` once: it
-        charges a shape's first test its in-flight counts, and the budgets after the first went without:
-        GPT 1T's 10 s search charged its sweep 0.39 units to the proof, 2.32 to the limit)."""
-        work = self.reach_work(s)
-        for b in passes:
-            b.spend(work)
+        `lp`) the LP floor; each test is charged to each budget in `passes` alike (`charge_reach`)."""
+        self.charge_reach(s, passes)
         return not reachable(self.cm, s, cut * (1 + 1e-7)) or (lp and self.lp(s, passes) >= cut)
 
     def lp(self, s: Strategy, passes: tuple[Budget, ...]) -> float:
@@ -235,16 +231,20 @@ class Run:
             kelley.run(budget, 0)
             self.lps[s] = max(self.lps.get(s, 0.0), kelley.bound() * TIME_UNIT)
 
-    def reach_work(self, s: Strategy) -> float:
-        """What `floor.reachable` costs (budget.py): little, but the first time an interleaved schedule
-        shape is seen, its in-flight counts and their mixed floor are built."""
+    def charge_reach(self, s: Strategy, passes: tuple[Budget, ...]) -> None:
+        """Charge each budget in `passes` what `floor.reachable` costs (budget.py): little, but the first
+        time an interleaved schedule shape is seen, its in-flight counts and their mixed floor are built.
+        One call for every budget: the shape is marked seen here, and a second call would charge less
+        (the budgets after the first once went without: GPT 1T's 10 s search charged its sweep 0.39
+        units to the proof, 2.32 to the limit, and the clock decided its plan)."""
         key = (s.schedule, s.pp, s.vpp, s.num_micro_batches)
-        if s.vpp == 1 or key in self.shapes:
-            return WORK_PER_REACHABLE
-        self.shapes.add(key)
-        mix = sum(len(v) ** 2 for v in self.cm.in_flight(s)) * s.vpp ** 2
-        return (WORK_PER_REACHABLE + WORK_PER_ACTION * 2 * s.num_micro_batches * s.chunks + WORK_PER_MIX_RANK * s.pp
-                + WORK_PER_MIX * mix)
+        work = WORK_PER_REACHABLE
+        if s.vpp > 1 and key not in self.shapes:
+            self.shapes.add(key)
+            mix = sum(len(v) ** 2 for v in self.cm.in_flight(s)) * s.vpp ** 2
+            work += WORK_PER_ACTION * 2 * s.num_micro_batches * s.chunks + WORK_PER_MIX_RANK * s.pp + WORK_PER_MIX * mix
+        for b in passes:
+            b.spend(work)
 
     def ahead(self, i: int, cutoff: float, skip: list[int] | None = None) -> int:
         """How many candidates after `i` have a lower bound below `cutoff` (each kind of `solve_cost` is
