@@ -10,6 +10,7 @@ from planner.search.budget import (WORK_PER_CANDIDATE, WORK_PER_ESTIMATE_ACTION,
 from planner.search.floor import floor
 from planner.search.seeding import seed
 from planner.search.pricing import Candidate, polished, problem
+from planner.search.table import RUNNER_UP_MARGIN, keep
 from planner.types.strategy import Strategy
 
 __all__ = ["ceiling", "by_floor", "estimate_work", "seed_work", "floor_work", "FLOOR_SEEDS"]
@@ -37,15 +38,20 @@ def floor_work(cm: CostModel, s: Strategy) -> float:
     return WORK_PER_FLOOR_LAYER * len(cm.kinds) + WORK_PER_FLOOR_ACTION * 2 * s.num_micro_batches * s.chunks
 
 
-def ceiling(cm: CostModel, bounded: list[tuple], batch: int, fixed: str | None, work: Budget) -> list[Candidate]:
+def ceiling(cm: CostModel, bounded: list[tuple], batch: int, fixed: str | None, work: Budget,
+            size: int = 1) -> list[Candidate]:
     """A plan to start from (and to return if the time limit comes first), without the solver: among
     `bounded` ((lower bound, label, strategy) each), the best of the even split with one recompute mode
     everywhere and the discrete floor's seed (`seeding.seed`: greedy ranges per rank with the least
     recompute that fits). Solves are told they must beat it, so the hopeless ones stop at once. Once a
-    plan exists and `work` is spent, it stops: the time limit holds (GPT 1T on 8x384 at 8 s took 10.8 s)."""
-    best: Candidate | None = None
+    plan exists and `work` is spent, it stops: the time limit holds (GPT 1T on 8x384 at 8 s took 10.8 s).
+    Returned as a table (`table.keep`, `size` long): the best plan first, then the best of each other
+    family it priced within RUNNER_UP_MARGIN of the best (the table's scope), so that the runner-up pass starts from their step times rather than from an empty
+    table (whose cutoff is RUNNER_UP_MARGIN above the best: a family far behind solved to its optimum
+    first, only to drop out of the table later)."""
+    top: list[Candidate] = []
     for lb, _, s in bounded:
-        if best is not None and work.spent():
+        if top and work.spent():
             break
         tries = [replace(s, recompute=(mode,) * s.chunks) for mode in ((fixed,) if fixed else ("none", "selective", "full"))]
         seeded = seed(cm, s, problem(cm, s), lb, 4 * lb) if fixed is None else None
@@ -54,12 +60,11 @@ def ceiling(cm: CostModel, bounded: list[tuple], batch: int, fixed: str | None, 
             work.spend(estimate_work(cm, t))
             e = cm.estimate(t, batch)
             if e.feasible:
-                if best is None or e.step_time_s < best.estimate.step_time_s:
-                    placed = t if t.layers_per_chunk else replace(t, layers_per_chunk=even_split(cm.profile, s.chunks))
-                    best = Candidate(placed, e, lb, "HEURISTIC")
+                placed = t if t.layers_per_chunk else replace(t, layers_per_chunk=even_split(cm.profile, s.chunks))
+                keep(top, Candidate(placed, e, lb, "HEURISTIC"), size)
                 if t is not seeded:
                     break  # the least recompute mode that fits the even split
-    return [best] if best else []
+    return [t for t in top if t is top[0] or t.estimate.step_time_s < RUNNER_UP_MARGIN * top[0].estimate.step_time_s]
 
 
 def by_floor(cm: CostModel, bounded: list[tuple], survivors: list[int], cut: float, batch: int,

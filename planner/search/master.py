@@ -66,6 +66,8 @@ class Warm:
     """The step the branching was told to beat: its pruning holds for any cutoff not above it."""
     polished: int = 0
     """The objective of the last incumbent `local.improve` started from (not again from the same one)."""
+    seeded: bool = False
+    """Whether the seed plan was tried for `best` (`Run.prime`, `Run.seed_table`): it is not again."""
     cut: bool = False
     """Whether its path floor (`relax.path_floor`) is done, no cut left (`totals.py`): until then each
     solve takes it further, from the cuts it left in `paths`."""

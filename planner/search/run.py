@@ -16,7 +16,7 @@ from planner.search.dominance import dominates
 from planner.search.floor import floor, reachable
 from planner.search.dive import dive
 from planner.search.master import Warm, seed_pool
-from planner.search.partition import Problem
+from planner.search.partition import Problem, Solution
 from planner.search.relax import Kelley
 from planner.search.pricing import TIME_UNIT, Candidate, evaluate_fixed, assigned, lp_bound, problem, seeded
 from planner.search.space import Constraints
@@ -193,10 +193,32 @@ class Run:
         if not (warm.bound or warm.paths):
             lb, _, s = self.bounded[i]
             for b in passes:
-                b.spend(floor_work(self.cm, s) + seed_work(self.cm, s) + estimate_work(self.cm, s))
+                b.spend(floor_work(self.cm, s) + (0.0 if warm.seeded else seed_work(self.cm, s) + estimate_work(self.cm, s)))
             least = max(floor(self.cm, s, lb, cut), self.lp(s, passes))
             warm.bound = max(0, int(least * (1 - 1e-7) / TIME_UNIT) - 1)
-            warm.best = seeded(self.cm, s, lb, cut)
+            if not warm.seeded:
+                warm.best, warm.seeded = seeded(self.cm, s, lb, cut), True
+
+    def seed_table(self, i: int, cutoff: float, budget: Budget) -> None:
+        """Pipeline candidate i's seed plan (`pricing.seeded`, charged to `budget`; its incumbent when it is
+        solved), when it beats `cutoff`, kept in the table as its family's (HEURISTIC) best so far."""
+        s = self.bounded[i][2]
+        if s.pp == 1 or self.c.recompute is not None:
+            return
+        warm = self.warm.setdefault(i, Warm())
+        if warm.best is None and not warm.seeded:
+            lb = self.bounded[i][0]
+            budget.spend(seed_work(self.cm, s) + estimate_work(self.cm, s))
+            warm.best, warm.seeded = seeded(self.cm, s, lb, cutoff * (1 + 1e-9) + TIME_UNIT), True
+        if warm.best is not None and warm.best.objective * TIME_UNIT < cutoff:
+            self._keep(i, warm.best, budget)
+
+    def _keep(self, i: int, sol: Solution, budget: Budget) -> None:
+        """Candidate i's assignment `sol`, priced (charged to `budget`), kept in the table (HEURISTIC)."""
+        plan = assigned(self._problem(i), self.bounded[i][2], sol)
+        budget.spend(estimate_work(self.cm, plan))
+        keep(self.top, Candidate(plan, self.cm.estimate(plan, self.batch), self.bounded[i][0], "HEURISTIC"),
+             self.c.top_k + 1)
 
     def dive(self, i: int, budget: Budget) -> None:
         """LP dives on pipeline candidate i (`dive.py`; identical blocks, bounds not fixed) within `budget`,
@@ -216,10 +238,7 @@ class Run:
         if sol is None or (warm.best is not None and warm.best.objective <= sol.objective):
             return
         warm.best, warm.polished = sol, sol.objective
-        plan = assigned(p, s, sol)
-        budget.spend(estimate_work(self.cm, plan))
-        keep(self.top, Candidate(plan, self.cm.estimate(plan, self.batch), self.bounded[i][0], "HEURISTIC"),
-             self.c.top_k + 1)
+        self._keep(i, sol, budget)
 
     def shared_floor(self, j: int, paths: dict, budget: Budget) -> None:
         """Candidate j's LP floor raised to the LP over `paths`, another candidate's with the same action

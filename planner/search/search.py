@@ -84,7 +84,7 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
     deadline = t0 + c.time_limit  # the clock's hard bound (budget.py)
     work = Budget(WORK_SHARE * c.time_limit * (1 - SETTLE_SHARE), wall_deadline=deadline - SETTLE_SHARE * c.time_limit)
     work.spend(WORK_PER_BOUND * (len(bounded) + too_big) + WORK_PER_RING_RANK * (cm.ring_ranks_priced() - rings))
-    top: list[Candidate] = ceiling(cm, _warm(bounded), batch, c.recompute, work)
+    top: list[Candidate] = ceiling(cm, _warm(bounded), batch, c.recompute, work, c.top_k + 1)
     bounded.sort(key=lambda x: (solve_cost(x[2]), x[0], x[1]))
     run = Run(cm, c, batch, bounded, top, work, progress)
     proof = work.child(PROOF_SHARE * work.left())

@@ -158,7 +158,7 @@ def test_the_search_with_every_candidate_dived_equals_exhaustive(monkeypatch, re
     monkeypatch.setattr(passes, "reseed", lambda run, proof, ruled_out: None)
     first = search_module.ceiling
 
-    def worst(cm, bounded, batch, fixed, work):
+    def worst(cm, bounded, batch, fixed, work, size=1):
         plans = [c for x in bounded for c in first(cm, [x], batch, fixed, work)]
         return [max(plans, key=lambda c: c.estimate.step_time_s)]
     monkeypatch.setattr(search_module, "ceiling", worst)

@@ -48,8 +48,24 @@ def test_search_equals_exhaustive(ref, gpus, gpu, batch):
     assert res.stats.solved < len(times)  # the bounds pruned something
     assert res.stats.status == "OPTIMAL"
     assert_runner_ups_tell_the_truth(res, families)
+    assert_runner_ups_are_the_next_families(res, families)
     cut = search(cm, Constraints(global_batch=batch, max_vpp=2, max_micro_batch=8, time_limit=0.3))
     assert_runner_ups_tell_the_truth(cut, families)
+
+
+def assert_runner_ups_are_the_next_families(res, families: dict) -> None:
+    """A search that finished shows, after its plan, the best of each next-best family in order, as many
+    as it asks for within RUNNER_UP_MARGIN of the plan (the table's scope: a family beyond it, found by the
+    proof, is shown with its bound), each OPTIMAL: the families' seed plans that fill
+    the table before its solves (`Run.seed_table`) and the first ceiling's (`ceiling.ceiling`) only
+    tighten what a family must beat; none is left in the table in place of a better one."""
+    from planner.search.table import RUNNER_UP_MARGIN
+    best = res.best.estimate.step_time_s
+    others = sorted((t, fam) for fam, t in families.items() if fam != family(res.best.strategy)
+                    and t < RUNNER_UP_MARGIN * best)
+    shown = [r for r in res.runner_ups if r.estimate.step_time_s < RUNNER_UP_MARGIN * best]
+    assert all(r.solver_status == "OPTIMAL" for r in shown)
+    assert [r.estimate.step_time_s for r in shown] == pytest.approx([t for t, _ in others[:5]], rel=1e-12)
 
 
 def assert_runner_ups_tell_the_truth(res, families: dict) -> None:
