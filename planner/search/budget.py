@@ -54,7 +54,7 @@ import time
 
 __all__ = ["Budget", "WORK_PER_DETERMINISTIC_S", "WORK_PER_CONSTRAINT", "WORK_PER_ACTION", "WORK_PER_PATH_ACTION", "WORK_PER_BOUND",
            "WORK_PER_RING_RANK", "WORK_PER_REACHABLE", "WORK_PER_MIX", "WORK_PER_MIX_RANK", "WORK_PER_CANDIDATE", "WORK_PER_ESTIMATE_ACTION", "WORK_PER_SEED_LAYER", "WORK_PER_FLOOR_LAYER", "WORK_PER_FLOOR_ACTION", "WORK_PER_LP_NONZERO", "WORK_PER_LP_RESOLVE", "WORK_PER_CUT_RESOLVE",
-           "WORK_PER_NEIGHBOUR", "WORK_PER_NEIGHBOUR_CHUNK2", "WORK_PER_ROUNDED_CHUNK", "neighbour_work", "WORK_PER_PROBLEM_LAYER", "WORK_SHARE", "WORK_PER_SIMULATION", "WORK_PER_PATH_SIMULATION",
+           "WORK_PER_KELLEY_NONZERO", "WORK_PER_KELLEY_ROW", "WORK_PER_KELLEY_ROW_CHUNK", "WORK_PER_NEIGHBOUR", "WORK_PER_NEIGHBOUR_CHUNK2", "WORK_PER_ROUNDED_CHUNK", "neighbour_work", "WORK_PER_PROBLEM_LAYER", "WORK_SHARE", "WORK_PER_SIMULATION", "WORK_PER_PATH_SIMULATION",
            "WORK_PER_SIMULATED_ACTION", "WORK_PER_SIMULATED_PATH_ACTION", "WORK_PER_SIMULATED_CHUNK",
            "WORK_PER_SIMULATED_PATH_CHUNK", "simulation_work"]
 
@@ -115,8 +115,13 @@ WORK_PER_LP_NONZERO = 9e-6
 charged 1.7-3.6x its wall in the 60 s searches of GPT-3 175B, GPT 1T and Llama 3 405B on 2026-12-04
 (`relax.Kelley`'s first solve 3.4-3.6x, `Run.lp` 1.7-2.1x, `totals.branches`' first 1.45-2.2x), once the
 simulation was compiled and the LP floors charged once."""
-WORK_PER_LP_RESOLVE = 1.5e-6
-WORK_PER_CUT_RESOLVE = 6e-7
+WORK_PER_LP_RESOLVE = 5e-7
+"""One node of `totals.branches` (or one of a rank interval's two solves), per nonzero. 1.5e-6 was fitted
+(2026-12-03) before GLOP went on from its basis (`relax.ATTEMPTS`); timed again 2026-12-05 in the 60 s
+searches of GPT-3 175B, Llama 3 70B, GPT 1T and Llama 3 405B: a node 250-390 ns a nonzero (1,572 of them for
+405B), an interval's solve 230-300 ns, the tree built 6.3-7.1 us (WORK_PER_LP_NONZERO). At 1.5e-6 405B's
+branching was charged 5.5x its wall."""
+WORK_PER_CUT_RESOLVE = 3.5e-7
 """One re-solve of the path floor's LP after Kelley's cuts were added (`relax.Kelley.run`), per nonzero:
 2026-12-04, every re-solve of LP dives on Llama 3 405B tp8-pp16 v4, GPT 1T tp8-pp32 v4, GPT-3 175B tp4-pp8
 v3 and Llama 3 70B tp4-pp4 v3 (18-67 each): 1.13, 0.52, 0.59 and 0.60e-6 s on average (one re-solve at
@@ -127,7 +132,18 @@ and 1.94x (Llama 3 405B) its wall in their 60 s searches of 2026-12-04, after th
 8e-7 made that 1.1-1.4x. Then GLOP went on from its basis (`relax.ATTEMPTS`: no preprocessing, dual
 simplex), and the same searches' re-solves with their exact checks (Kelley's rounds less its path
 searches) took 2.8e-7 (GPT-3 175B, 405B), 3.5e-7 (70B) and 5.2e-7 s (1T: long rows, whose exact check is
-more of it) a nonzero; 6e-7 charges them 1.15x (1T) to 2.2x."""
+more of it) a nonzero; 6e-7 charged them 1.15x (1T) to 2.2x. Timed apart (2026-12-05), the re-solve is
+174 (405B), 176 (70B), 194 (175B) and 301 ns (1T) a nonzero, its exact check 13-17 ns, and the rest was
+the rows added, uncharged (WORK_PER_KELLEY_ROW): 3.5e-7 charges the re-solves 1.1x (1T) to 1.8x."""
+WORK_PER_KELLEY_NONZERO = 5e-6
+WORK_PER_KELLEY_ROW = 2.5e-4
+WORK_PER_KELLEY_ROW_CHUNK = 2.5e-6
+"""Kelley's LP (`relax.Kelley`): built, per nonzero (WORK_PER_KELLEY_NONZERO; its first solve is a
+re-solve's), and each path added as a row (through the master's CP-SAT model, read back, into GLOP)
+WORK_PER_KELLEY_ROW plus WORK_PER_KELLEY_ROW_CHUNK per chunk. Measured 2026-12-05 in the 60 s searches
+of GPT-3 175B, Llama 3 70B, GPT 1T and Llama 3 405B: built 3.2-4.2 us a nonzero (charged 9e-6 as an LP
+floor, 2.2-2.9x), a re-solve 174-301 ns a nonzero and its exact check 13-17 (WORK_PER_CUT_RESOLVE), a
+row 0.20 ms (70B, 12-16 chunks) to 0.49 ms (1T, 128 chunks; 4,758 rows, 2.3 s, uncharged before)."""
 WORK_PER_NEIGHBOUR = 3e-5
 WORK_PER_NEIGHBOUR_CHUNK2 = 2.5e-8
 """A neighbour local search looks at (`local._fitting`: its chunks' parts, the memory of the ranks it

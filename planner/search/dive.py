@@ -59,11 +59,11 @@ def dive(p: Problem, paths: dict, budget: Budget, target: int | None = None) -> 
         score = evaluate(p, *found, orders, vectors, paths=True)
         budget.spend(WORK_PER_PATH_ACTION * actions)
         for r, counts in enumerate(score.paths):
-            kelley.add(r, counts)
+            kelley.add(r, counts, budget)
         out, more = improve(p, Solution(*found, score.objective, "HEURISTIC"), orders, vectors, paths, budget)
         for per_rank in more:
             for r, counts in enumerate(per_rank):
-                kelley.add(r, counts)
+                kelley.add(r, counts, budget)
         if best is None or out.objective < best.objective:
             best = out
         if target is not None and out.objective > target * (1 + DIVE_SLACK):

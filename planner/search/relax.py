@@ -18,7 +18,8 @@ from fractions import Fraction
 
 from ortools.linear_solver import pywraplp
 
-from planner.search.budget import WORK_PER_CUT_RESOLVE, WORK_PER_LP_NONZERO, WORK_PER_PATH_ACTION, Budget
+from planner.search.budget import (WORK_PER_CUT_RESOLVE, WORK_PER_KELLEY_NONZERO, WORK_PER_KELLEY_ROW, WORK_PER_KELLEY_ROW_CHUNK,
+                                   WORK_PER_LP_NONZERO, WORK_PER_PATH_ACTION, Budget)
 from planner.search.cuts import Probe, separate
 from planner.search.master import build_master
 from planner.search.units import unit_of
@@ -82,6 +83,7 @@ class Kelley:
         self.paths = paths
         self.master, self.unit, (self.rows, self.objective, self.domains), self.probe = linear_model(p, paths, probe=True)
         self.orders = p.orders()
+        self.chunks = p.chunks
         self.actions = sum(len(o) for o in self.orders)
         self.size = sum(len(coef) for coef, _, _ in self.rows)
         self.lp, self.cons, self.scales = glop_model(self.rows, self.objective, self.domains)
@@ -94,7 +96,7 @@ class Kelley:
         """The chunk times' columns (and sends, end terms, T): what `separate` simulates."""
         self.read = self.times + [v.index for vs in (x.blocks, x.full, x.sel) for v in vs]
         """The columns read at each optimum: the chunk times `separate` simulates, and the point's."""
-        budget.spend(WORK_PER_LP_NONZERO * self.size)  # built, read back and solved once, as `lp_floor`
+        budget.spend(WORK_PER_KELLEY_NONZERO * self.size)  # built, read back, first solved (budget.py)
 
     def run(self, budget: Budget, rounds: int | None = None) -> bool:
         """Kelley rounds while `budget` lasts (at most `rounds` separations): whether no cut is left (or
@@ -116,7 +118,7 @@ class Kelley:
             if not found:
                 return True
             for r, counts in found:
-                self.add(r, counts)
+                self.add(r, counts, budget)
             budget.spend(WORK_PER_CUT_RESOLVE * self.size)  # GLOP goes on from its last basis
 
     def _separate(self, budget: Budget) -> list:
@@ -136,11 +138,13 @@ class Kelley:
             found = separate(self.probe, self.orders, self.values, self.paths)
         return found
 
-    def add(self, r: int, counts) -> None:
-        """Rank r's path `counts` as a row of the LP (and into `paths`), unless it is there already."""
+    def add(self, r: int, counts, budget: Budget) -> None:
+        """Rank r's path `counts` as a row of the LP (and into `paths`), unless it is there already;
+        charged to `budget` (budget.py)."""
         k = key(r, counts)
         if k in self.paths:  # its row is in the LP already
             return
+        budget.spend(WORK_PER_KELLEY_ROW + WORK_PER_KELLEY_ROW_CHUNK * self.chunks)
         self.paths[k] = counts
         row = path_row(self.master, r, counts)
         con, scale = add_row(self.lp, self.x, self.col, row)
