@@ -144,15 +144,17 @@ WORK_PER_KELLEY_ROW plus WORK_PER_KELLEY_ROW_CHUNK per chunk. Measured 2026-12-0
 of GPT-3 175B, Llama 3 70B, GPT 1T and Llama 3 405B: built 3.2-4.2 us a nonzero (charged 9e-6 as an LP
 floor, 2.2-2.9x), a re-solve 174-301 ns a nonzero and its exact check 13-17 (WORK_PER_CUT_RESOLVE), a
 row 0.20 ms (70B, 12-16 chunks) to 0.49 ms (1T, 128 chunks; 4,758 rows, 2.3 s, uncharged before)."""
-WORK_PER_NEIGHBOUR = 3e-5
-WORK_PER_NEIGHBOUR_CHUNK2 = 2.5e-8
+WORK_PER_NEIGHBOUR = 2.5e-5
+WORK_PER_NEIGHBOUR_CHUNK2 = 2.2e-8
 """A neighbour local search looks at (`local._fitting`: its chunks' parts, the memory of the ranks it
 changes over their in-flight vectors, the paths' floor) costs WORK_PER_NEIGHBOUR plus
 WORK_PER_NEIGHBOUR_CHUNK2 per chunk squared (`neighbour_work`): 2026-12-05, `local.improve` from the seed
 plans, 3 units each, its simulations taken out: 25 us at 12 and 16 chunks (Llama 3 70B tp4-pp4 v3, GPT-3
 175B tp4-pp8 v2), 67 at 48 (Llama 3 405B tp8-pp16 v3), 93 at 64 and 349 at 128 (GPT 1T tp8-pp32 v2, v4);
-22 us + 0.02 us x chunks^2 fits each within 10%, and the constants charge 1.26-1.4x. At 6e-5 a neighbour
-whatever its chunks, they were charged 2.4x (12-16 chunks) to 0.17x (128)."""
+22 us + 0.02 us x chunks^2 fits each within 10%; the same runs charged their neighbours 1.13x (48
+chunks) to 1.7x (128) at these constants. At 6e-5 a neighbour whatever its chunks, they were charged 2.4x
+(12-16 chunks), 0.9x (48) and 0.17x (128): Llama 3 405B's 10 s search (48-64 chunks) found 7.625 s/step
+with that local search undercharged, 7.712 charged as it is."""
 WORK_PER_ROUNDED_CHUNK = 6e-5
 """An LP dive's rounding (`dive.rounded`), per chunk."""
 WORK_PER_PROBLEM_LAYER = 1e-5
