@@ -46,9 +46,9 @@ def ceiling(cm: CostModel, bounded: list[tuple], batch: int, fixed: str | None, 
     recompute that fits). Solves are told they must beat it, so the hopeless ones stop at once. Once a
     plan exists and `work` is spent, it stops: the time limit holds (GPT 1T on 8x384 at 8 s took 10.8 s).
     Returned as a table (`table.keep`, `size` long): the best plan first, then the best of each other
-    family it priced within RUNNER_UP_MARGIN of the best (the table's scope), so that the runner-up pass starts from their step times rather than from an empty
-    table (whose cutoff is RUNNER_UP_MARGIN above the best: a family far behind solved to its optimum
-    first, only to drop out of the table later)."""
+    family it priced within RUNNER_UP_MARGIN of the best (the table's scope), so that the runner-up
+    pass starts from their step times rather than from an empty table (whose cutoff is RUNNER_UP_MARGIN
+    above the best: a family far behind was solved to its optimum first, only to drop out later)."""
     top: list[Candidate] = []
     for lb, _, s in bounded:
         if top and work.spent():
