@@ -156,7 +156,9 @@ chunks) to 1.7x (128) at these constants. At 6e-5 a neighbour whatever its chunk
 (12-16 chunks), 0.9x (48) and 0.17x (128): Llama 3 405B's 10 s search (48-64 chunks) found 7.625 s/step
 with that local search undercharged, 7.712 charged as it is."""
 WORK_PER_ROUNDED_CHUNK = 6e-5
-"""An LP dive's rounding (`dive.rounded`), per chunk."""
+"""An LP dive's rounding (`dive.rounded`), per chunk: the flat neighbour charge it used to borrow, kept
+as it was. Timed once (2026-12-05, GPT 1T's 60 s search: one rounding, 6.3 ms for 5.8 ms charged); not
+fitted."""
 WORK_PER_PROBLEM_LAYER = 1e-5
 """One partition problem built for a dominance test (`Run.dominated`), per layer of the model (2026-12-03,
 300 pipeline candidates each: 0.55 ms for GPT-3 175B's 98 layers, 1.09 ms for GPT 1T's 130 and 1.07 ms for

@@ -39,7 +39,11 @@ def neighbours(p: Problem, bounds, full, sel) -> Iterator[Assignment]:
     blocks = p.blocks_of(bounds)
     choose = p.recompute is None
     if not p.fixed_bounds:
-        for a, b in _pairs(p):
+        rank = p.uniform() and p.vpp > 1
+        for a, b in itertools.permutations(range(p.chunks), 2):
+            same = a % p.pp == b % p.pp
+            if not ((rank and same) or abs(a - b) == 1) or (p.totals and not same):
+                continue
             moved = _move(p, bounds, a, b)
             if moved is None:
                 continue
@@ -57,20 +61,6 @@ def neighbours(p: Problem, bounds, full, sel) -> Iterator[Assignment]:
                 f, g = full[c] + df, sel[c] + ds
                 if f >= 0 and g >= 0 and f + g <= blocks[c]:
                     yield tuple(bounds), _plus(full, c, df), _plus(sel, c, ds)
-
-
-def _pairs(p: Problem) -> Iterator[tuple[int, int]]:
-    """The (from, to) chunks a layer may move between, in the order of `itertools.permutations`: to
-    a neighbouring chunk, or, interleaved with identical blocks, to another chunk of the same rank (with
-    totals fixed, only those). Listed directly: filtering every pair was O(chunks^2) a scan (GPT 1T
-    tp8-pp32 v4, 128 chunks: most of a neighbour's cost)."""
-    rank = p.uniform() and p.vpp > 1
-    for a in range(p.chunks):
-        same = range(a % p.pp, p.chunks, p.pp) if rank or p.totals else ()
-        near = () if p.totals else (a - 1, a + 1)
-        for b in sorted({*same, *near}):
-            if b != a and 0 <= b < p.chunks and (b % p.pp == a % p.pp or not p.totals) and (rank or abs(a - b) == 1):
-                yield a, b
 
 
 def _modes(p: Problem, blocks: int, full: int, sel: int) -> tuple[int, int]:
