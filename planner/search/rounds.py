@@ -1,5 +1,12 @@
 """One round of the master (`master.py`): CP-SAT's settings, its stopping gap and what the round is
-charged (`budget.py`)."""
+charged (`budget.py`).
+
+CP-SAT rather than a MIP solver: every round of a cold solve of Llama 3 70B tp4-pp4 v4 at (20,21,21,18)
+(41 rounds) and GPT-3 175B tp4-pp8 v3 at (11,12,12,12,12,13,13,11) (21), re-solved with a 3 s cap
+(`benchmarks/master_solvers.py`, 2026-12-05): CP-SAT 18.6 and 20.7 s, SCIP at least 119 and 62 s, HiGHS
+at least 78 and 44 s (most of their rounds stopped at the cap). Both MIPs also called rounds INFEASIBLE
+that CP-SAT solved (SCIP 2, HiGHS 3 of the 70B's 41), though each accepts CP-SAT's answer when its
+variables are fixed there: floating point over rows in bytes (1e11) beside rows in time units."""
 from __future__ import annotations
 
 from ortools.sat.python import cp_model
