@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from ortools.linear_solver import pywraplp
 from ortools.sat.python import cp_model
@@ -22,10 +23,10 @@ from ortools.sat.python import cp_model
 from planner.search import master
 from planner.search.budget import Budget
 from planner.search.pricing import TIME_UNIT, problem
+from planner.search.rounds import round_solver
 from planner.search.space import parse_layout
-from planner.search.rounds import PRESOLVE
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search import model  # noqa: E402  (benchmarks/search.py: cached profiles)
 
 CASES = (("examples/llama.py:llama3_70b", "8x16", 512, "tp4-pp4-dp8-mbs1-interleaved-v4-zero2-sp", (20, 21, 21, 18), 81.8024),
@@ -54,11 +55,7 @@ def rounds_of(ref: str, gpus: str, batch: int, layout: str, totals: tuple, cut_s
 
 
 def cp_sat(m: cp_model.CpModel, gap: float, cap: float) -> tuple[float, str, list[int] | None]:
-    solver = cp_model.CpSolver()
-    solver.parameters.num_workers = 1
-    solver.parameters.random_seed = 0
-    solver.parameters.cp_model_presolve = PRESOLVE
-    solver.parameters.relative_gap_limit = gap
+    solver = round_solver(gap)
     solver.parameters.max_time_in_seconds = cap
     t = time.perf_counter()
     status = solver.solve(m)
@@ -85,9 +82,10 @@ def as_mip(m: cp_model.CpModel, name: str):
 
     for c in proto.constraints:
         if c.has_bool_or():
-            row = solver.Constraint(1 - sum(lit(r)[2] for r in c.bool_or.literals), inf)
-            for r in c.bool_or.literals:
-                row.SetCoefficient(lit(r)[1], lit(r)[0])
+            ors = [lit(r) for r in c.bool_or.literals]
+            row = solver.Constraint(1 - sum(k0 for _, _, k0 in ors), inf)
+            for k, var, _ in ors:
+                row.SetCoefficient(var, k)
             continue
         if not c.has_linear():
             return None
@@ -149,11 +147,6 @@ def mip(m: cp_model.CpModel, name: str, gap: float, cap: float, point: list[int]
     return time.perf_counter() - t, MIP_STATUS.get(status, "NO_ANSWER")  # HiGHS stopped by the cap: 99
 
 
-def _found(status: str) -> bool | None:
-    """Whether a solver says an assignment exists (None: it did not say within its cap)."""
-    return True if status in ("OPTIMAL", "FEASIBLE") else False if status == "INFEASIBLE" else None
-
-
 def main(cap: float) -> None:
     for ref, gpus, batch, layout, totals, cut_s, in CASES:
         models = rounds_of(ref, gpus, batch, layout, totals, cut_s, work=30.0)
@@ -172,7 +165,7 @@ def main(cap: float) -> None:
             for name, (w, _) in others.items():
                 total[name] += w
             wrong = [f"{name} ({'takes' if mip(m, name, gap, cap, point)[1] in ('OPTIMAL', 'FEASIBLE') else 'refuses'} CP-SAT's answer)"
-                     for name, (_, st) in others.items() if _found(st) is False and point is not None]
+                     for name, (_, st) in others.items() if st == "INFEASIBLE" and point is not None]
             print(f"  round {k}: CP-SAT {wall:.2f} s {status}; " +
                   "; ".join(f"{name} {w:.2f} s {st}" for name, (w, st) in others.items()) +
                   (f"  <- wrongly INFEASIBLE: {', '.join(wrong)}" if wrong else ""), flush=True)

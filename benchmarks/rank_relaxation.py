@@ -27,7 +27,7 @@ from planner.search.master import seed_pool
 from planner.search.partition import Problem, choices, part, rank_extra, rank_fits
 from planner.search.paths import critical, key
 from planner.search.pricing import TIME_UNIT, lp_bound, problem
-from planner.search.relax import ATTEMPTS, IN_OUT
+from planner.search.relax import ATTEMPTS, IN_OUT, solve_lp
 from planner.search.space import parse_layout
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -80,7 +80,7 @@ def relaxation(p: Problem, total: int, rounds: int) -> None:
         for w in ws:
             row.SetCoefficient(w, 1)
     paths: dict = {}
-    where = {"F": 0, "B": p.vpp, "S": 2 * p.vpp}
+    kinds = {"F": 0, "B": 1, "S": 2}  # a configuration lists its chunks' forwards, backwards, sends
 
     def add(r: int, counts) -> bool:
         if key(r, counts) in paths:
@@ -88,7 +88,7 @@ def relaxation(p: Problem, total: int, rounds: int) -> None:
         paths[key(r, counts)] = counts
         coef: dict = {}
         for (kind, c), n in counts.items():
-            i = where[kind] + c // p.pp
+            i = kinds[kind] * p.vpp + c // p.pp
             for k, v in enumerate(configs[c % p.pp]):
                 coef[(c % p.pp, k)] = coef.get((c % p.pp, k), 0) + n * v[i]
         for k, v in enumerate(configs[r]):
@@ -99,11 +99,11 @@ def relaxation(p: Problem, total: int, rounds: int) -> None:
             row.SetCoefficient(mix[q][k], -a * scale)
         return True
 
-    for (r, _), counts in seed_pool(p, p.orders()).items():
+    prog = as_program(p.orders())
+    for (r, _), counts in seed_pool(p, prog).items():
         add(r, counts)
     lp.Objective().SetCoefficient(step, 1)
     lp.Objective().SetMinimization()
-    prog = as_program(p.orders())
 
     def separate(at: list[float], value: float, point: list[float]) -> int:
         """Each rank's longest path at the chunk times `at`, added when it is longer than `value` at
@@ -113,18 +113,16 @@ def relaxation(p: Problem, total: int, rounds: int) -> None:
         end = prog.ends(fwd, bwd, send, [0] + send[:-1])
         added = 0
         for r, counts in enumerate(critical(prog, end, fwd + bwd, send)):
-            length = sum(n * point[where[kind] // p.vpp * k3 + c] for (kind, c), n in counts.items()) + point[3 * k3 + r]
+            length = sum(n * point[kinds[kind] * k3 + c] for (kind, c), n in counts.items()) + point[3 * k3 + r]
             if length > value * (1 + 1e-9) + 2:
                 added += add(r, counts)
         return added
 
     centre = None
     for k in range(1, rounds + 1):
-        if lp.Solve() != pywraplp.Solver.OPTIMAL:
-            lp.SetSolverSpecificParametersAsString("use_scaling:false")
-            if lp.Solve() != pywraplp.Solver.OPTIMAL:
-                print("  GLOP found no optimum")
-                return
+        if solve_lp(lp) != pywraplp.Solver.OPTIMAL:  # each of relax.ATTEMPTS in turn
+            print("  GLOP found no optimum")
+            return
         value = step.solution_value() / scale
         times, extra = [0.0] * (3 * p.chunks), [0.0] * p.pp
         for r, (ws, cs) in enumerate(zip(mix, configs)):

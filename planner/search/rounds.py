@@ -14,18 +14,25 @@ from ortools.sat.python import cp_model
 from planner.search.budget import WORK_PER_CONSTRAINT, WORK_PER_DETERMINISTIC_S, Budget
 from planner.search.partition import Solution
 
-__all__ = ["run_round", "gap_limit", "target", "PRESOLVE", "MASTER_GAP", "GAP_SHARE"]
+__all__ = ["run_round", "round_solver", "gap_limit", "target", "PRESOLVE", "MASTER_GAP", "GAP_SHARE"]
 
 
-def run_round(master, budget: Budget, gap: float) -> tuple[cp_model.CpSolver, int, list]:
-    """One master solve within what is left of the budget (one worker, fixed seed, no presolve:
-    PRESOLVE), stopped within relative `gap` of its optimum, and what it passed."""
-    overhead = WORK_PER_CONSTRAINT * len(master.m.proto.constraints)
+def round_solver(gap: float) -> cp_model.CpSolver:
+    """CP-SAT as every master round runs it: one worker, fixed seed, no presolve (PRESOLVE), stopped
+    within relative `gap` of its optimum (`benchmarks/master_solvers.py` replays rounds with it)."""
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
     solver.parameters.random_seed = 0
     solver.parameters.cp_model_presolve = PRESOLVE
     solver.parameters.relative_gap_limit = gap
+    return solver
+
+
+def run_round(master, budget: Budget, gap: float) -> tuple[cp_model.CpSolver, int, list]:
+    """One master solve within what is left of the budget (`round_solver`), stopped within relative
+    `gap` of its optimum, and what it passed."""
+    overhead = WORK_PER_CONSTRAINT * len(master.m.proto.constraints)
+    solver = round_solver(gap)
     solver.parameters.max_deterministic_time = max(budget.left() - overhead, 1e-3) / WORK_PER_DETERMINISTIC_S
     solver.parameters.max_time_in_seconds = max(budget.wall_left(), 1e-3)
     seen = _Seen(master)
