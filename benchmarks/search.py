@@ -40,6 +40,9 @@ def bench(ref: str, gpus: str, batch: int, limit: float, gpu: str = "a100-80gb")
     print(f"{ref} on {gpus}: search {wall:.1f} s, status {s.status} gap {s.gap:.1%}, {s.candidates} candidates, "
           f"{s.pruned} pruned, {s.solved} solved; best {best.strategy.label()} {best.estimate.step_time_s:.4g} s/step,"
           f" MFU {best.estimate.mfu:.1%}")
+    if s.open:
+        layout, bound = next(iter(s.open.items()))
+        print(f"  {s.open_total} layout{'s' * (s.open_total != 1)} open below it; the gap is held by {layout} >= {bound:.5g} s/step")
 
 
 def partition(ref: str, gpus: str, batch: int, layout: str, limit: float) -> None:

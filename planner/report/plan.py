@@ -76,6 +76,11 @@ def print_plan(p: Plan, out: TextIO | None = None) -> None:
     if sv is not None:
         print(f"solver   {sv.status} (gap {sv.gap:.2%}), {sv.candidates} candidates, {sv.pruned} pruned, "
               f"{sv.solved} solved, {sv.wall_s:.2f} s", file=out)
+        if sv.open:
+            named = ", ".join(f"{layout} >= {b:.5g} s/step" for layout, b in sv.open.items())
+            more = f" (the {len(sv.open)} least shown)" if sv.open_total > len(sv.open) else ""
+            line = f"{sv.open_total} layout{'s' * (sv.open_total != 1)} not proved slower than the plan{more}: {named}"
+            print(textwrap.fill(line, WIDTH, initial_indent="open     ", subsequent_indent=" " * 9), file=out)
 
 
 def explain(p: Plan) -> str:

@@ -46,6 +46,8 @@ on 8x4 at 60 s proved its plan with 6 solves in 2.1 s, and its runner-up pass th
 attempts, 18 s of it on tp1-pp4 interleaved families it left open anyway). A family cut short is shown
 with its status and gap, a bound, as a family the proof cut short is."""
 RUNNER_UP_FLOOR = 1.0
+OPEN_SHOWN = 5
+"""With TIME_LIMIT, how many of the layouts left open below the plan the stats name (least bound first)."""
 SETTLE_SHARE = 0.05
 """Of the time limit, what is kept for raising the bounds of the candidates it left unvisited (`settle`)."""
 SETTLE_TAKES = 0.5
@@ -99,7 +101,8 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
     solved = len(run.solved)  # candidates solved at least once; the others were pruned or never reached
     counts = dict(candidates=len(bounded) + too_big, pruned=len(bounded) - solved + too_big, solved=solved,
                   did_not_fit=len(run.no_fit) + too_big)
-    return _result(cm, c, batch, top, list(run.open.values()), counts, excluded, time.perf_counter() - t0)
+    left = [(b, run.bounded[i][1].rsplit(" ", 1)[0]) for i, b in run.open.items()]  # labels less the unsolved recompute
+    return _result(cm, c, batch, top, left, counts, excluded, time.perf_counter() - t0)
 
 
 def _bounded(cm: CostModel, c: Constraints, batch: int, excluded: dict[str, int]) -> tuple[list[tuple], int]:
@@ -114,19 +117,25 @@ def _bounded(cm: CostModel, c: Constraints, batch: int, excluded: dict[str, int]
     return bounded, too_big
 
 
-def _result(cm: CostModel, c: Constraints, batch: int, top: list[Candidate], open_bounds: list[float],
+def _result(cm: CostModel, c: Constraints, batch: int, top: list[Candidate], left: list[tuple[float, str]],
             counts: dict, excluded: dict, wall: float) -> SearchResult:
-    """The search is OPTIMAL unless a candidate left open by the time limit may still beat the best
-    (a runner-up family's solve that stopped early above the best leaves the plan proved); the gap is
-    how much the best open bound could undercut it."""
-    gap, status = 0.0, "OPTIMAL"
+    """The search is OPTIMAL unless a candidate left open by the time limit (`left`: its bound and
+    layout) may still beat the best (a runner-up family's solve that stopped early above the best
+    leaves the plan proved); the gap is how much the best open bound could undercut it, and the stats
+    name the open layouts (`open`), least bound first, so that a gap says what holds it."""
+    gap, status, below = 0.0, "OPTIMAL", []
     if top:
         best = top[0].estimate.step_time_s
-        below = [b for b in open_bounds if b < best * (1 - 1e-9)]
+        below = sorted((b, layout) for b, layout in left if b < best * (1 - 1e-9))
         if below:
-            status, gap = "TIME_LIMIT", (best - min(below)) / best
+            status, gap = "TIME_LIMIT", (best - below[0][0]) / best
+    shown: dict[str, float] = {}
+    for b, layout in below:
+        if len(shown) < OPEN_SHOWN:
+            shown.setdefault(layout, b)
     stats = SolverStats(wall_s=wall, status=status if top else "INFEASIBLE", gap=gap, **counts,
-                        excluded=dict(sorted(excluded.items())), not_searched=dict(EXCLUDED))
+                        excluded=dict(sorted(excluded.items())), not_searched=dict(EXCLUDED),
+                        open=shown, open_total=len(below))
     if not top:
         return SearchResult(None, [], stats, batch, explain.why_nothing(cm, c, batch, counts["candidates"] > 0))
     best, rest = top[0], top[1:]

@@ -82,6 +82,11 @@ class SolverStats:
     """Skeletons skipped before pricing, by reason."""
     not_searched: dict[str, str] = field(default_factory=dict)
     """Parts of the design space left out, with the reason."""
+    open: dict[str, float] = field(default_factory=dict)
+    """With TIME_LIMIT: the layouts not proved slower than the plan, least bound first (at most
+    `search.OPEN_SHOWN`), each with the least step time (s) it was proved to need; the first sets the gap."""
+    open_total: int = 0
+    """How many layouts were left open below the plan in all."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -130,6 +135,14 @@ def _record(cls, d: dict):
 def _json(record) -> dict:
     """A summary record as JSON, empty optional tuples and strings left out."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(record).items() if v not in ((), "")}
+
+
+def _solver_json(sv: SolverStats | None) -> dict:
+    """The solver stats as JSON; the open layouts only when there are some, so that a proved plan's
+    file reads as it did before they were added."""
+    if sv is None:
+        return {}
+    return {k: v for k, v in asdict(sv).items() if v or k not in ("open", "open_total")}
 
 
 @dataclass(frozen=True)
@@ -205,7 +218,7 @@ class Plan:
         out = {"schema": PLAN_SCHEMA, "model": _json(self.model), "cluster": _json(self.cluster),
                "global_batch": self.global_batch, "strategy": {**self.strategy.to_dict(), **self.layout.to_dict()},
                "estimate": self.estimate.to_dict(), "runner_ups": [r.to_dict() for r in self.runner_ups],
-               "solver": asdict(self.solver) if self.solver else {}, "explanation": self.explanation}
+               "solver": _solver_json(self.solver), "explanation": self.explanation}
         if self.comparison is not None:
             out["comparison"] = self.comparison.to_dict()
         out["what_if"] = [{**asdict(w), "winner_changes": w.winner_changes} for w in self.what_if]

@@ -167,6 +167,45 @@ def test_time_limit_returns_the_best_found_with_its_gap(tiny):
     assert lower <= res.best.estimate.step_time_s and res.best.estimate.step_time_s * (1 - res.stats.gap) <= lower * (1 + 1e-9)
 
 
+def test_a_gap_names_the_layouts_that_hold_it(tiny, monkeypatch):
+    """A TIME_LIMIT plan names the layouts left open below it, least bound first, the first at the bound
+    the gap is measured to. Against every layout of the space solved exactly on its own
+    (`evaluate_fixed`, no cutoff): each one whose optimum beats the plan is named, and no named bound is
+    above its layout's optimum (here several are equal to it: a bound set too high fails). By default at
+    most OPEN_SHOWN are named, with the count of all; a proved plan names none; plan.json keeps them."""
+    import planner.search.search as search_module
+    cluster = parse_gpus("4x2", "a100-80gb")[0]
+    cm, c = CostModel(tiny, cluster), Constraints(global_batch=16, time_limit=1e-9)
+    shown, default = search(cm, c).stats, search_module.OPEN_SHOWN
+    monkeypatch.setattr(search_module, "OPEN_SHOWN", 10 ** 6)
+    res = search(CostModel(tiny, cluster), c)
+    sv, best = res.stats, res.best.estimate.step_time_s
+    assert sv.status == "TIME_LIMIT" and len(sv.open) == sv.open_total == shown.open_total > default
+    assert list(shown.open.items()) == list(sv.open.items())[:default] and len(shown.open) == default
+    bounds = list(sv.open.values())
+    assert bounds == sorted(bounds) and all(b < best for b in bounds)
+    assert bounds[0] == pytest.approx(best * (1 - sv.gap), rel=1e-12)
+    beaten, tight = 0, 0
+    for s in skeletons(cm, Constraints(global_batch=16), 16, {}):
+        alone, layout = evaluate_fixed(cm, s, 16), s.label().rsplit(" ", 1)[0]
+        if alone.estimate is None or not alone.estimate.feasible:
+            continue
+        t = alone.estimate.step_time_s
+        assert alone.solver_status == "OPTIMAL"
+        if t < best * (1 - 1e-9):
+            beaten += 1
+            assert layout in sv.open, layout
+        if layout in sv.open:
+            assert t >= sv.open[layout] * (1 - 1e-9), layout
+            tight += t <= sv.open[layout] * (1 + 1e-9)
+    assert beaten >= 1 and tight >= 1
+    proved = search(cm, Constraints(global_batch=16))
+    assert proved.stats.status == "OPTIMAL" and not proved.stats.open and proved.stats.open_total == 0
+    monkeypatch.undo()
+    again = Plan.from_json(plan_on(tiny, cluster, c).to_json())
+    assert again.solver.open == shown.open and again.solver.open_total == shown.open_total
+
+
 def test_the_time_limit_is_a_clock_bound_even_on_a_loaded_machine():
     """`time_limit` bounds the wall clock: a search stopped by it returns within it (plus at most 1 s).
     Unloaded, the limit's work runs out before its clock, so a time-limited search gives the same plan
