@@ -101,7 +101,7 @@ def search(cm: CostModel, c: Constraints, progress: Callable[[str, int, int], No
     solved = len(run.solved)  # candidates solved at least once; the others were pruned or never reached
     counts = dict(candidates=len(bounded) + too_big, pruned=len(bounded) - solved + too_big, solved=solved,
                   did_not_fit=len(run.no_fit) + too_big)
-    left = [(b, run.bounded[i][1].rsplit(" ", 1)[0]) for i, b in run.open.items()]  # labels less the unsolved recompute
+    left = [(b, run.bounded[i][2].label(recompute=False)) for i, b in run.open.items()]
     return _result(cm, c, batch, top, left, counts, excluded, time.perf_counter() - t0)
 
 

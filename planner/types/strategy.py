@@ -160,14 +160,15 @@ class Strategy:
             out["dp"] = self.dp
         return out
 
-    def label(self) -> str:
-        """A short one-line name, e.g. `tp8-pp64-dp6 mbs1x512 1f1b zero0 sp full`."""
+    def label(self, recompute: bool = True) -> str:
+        """A short one-line name, e.g. `tp8-pp64-dp6 mbs1x512 1f1b zero0 sp full`; without `recompute`,
+        the layout alone (a candidate not solved yet has no recompute of its own)."""
         dp = f"dp{self.dp}" if self.dp_shard in (1, self.dp) else f"dp{self.dp_replicate}x{self.dp_shard}"
         sched = self.schedule + (f"v{self.vpp}" if self.vpp > 1 else "")
         rc = sorted(set(self.recompute))
-        rec = rc[0] if len(rc) == 1 else "mixed-recompute"
+        rec = (" " + rc[0] if len(rc) == 1 else " mixed-recompute") if recompute else ""
         return (f"tp{self.tp}-pp{self.pp}-{dp} mbs{self.micro_batch_size}x{self.num_micro_batches} {sched} "
-                f"zero{self.zero}{' sp' if self.sequence_parallel else ''} {rec}")
+                f"zero{self.zero}{' sp' if self.sequence_parallel else ''}{rec}")
 
     def to_dict(self) -> dict:
         return asdict(self)
