@@ -131,8 +131,9 @@ def _result(cm: CostModel, c: Constraints, batch: int, top: list[Candidate], lef
             status, gap = "TIME_LIMIT", (best - below[0][0]) / best
     shown: dict[str, float] = {}
     for b, layout in below:
-        if len(shown) < OPEN_SHOWN:
-            shown.setdefault(layout, b)
+        if len(shown) == OPEN_SHOWN:
+            break
+        shown.setdefault(layout, b)
     stats = SolverStats(wall_s=wall, status=status if top else "INFEASIBLE", gap=gap, **counts,
                         excluded=dict(sorted(excluded.items())), not_searched=dict(EXCLUDED),
                         open=shown, open_total=len(below))

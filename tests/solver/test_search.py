@@ -206,6 +206,20 @@ def test_a_gap_names_the_layouts_that_hold_it(tiny, monkeypatch):
     assert again.solver.open == shown.open and again.solver.open_total == shown.open_total
 
 
+def _before_the_clock(pair, limit: float) -> tuple:
+    """`pair()` (two searches at `limit` seconds), run again until both end before their first deadline
+    (the limit less the settling share), where the clock never stopped them and only their work did: the
+    premise of comparing them, measured rather than assumed. This VM's own noise sometimes slows a whole
+    search by a tenth (its candidates' bounds 0.19 s -> 0.40 s, 2026-12-05: one pair in four or five ran
+    into the clock), so up to four tries."""
+    from planner.search.search import SETTLE_SHARE
+    for _ in range(4):
+        a, b = pair()
+        if max(a.stats.wall_s, b.stats.wall_s) < limit * (1 - SETTLE_SHARE):
+            return a, b
+    pytest.fail("four pairs of searches in a row reached the clock: this machine is too slow or busy for the test")
+
+
 def test_the_time_limit_is_a_clock_bound_even_on_a_loaded_machine():
     """`time_limit` bounds the wall clock: a search stopped by it returns within it (plus at most 1 s).
     Unloaded, the limit's work runs out before its clock, so a time-limited search gives the same plan
@@ -216,21 +230,11 @@ def test_the_time_limit_is_a_clock_bound_even_on_a_loaded_machine():
     import sys
     import time
 
-    from planner.search.search import SETTLE_SHARE
     prof, cluster = planner_profile(example("gpt.py:gpt3_13b")), parse_gpus("8x4", "a100-80gb")[0]
     c = Constraints(global_batch=512, time_limit=2)  # at 3 s it is proved (estimates charged per action, 2026-12-04)
     # a cost model each, as two `plan` calls have: a model remembers the collectives it priced, and a
-    # search is charged what it prices (on one model the second search had 0.08 units more for its proof).
-    # The premise is measured, not assumed: a search that ends before its first deadline (the limit less
-    # the settling share) was never stopped by the clock. This VM's own noise sometimes slows a whole
-    # search by a tenth (its candidates' bounds 0.19 s -> 0.40 s, 2026-12-05: one pair in four or five
-    # ran into the clock), so a pair that reached it is run again, up to four times.
-    for _ in range(4):
-        first, second = search(CostModel(prof, cluster), c), search(CostModel(prof, cluster), c)
-        if max(first.stats.wall_s, second.stats.wall_s) < c.time_limit * (1 - SETTLE_SHARE):
-            break
-    else:
-        pytest.fail("four pairs of searches in a row reached the clock: this machine is too slow or busy for the test")
+    # search is charged what it prices (on one model the second search had 0.08 units more for its proof)
+    first, second = _before_the_clock(lambda: tuple(search(CostModel(prof, cluster), c) for _ in range(2)), 2)
     cm = CostModel(prof, cluster)
     assert first.stats.status == second.stats.status == "TIME_LIMIT"
     assert first.best.strategy == second.best.strategy
@@ -261,15 +265,9 @@ def test_runner_ups_never_take_the_proofs_time():
     the proof's too). (Solved as they came, the runner-ups used to cost the proof its best: at a 5 s
     limit 12.97 s/step with five of them, 12.87 without, against 12.68 later; 5 s now proves it, and at
     3 s both gave 12.83 and 3 s proves it now; at 2 s both give 12.68 with a gap, 2026-12-04.)"""
-    from planner.search.search import SETTLE_SHARE
     cm = CostModel(planner_profile(example("gpt.py:gpt3_13b")), parse_gpus("8x4", "a100-80gb")[0])
-    for _ in range(4):  # a pair that reached the clock is run again (as in the clock test above)
-        alone = search(cm, Constraints(global_batch=512, time_limit=2, top_k=0))  # at 3 s it is proved (2026-12-04)
-        shown = search(cm, Constraints(global_batch=512, time_limit=2, top_k=5))
-        if max(alone.stats.wall_s, shown.stats.wall_s) < 2 * (1 - SETTLE_SHARE):
-            break
-    else:
-        pytest.fail("four pairs of searches in a row reached the clock: this machine is too slow or busy for the test")
+    alone, shown = _before_the_clock(lambda: tuple(search(cm, Constraints(global_batch=512, time_limit=2, top_k=k))
+                                                   for k in (0, 5)), 2)  # at 3 s it is proved (2026-12-04)
     assert alone.stats.status == "TIME_LIMIT" and not alone.runner_ups and shown.runner_ups
     assert alone.best.strategy == shown.best.strategy
     assert alone.stats.status == shown.stats.status and shown.stats.gap <= alone.stats.gap

@@ -56,21 +56,15 @@ def test_a_time_limited_plan_says_which_layouts_hold_its_gap(plans):
     first, at most those the stats hold, with the count of all); a proved plan prints no such line."""
     from dataclasses import replace
     p = plans["llama-tiny-4x2cpu"]
-    assert p.solver.status == "OPTIMAL" and "open " not in _stable(print_plan_text(p))
+    assert p.solver.status == "OPTIMAL" and "open " not in _stable(report.explain(p))
     opened = {"tp1-pp2-dp4 mbs1x4 interleavedv2 zero2": 1.25e-4, "tp2-pp2-dp2 mbs1x8 1f1b zero0": 1.5e-4}
     cut = replace(p, solver=replace(p.solver, status="TIME_LIMIT", gap=0.1, open=opened, open_total=7))
-    lines = print_plan_text(cut).splitlines()
+    lines = report.explain(cut).splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("open     "))
     assert lines[at - 1].startswith("solver   TIME_LIMIT (gap 10.00%)")
     said = " ".join(" ".join(lines[at:at + 3]).split())
     assert said.startswith("open 7 layouts not proved slower than the plan (the 2 least shown): "
                            "tp1-pp2-dp4 mbs1x4 interleavedv2 zero2 >= 0.000125 s/step, tp2-pp2-dp2")
-
-
-def print_plan_text(p) -> str:
-    buf = io.StringIO()
-    print_plan(p, buf)
-    return buf.getvalue()
 
 
 def test_json_round_trips_into_an_equal_plan(capsys):
